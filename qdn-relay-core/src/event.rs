@@ -1,0 +1,209 @@
+//! What comes out of the relay: effects for the driver to carry out, and
+//! events for dashboards and logs.
+
+use serde::{Deserialize, Serialize};
+
+use crate::input::{Actor, Command, DeliveryStatus, ErrorClass, RouteReason, SendErrorKind};
+use crate::types::{DispatchId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
+
+/// Something the driver must do after it saved a transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Send one text. The leg is already saved as pending (the outbox).
+    Send(OutboundMessage),
+    /// Publish an event (it is also kept in the dispatch's history).
+    Publish(RelayEvent),
+}
+
+/// One text to send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundMessage {
+    /// The dispatch it belongs to.
+    pub dispatch: DispatchId,
+    /// The leg's index in the dispatch.
+    pub leg: u32,
+    /// The recipient.
+    pub to: PhoneNumber,
+    /// The sender: always the business line.
+    pub from: PhoneNumber,
+    /// The text, within [`crate::MAX_BODY_CHARS`].
+    pub body: String,
+    /// How long the provider may keep trying before giving up, in seconds
+    /// (so a stale escalation text fails instead of arriving late). `None`
+    /// for the provider's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validity_secs: Option<u32>,
+}
+
+/// A relay event: every transition publishes at least one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayEvent {
+    /// When it happened.
+    pub at: Timestamp,
+    /// The dispatch.
+    pub dispatch: DispatchId,
+    /// Its tag.
+    pub tag: Tag,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// Why the relay moved to another level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationReason {
+    /// Nobody acknowledged within the level's timeout.
+    Timeout,
+    /// Every text of the level failed to deliver.
+    DeliveryFailed,
+    /// A dispatcher texted `PASS`.
+    Pass,
+    /// The level had nobody who could be texted.
+    NoReachableTarget,
+}
+
+/// What happened, in an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A customer's text opened the dispatch.
+    Opened {
+        /// The customer.
+        customer: PhoneNumber,
+        /// The business line.
+        line: PhoneNumber,
+        /// The inbound message id.
+        sid: ProviderMessageId,
+    },
+    /// A further customer text joined the dispatch.
+    CustomerText {
+        /// The inbound message id.
+        sid: ProviderMessageId,
+    },
+    /// The dispatch reached a level and its targets were texted.
+    Forwarded {
+        /// The round (0-based).
+        round: u32,
+        /// The level (0-based).
+        level: u32,
+        /// Who was texted.
+        to: Vec<PhoneNumber>,
+    },
+    /// The dispatch moved past a level.
+    Escalated {
+        /// The level left.
+        from_level: u32,
+        /// Why.
+        reason: EscalationReason,
+    },
+    /// The chain starts over (policy `repeat`).
+    Repeated {
+        /// The new round (0-based).
+        round: u32,
+    },
+    /// A level was skipped because nobody in it could be texted.
+    LevelSkipped {
+        /// The round.
+        round: u32,
+        /// The level.
+        level: u32,
+    },
+    /// Every level of every round was tried without an ack.
+    Exhausted,
+    /// Someone acknowledged.
+    Acked {
+        /// Who.
+        by: Actor,
+        /// The level of the dispatcher who acked, if a dispatcher did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        level: Option<u32>,
+    },
+    /// A dispatcher's text was routed to this dispatch.
+    DispatcherText {
+        /// Who.
+        from: PhoneNumber,
+        /// How it was routed.
+        route: RouteReason,
+        /// The command in it, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command: Option<Command>,
+    },
+    /// A reply was queued to the customer.
+    Replied {
+        /// Who wrote it.
+        by: Actor,
+    },
+    /// A text was accepted by the provider.
+    Sent {
+        /// The leg.
+        leg: u32,
+        /// The provider's id.
+        sid: ProviderMessageId,
+    },
+    /// A send failed.
+    SendFailed {
+        /// The leg.
+        leg: u32,
+        /// The failure's kind.
+        kind: SendErrorKind,
+        /// The provider's code.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<u32>,
+        /// Whether it will be retried.
+        will_retry: bool,
+    },
+    /// A delivery report moved a leg forward.
+    Delivery {
+        /// The leg.
+        leg: u32,
+        /// Its new status.
+        status: DeliveryStatus,
+        /// The provider's error code.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<u32>,
+        /// The error's class.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        class: Option<ErrorClass>,
+    },
+    /// A number is not texted again in this dispatch.
+    Unreachable {
+        /// The number.
+        number: PhoneNumber,
+    },
+    /// Something was ignored, and why (a command that no longer applies).
+    Ignored {
+        /// Why.
+        reason: String,
+    },
+    /// The dispatch was closed.
+    Closed {
+        /// By whom.
+        by: Actor,
+    },
+}
+
+impl EventKind {
+    /// The event's type name, as in its JSON `type` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Opened { .. } => "opened",
+            EventKind::CustomerText { .. } => "customer_text",
+            EventKind::Forwarded { .. } => "forwarded",
+            EventKind::Escalated { .. } => "escalated",
+            EventKind::Repeated { .. } => "repeated",
+            EventKind::LevelSkipped { .. } => "level_skipped",
+            EventKind::Exhausted => "exhausted",
+            EventKind::Acked { .. } => "acked",
+            EventKind::DispatcherText { .. } => "dispatcher_text",
+            EventKind::Replied { .. } => "replied",
+            EventKind::Sent { .. } => "sent",
+            EventKind::SendFailed { .. } => "send_failed",
+            EventKind::Delivery { .. } => "delivery",
+            EventKind::Unreachable { .. } => "unreachable",
+            EventKind::Ignored { .. } => "ignored",
+            EventKind::Closed { .. } => "closed",
+        }
+    }
+}

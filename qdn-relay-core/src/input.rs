@@ -1,0 +1,389 @@
+//! What comes into the relay: texts, delivery reports, send outcomes,
+//! dashboard actions and timeouts.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{PhoneNumber, ProviderMessageId};
+
+/// The longest body the relay sends, in characters (Twilio's limit for one
+/// message, split into at most 10 segments).
+pub const MAX_BODY_CHARS: usize = 1600;
+
+/// A text that reached a business line: from a customer, or from a
+/// dispatcher replying.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundText {
+    /// The provider's id for this text (`MessageSid`); retried webhooks carry
+    /// the same one, which is how duplicates are recognised.
+    pub sid: ProviderMessageId,
+    /// Who sent it.
+    pub from: PhoneNumber,
+    /// The business line it was sent to.
+    pub to: PhoneNumber,
+    /// The text. May be empty when the message only carries media.
+    pub body: String,
+    /// Media attached (MMS), as URLs with their content types.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<Media>,
+}
+
+/// One attachment of an inbound MMS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Media {
+    /// Where the provider stores it.
+    pub url: String,
+    /// Its MIME type, if the provider said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+/// The delivery status of an outbound message. Statuses only move forward:
+/// a report of an earlier status after a later one is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Saved in the outbox, not yet accepted by a provider.
+    Pending,
+    /// The provider's answer was lost (timeout or 5xx after the request went
+    /// out): it may or may not have been sent. Never re-sent automatically.
+    Unknown,
+    /// Accepted or queued by the provider.
+    Queued,
+    /// Being handed to the carrier.
+    Sending,
+    /// Handed to the carrier.
+    Sent,
+    /// The carrier confirmed delivery to the handset.
+    Delivered,
+    /// The carrier could not deliver it.
+    Undelivered,
+    /// The provider could not send it, or the relay gave up on it.
+    Failed,
+    /// Read by the recipient (channels that report it).
+    Read,
+}
+
+impl DeliveryStatus {
+    /// Whether this status is final for delivery.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            DeliveryStatus::Delivered
+                | DeliveryStatus::Undelivered
+                | DeliveryStatus::Failed
+                | DeliveryStatus::Read
+        )
+    }
+
+    /// Whether the message did not reach its recipient.
+    pub fn is_failure(self) -> bool {
+        matches!(self, DeliveryStatus::Undelivered | DeliveryStatus::Failed)
+    }
+
+    /// Progress rank: a report is applied only if it moves this forward.
+    /// Every terminal status outranks every non-terminal one; among the
+    /// terminal ones only `Delivered → Read` moves.
+    pub fn rank(self) -> u8 {
+        match self {
+            DeliveryStatus::Pending => 0,
+            DeliveryStatus::Unknown => 1,
+            DeliveryStatus::Queued => 2,
+            DeliveryStatus::Sending => 3,
+            DeliveryStatus::Sent => 4,
+            DeliveryStatus::Undelivered | DeliveryStatus::Failed | DeliveryStatus::Delivered => 5,
+            DeliveryStatus::Read => 6,
+        }
+    }
+
+    /// The name Twilio and the status JSON use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Unknown => "unknown",
+            DeliveryStatus::Queued => "queued",
+            DeliveryStatus::Sending => "sending",
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Undelivered => "undelivered",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Read => "read",
+        }
+    }
+}
+
+impl fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a provider error code should be treated. Adapters classify their own
+/// codes (see `qdn-relay-twilio`); the core only acts on the class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// Transient: the same number may work later (Twilio 30003, 20429).
+    RetryLater,
+    /// This number cannot receive texts from us: never text it again in this
+    /// dispatch (Twilio 21211, 21610, 21614, 30005, 30006).
+    Unreachable,
+    /// The carrier filtered the content (Twilio 30007).
+    Filtered,
+    /// The relay's configuration is wrong (credentials, sender): nothing
+    /// will work until an operator fixes it (Twilio 20003).
+    Config,
+    /// A code the adapter does not know: treated like `RetryLater` for
+    /// escalation (the next level is tried) but not retried to this number.
+    Unknown,
+}
+
+/// A provider's delivery error: its code and class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryError {
+    /// The provider's numeric code (Twilio `ErrorCode`).
+    pub code: u32,
+    /// How the relay treats it.
+    pub class: ErrorClass,
+}
+
+/// A status callback for an outbound message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryReport {
+    /// The provider's id of the outbound message.
+    pub sid: ProviderMessageId,
+    /// Its new status.
+    pub status: DeliveryStatus,
+    /// The error, for `undelivered` and `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<DeliveryError>,
+}
+
+/// Who did something to a dispatch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Actor {
+    /// A dispatcher, by phone.
+    Phone(PhoneNumber),
+    /// A dashboard user, by the name the dashboard gave.
+    Operator(String),
+    /// The relay itself.
+    Relay,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Phone(p) => write!(f, "{p}"),
+            Actor::Operator(o) => write!(f, "operator {o}"),
+            Actor::Relay => f.write_str("relay"),
+        }
+    }
+}
+
+/// How a dispatcher's text was matched to its dispatch (behaviour B5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteReason {
+    /// The text named the dispatch's tag (`#K7 on my way`).
+    Tag,
+    /// The dispatch was the dispatcher's only open one.
+    Only,
+    /// The dispatcher had several open dispatches and named none: the most
+    /// recent was chosen and the dispatcher is told which.
+    MostRecent,
+}
+
+/// A dispatcher command (a whole text, after an optional tag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// Acknowledge without texting the customer.
+    Ack,
+    /// Escalate to the next level now.
+    Pass,
+    /// Close the dispatch (acknowledging it first if nobody had).
+    Done,
+}
+
+impl Command {
+    /// Reads a command from a dispatcher's text (already stripped of its
+    /// tag): `ACK`, `PASS` or `DONE`, in any case, with trailing
+    /// punctuation allowed. Anything else is a reply.
+    pub fn parse(body: &str) -> Option<Command> {
+        let t = body.trim().trim_end_matches(['.', '!']);
+        if t.eq_ignore_ascii_case("ack") {
+            Some(Command::Ack)
+        } else if t.eq_ignore_ascii_case("pass") {
+            Some(Command::Pass)
+        } else if t.eq_ignore_ascii_case("done") {
+            Some(Command::Done)
+        } else {
+            None
+        }
+    }
+}
+
+/// The class of a failed send, as the provider port reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SendErrorKind {
+    /// The provider guarantees nothing was sent and a later try may work
+    /// (HTTP 429, Twilio 20429, connection refused). Retried with backoff;
+    /// [`crate::Failover`] tries the next provider.
+    Retryable,
+    /// The request may have gone out (timeout or 5xx after sending). Never
+    /// retried blindly: the level's timeout covers it.
+    MaybeSent,
+    /// This number cannot be texted (invalid, opted out, landline).
+    Unreachable,
+    /// The content was refused.
+    Filtered,
+    /// Credentials or sender are wrong: an operator must act.
+    Config,
+    /// Anything else the provider refused (a 4xx it did not explain).
+    Rejected,
+}
+
+/// A failed send: its kind, the provider's code and message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind:?} send error{}: {message}", code.map(|c| format!(" {c}")).unwrap_or_default())]
+pub struct SendError {
+    /// How the relay should treat it.
+    pub kind: SendErrorKind,
+    /// The provider's error code, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u32>,
+    /// A human-readable message (never containing credentials).
+    pub message: String,
+    /// When the provider said to retry (HTTP `Retry-After`), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl SendError {
+    /// A send error of `kind` with a message.
+    pub fn new(kind: SendErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code: None,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// The same error with a provider code.
+    pub fn with_code(mut self, code: u32) -> Self {
+        self.code = Some(code);
+        self
+    }
+}
+
+/// A dashboard or host action on one dispatch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum DashboardAction {
+    /// Acknowledge: stop escalating.
+    Ack {
+        /// The operator's name.
+        by: String,
+    },
+    /// Text the customer from the business line (and acknowledge).
+    Reply {
+        /// The operator's name.
+        by: String,
+        /// The text.
+        body: String,
+    },
+    /// Close the dispatch.
+    Close {
+        /// The operator's name.
+        by: String,
+    },
+}
+
+/// One input to [`crate::Dispatch::handle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Input {
+    /// A customer's text joins this dispatch.
+    CustomerText(InboundText),
+    /// A dispatcher's text routed to this dispatch.
+    DispatcherText {
+        /// The text.
+        text: InboundText,
+        /// How it was routed here.
+        route: RouteReason,
+    },
+    /// A status callback for one of this dispatch's outbound messages.
+    Delivery(DeliveryReport),
+    /// What the provider answered to a send.
+    SendOutcome {
+        /// The leg that was sent.
+        leg: u32,
+        /// The provider's id, or the error.
+        result: Result<ProviderMessageId, SendError>,
+    },
+    /// A dashboard action.
+    Dashboard(DashboardAction),
+    /// Time passed: act on whatever is due at `now`. Safe to call early,
+    /// late or twice.
+    Timeout,
+}
+
+/// Builds a body that fits [`MAX_BODY_CHARS`]: if `s` is longer, it is cut
+/// on a character boundary and ends with `…`.
+pub fn fit_body(s: &str) -> String {
+    fit_chars(s, MAX_BODY_CHARS)
+}
+
+pub(crate) fn fit_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some(_) => {
+            let cut = s.char_indices().nth(max - 1).map_or(s.len(), |(i, _)| i);
+            let mut out = String::with_capacity(cut + 3);
+            out.push_str(&s[..cut]);
+            out.push('…');
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(Command::parse(" ack "), Some(Command::Ack));
+        assert_eq!(Command::parse("PASS."), Some(Command::Pass));
+        assert_eq!(Command::parse("Done!"), Some(Command::Done));
+        assert_eq!(Command::parse("acknowledged"), None);
+        assert_eq!(Command::parse("on my way"), None);
+    }
+
+    #[test]
+    fn bodies_fit_the_limit() {
+        assert_eq!(fit_body("short"), "short");
+        let long = "é".repeat(2000);
+        let fitted = fit_body(&long);
+        assert_eq!(fitted.chars().count(), MAX_BODY_CHARS);
+        assert!(fitted.ends_with('…'));
+        let exact = "x".repeat(MAX_BODY_CHARS);
+        assert_eq!(fit_body(&exact), exact);
+    }
+
+    #[test]
+    fn statuses_rank_forward() {
+        assert!(DeliveryStatus::Queued.rank() < DeliveryStatus::Sent.rank());
+        assert!(DeliveryStatus::Sent.rank() < DeliveryStatus::Failed.rank());
+        assert_eq!(
+            DeliveryStatus::Delivered.rank(),
+            DeliveryStatus::Undelivered.rank()
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! # qdn-relay-core
+//!
+//! The relay itself: a pure escalation state machine ([`Dispatch`]), the
+//! ports it needs ([`SmsProvider`], [`Store`], [`Clock`], [`EventSink`]),
+//! the driver that loops over them ([`Relay`]), and in-memory adapters for
+//! tests and simulation.
+//!
+//! The state machine never does I/O and never reads a clock: time is an
+//! argument, randomness a seed. The driver is the only place that loops:
+//! load → [`Dispatch::handle`] → save with the expected version (on
+//! conflict: reload and re-run, bounded) → carry out the effects → feed send
+//! outcomes back. Sends are saved as pending legs before they go out (the
+//! outbox), so a crash between save and send is finished by the next
+//! [`Relay::sweep`].
+//!
+//! ```
+//! # tokio_test();
+//! # fn tokio_test() {}
+//! use std::time::Duration;
+//! use qdn_relay_core::{Policy, PhoneNumber};
+//! let policy = Policy::simple(
+//!     "+16195550101".parse().unwrap(),
+//!     "+18583354807".parse().unwrap(),
+//!     Duration::from_secs(15 * 60),
+//! ).unwrap();
+//! assert_eq!(policy.levels().len(), 2);
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod dispatch;
+pub mod event;
+pub mod input;
+pub mod policy;
+pub mod ports;
+pub mod types;
+
+pub use dispatch::{
+    Ack, AckVia, Direction, Dispatch, InputError, Leg, MAX_SEND_ATTEMPTS, OUTBOX_GRACE, Purpose,
+    State, ThreadEntry,
+};
+pub use event::{Effect, EscalationReason, EventKind, OutboundMessage, RelayEvent};
+pub use input::{
+    Actor, Command, DashboardAction, DeliveryError, DeliveryReport, DeliveryStatus, ErrorClass,
+    InboundText, Input, MAX_BODY_CHARS, Media, RouteReason, SendError, SendErrorKind, fit_body,
+};
+pub use policy::{DEFAULT_ACK_TIMEOUT, Level, Policy, PolicyError, parse_duration};
+pub use ports::{
+    Clock, ConflictReason, Due, EventSink, FanoutSink, ListFilter, ManualClock, NullSink,
+    SendReceipt, SinkError, SmsProvider, Store, StoreError, SystemClock, TracingSink,
+};
+pub use types::{
+    DispatchId, PhoneNumber, PhoneNumberError, ProviderMessageId, Tag, Timestamp,
+};

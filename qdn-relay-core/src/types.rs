@@ -1,0 +1,554 @@
+//! Domain types that can only hold valid values.
+//!
+//! Parse, don't validate: a [`PhoneNumber`] is always E.164, a [`DispatchId`]
+//! always a 128-bit ULID, a [`Tag`] always a short human tag, a
+//! [`ProviderMessageId`] always a non-empty printable token.
+
+use std::fmt;
+use std::num::NonZeroU64;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Implements `Serialize`/`Deserialize` through `Display`/`FromStr`.
+macro_rules! serde_via_str {
+    ($t:ty, $what:literal) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse()
+                    .map_err(|e| serde::de::Error::custom(format_args!("invalid {}: {e}", $what)))
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------
+// PhoneNumber
+
+/// A phone number in E.164 form: `+` then 7 to 15 digits, the first not 0.
+///
+/// Parsing accepts the separators people type (spaces, `-`, `.`, `(`, `)`)
+/// and rejects everything else with a [`PhoneNumberError`] that says why.
+/// The number is stored as an integer, so it is `Copy` and 8 bytes wide.
+///
+/// ```
+/// use qdn_relay_core::PhoneNumber;
+/// let n: PhoneNumber = "+1 (619) 555-0100".parse().unwrap();
+/// assert_eq!(n.to_string(), "+16195550100");
+/// assert!("6195550100".parse::<PhoneNumber>().is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PhoneNumber(NonZeroU64);
+
+/// Why a string is not an E.164 phone number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PhoneNumberError {
+    /// The input was empty or only whitespace.
+    #[error("phone number is empty")]
+    Empty,
+    /// E.164 numbers start with `+` and the country code.
+    #[error("phone number must start with '+' and the country code (E.164), e.g. +16195550100")]
+    MissingPlus,
+    /// A character that is neither a digit nor a common separator.
+    #[error("phone number has an invalid character {ch:?} at position {pos}")]
+    InvalidChar {
+        /// The offending character.
+        ch: char,
+        /// Its char index in the input.
+        pos: usize,
+    },
+    /// Country codes never start with 0.
+    #[error("phone number country code cannot start with 0")]
+    LeadingZero,
+    /// Fewer than 7 digits.
+    #[error("phone number has {digits} digits; E.164 needs at least 7")]
+    TooShort {
+        /// How many digits there were.
+        digits: usize,
+    },
+    /// More than 15 digits.
+    #[error("phone number has {digits} digits; E.164 allows at most 15")]
+    TooLong {
+        /// How many digits there were.
+        digits: usize,
+    },
+}
+
+impl PhoneNumber {
+    /// The digits after the `+` as an integer.
+    pub fn as_u64(self) -> u64 {
+        self.0.get()
+    }
+
+    /// Builds a number from the digits after the `+`; `None` if that is not
+    /// 7 to 15 digits.
+    pub fn from_u64(digits: u64) -> Option<Self> {
+        if (1_000_000..=999_999_999_999_999).contains(&digits) {
+            NonZeroU64::new(digits).map(Self)
+        } else {
+            None
+        }
+    }
+}
+
+impl FromStr for PhoneNumber {
+    type Err = PhoneNumberError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(PhoneNumberError::Empty);
+        }
+        let rest = s.strip_prefix('+').ok_or(PhoneNumberError::MissingPlus)?;
+        let mut value: u64 = 0;
+        let mut digits = 0usize;
+        for (i, ch) in rest.chars().enumerate() {
+            match ch {
+                '0'..='9' => {
+                    if digits == 0 && ch == '0' {
+                        return Err(PhoneNumberError::LeadingZero);
+                    }
+                    digits += 1;
+                    if digits <= 15 {
+                        value = value * 10 + u64::from(ch as u8 - b'0');
+                    }
+                }
+                ' ' | '-' | '.' | '(' | ')' if digits > 0 || ch == '(' || ch == ' ' => {}
+                _ => return Err(PhoneNumberError::InvalidChar { ch, pos: i + 1 }),
+            }
+        }
+        match digits {
+            0..=6 => Err(PhoneNumberError::TooShort { digits }),
+            7..=15 => Ok(NonZeroU64::new(value).map(Self).ok_or(PhoneNumberError::LeadingZero)?),
+            _ => Err(PhoneNumberError::TooLong { digits }),
+        }
+    }
+}
+
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "+{}", self.0)
+    }
+}
+
+impl fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PhoneNumber(+{})", self.0)
+    }
+}
+
+serde_via_str!(PhoneNumber, "phone number");
+
+// ---------------------------------------------------------------------------
+// Timestamp
+
+/// A UTC instant with millisecond precision, serialised as RFC 3339
+/// (`2026-11-24T01:18:49.250Z`).
+///
+/// The state machine never reads a clock: every `now` is an argument of this
+/// type. It is persisted and reloaded by other processes, which is why it is
+/// wall-clock time and not `std::time::Instant`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Timestamp(i64);
+
+/// Why a string is not an RFC 3339 timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid timestamp {input:?}: {reason}")]
+pub struct TimestampError {
+    input: String,
+    reason: String,
+}
+
+impl Timestamp {
+    /// The Unix epoch.
+    pub const UNIX_EPOCH: Timestamp = Timestamp(0);
+
+    /// From milliseconds since the Unix epoch.
+    pub const fn from_millis(ms: i64) -> Self {
+        Self(ms)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub const fn as_millis(self) -> i64 {
+        self.0
+    }
+
+    /// This instant plus `d` (saturating).
+    pub fn plus(self, d: std::time::Duration) -> Self {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_add(ms))
+    }
+
+    /// How long after `earlier` this instant is (zero if it is not later).
+    pub fn since(self, earlier: Timestamp) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::try_from(self.0 - earlier.0).unwrap_or(0))
+    }
+
+    /// The same instant as a [`jiff::Timestamp`].
+    pub fn to_jiff(self) -> jiff::Timestamp {
+        jiff::Timestamp::from_millisecond(self.0).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    /// From a [`jiff::Timestamp`] (truncated to milliseconds).
+    pub fn from_jiff(t: jiff::Timestamp) -> Self {
+        Self(t.as_millisecond())
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.to_jiff(), f)
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({self})")
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = TimestampError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<jiff::Timestamp>()
+            .map(Self::from_jiff)
+            .map_err(|e| TimestampError {
+                input: s.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+serde_via_str!(Timestamp, "timestamp");
+
+// ---------------------------------------------------------------------------
+// DispatchId
+
+/// The id of a dispatch: a 128-bit ULID (48 bits of milliseconds, 80 random
+/// bits), written as 26 Crockford base-32 characters. Ids sort by creation
+/// time.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DispatchId(u128);
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// Why a string is not a dispatch id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid dispatch id {0:?}: expected 26 Crockford base-32 characters")]
+pub struct DispatchIdError(String);
+
+impl DispatchId {
+    /// Builds an id from its creation time and 80 random bits (the core
+    /// takes randomness as an argument, never from the OS).
+    pub fn new(at: Timestamp, random: u128) -> Self {
+        let ms = (at.as_millis().max(0) as u128) & ((1u128 << 48) - 1);
+        Self((ms << 80) | (random & ((1u128 << 80) - 1)))
+    }
+
+    /// The raw 128-bit value.
+    pub fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    /// From the raw 128-bit value.
+    pub fn from_u128(v: u128) -> Self {
+        Self(v)
+    }
+
+    /// The creation time encoded in the id.
+    pub fn created_at(self) -> Timestamp {
+        Timestamp::from_millis((self.0 >> 80) as i64)
+    }
+}
+
+impl fmt::Display for DispatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = [0u8; 26];
+        for (i, c) in out.iter_mut().enumerate() {
+            let shift = 5 * (25 - i);
+            *c = CROCKFORD[((self.0 >> shift) & 31) as usize];
+        }
+        // Only ASCII from the alphabet above.
+        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for DispatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DispatchId({self})")
+    }
+}
+
+impl FromStr for DispatchId {
+    type Err = DispatchIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || DispatchIdError(s.to_owned());
+        if s.len() != 26 {
+            return Err(err());
+        }
+        let mut v: u128 = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let b = b.to_ascii_uppercase();
+            let d = match b {
+                b'O' => 0,
+                b'I' | b'L' => 1,
+                _ => CROCKFORD.iter().position(|&c| c == b).ok_or_else(err)? as u128,
+            };
+            if i == 0 && d > 7 {
+                return Err(err());
+            }
+            v = (v << 5) | d;
+        }
+        Ok(Self(v))
+    }
+}
+
+serde_via_str!(DispatchId, "dispatch id");
+
+// ---------------------------------------------------------------------------
+// Tag
+
+/// A short human tag for a dispatch, like `K7`: one letter (no `I` or `O`)
+/// and a number from 1 to 999. Unique among open dispatches, so a dispatcher
+/// can write `#K7 on my way`. Parsing ignores case and a leading `#`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tag {
+    letter: u8,
+    number: u16,
+}
+
+const TAG_LETTERS: &[u8; 24] = b"ABCDEFGHJKLMNPQRSTUVWXYZ";
+
+/// Why a string is not a tag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid tag {0:?}: expected a letter and a number from 1 to 999, like K7")]
+pub struct TagError(String);
+
+impl Tag {
+    /// The `attempt`-th candidate tag for a new dispatch, drawn from `seed`.
+    ///
+    /// Early attempts come from the two-character space (`K7`); later ones
+    /// widen to three and four characters so a crowded relay still finds a
+    /// free tag quickly.
+    pub fn candidate(seed: u64, attempt: u32) -> Tag {
+        let mut x = seed ^ (u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        x = splitmix(x);
+        let letter = TAG_LETTERS[(x % 24) as usize];
+        let r = (x >> 8) as u16;
+        let number = match attempt {
+            0..=5 => 1 + r % 9,
+            6..=11 => 10 + r % 90,
+            _ => 100 + r % 900,
+        };
+        Tag { letter, number }
+    }
+
+    /// Finds a tag inside a dispatcher's text: a leading `#K7` (or `[#K7]`).
+    /// Returns the tag and the rest of the text.
+    pub fn strip_prefix(body: &str) -> Option<(Tag, &str)> {
+        let t = body.trim_start();
+        let t = t.strip_prefix('[').unwrap_or(t);
+        let t = t.strip_prefix('#')?;
+        let end = t
+            .char_indices()
+            .find(|&(i, c)| !(c.is_ascii_alphanumeric()) || (i > 4))
+            .map_or(t.len(), |(i, _)| i);
+        let tag: Tag = t[..end].parse().ok()?;
+        let rest = t[end..].strip_prefix(']').unwrap_or(&t[end..]);
+        let rest = rest.trim_start_matches([':', ',', ' ', '-']);
+        Some((tag, rest))
+    }
+}
+
+pub(crate) fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.letter as char, self.number)
+    }
+}
+
+impl fmt::Debug for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tag({self})")
+    }
+}
+
+impl FromStr for Tag {
+    type Err = TagError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || TagError(s.to_owned());
+        let t = s.trim();
+        let t = t.strip_prefix('#').unwrap_or(t);
+        let mut chars = t.chars();
+        let letter = chars.next().ok_or_else(err)?.to_ascii_uppercase();
+        if !letter.is_ascii() || !TAG_LETTERS.contains(&(letter as u8)) {
+            return Err(err());
+        }
+        let digits = chars.as_str();
+        if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err());
+        }
+        if digits.starts_with('0') {
+            return Err(err());
+        }
+        let number: u16 = digits.parse().map_err(|_| err())?;
+        Ok(Tag {
+            letter: letter as u8,
+            number,
+        })
+    }
+}
+
+serde_via_str!(Tag, "tag");
+
+// ---------------------------------------------------------------------------
+// ProviderMessageId
+
+/// A message id issued by an SMS provider (Twilio's `MessageSid`, `SM…`), or
+/// by a host for a text it injected. 1 to 64 printable ASCII characters with
+/// no whitespace.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProviderMessageId(Box<str>);
+
+/// Why a string is not a provider message id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid message id {0:?}: expected 1 to 64 printable ASCII characters without spaces")]
+pub struct ProviderMessageIdError(String);
+
+impl ProviderMessageId {
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ProviderMessageId {
+    type Err = ProviderMessageIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ProviderMessageIdError(s.chars().take(80).collect()));
+        }
+        Ok(Self(s.into()))
+    }
+}
+
+impl fmt::Display for ProviderMessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ProviderMessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProviderMessageId({})", self.0)
+    }
+}
+
+serde_via_str!(ProviderMessageId, "message id");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_parse_only_e164() {
+        assert_eq!(
+            "+16195550100".parse::<PhoneNumber>().unwrap().to_string(),
+            "+16195550100"
+        );
+        assert_eq!(
+            " +44 20 7946 0958 ".parse::<PhoneNumber>().unwrap().to_string(),
+            "+442079460958"
+        );
+        assert_eq!("".parse::<PhoneNumber>(), Err(PhoneNumberError::Empty));
+        assert_eq!(
+            "6195550100".parse::<PhoneNumber>(),
+            Err(PhoneNumberError::MissingPlus)
+        );
+        assert_eq!(
+            "+0195550100".parse::<PhoneNumber>(),
+            Err(PhoneNumberError::LeadingZero)
+        );
+        assert_eq!(
+            "+1234".parse::<PhoneNumber>(),
+            Err(PhoneNumberError::TooShort { digits: 4 })
+        );
+        assert_eq!(
+            "+1234567890123456".parse::<PhoneNumber>(),
+            Err(PhoneNumberError::TooLong { digits: 16 })
+        );
+        assert!(matches!(
+            "+1619555010x".parse::<PhoneNumber>(),
+            Err(PhoneNumberError::InvalidChar { ch: 'x', .. })
+        ));
+        assert!("+1 619+5550100".parse::<PhoneNumber>().is_err());
+        let n: PhoneNumber = serde_json::from_str("\"+16195550100\"").unwrap();
+        assert_eq!(serde_json::to_string(&n).unwrap(), "\"+16195550100\"");
+        assert!(serde_json::from_str::<PhoneNumber>("\"555\"").is_err());
+    }
+
+    #[test]
+    fn timestamps_round_trip_rfc3339() {
+        let t = Timestamp::from_millis(1_795_000_000_250);
+        let s = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<Timestamp>(&s).unwrap(), t);
+        assert!(s.ends_with("Z\""), "{s}");
+        assert!("yesterday".parse::<Timestamp>().is_err());
+    }
+
+    #[test]
+    fn dispatch_ids_round_trip_and_sort_by_time() {
+        let a = DispatchId::new(Timestamp::from_millis(1_000), 0xFFFF_FFFF);
+        let b = DispatchId::new(Timestamp::from_millis(2_000), 1);
+        assert!(a < b);
+        assert_eq!(a.to_string().parse::<DispatchId>().unwrap(), a);
+        assert_eq!(
+            a.to_string().to_lowercase().parse::<DispatchId>().unwrap(),
+            a
+        );
+        assert_eq!(a.created_at(), Timestamp::from_millis(1_000));
+        assert!("not-an-id".parse::<DispatchId>().is_err());
+        assert!("8ZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<DispatchId>().is_err());
+    }
+
+    #[test]
+    fn tags_parse_and_strip() {
+        let t: Tag = "#k7".parse().unwrap();
+        assert_eq!(t.to_string(), "K7");
+        assert!("K0".parse::<Tag>().is_err());
+        assert!("I7".parse::<Tag>().is_err());
+        assert!("K1000".parse::<Tag>().is_err());
+        let (tag, rest) = Tag::strip_prefix("#K7 on my way").unwrap();
+        assert_eq!((tag.to_string().as_str(), rest), ("K7", "on my way"));
+        let (tag, rest) = Tag::strip_prefix("[#b12]: ACK").unwrap();
+        assert_eq!((tag.to_string().as_str(), rest), ("B12", "ACK"));
+        assert!(Tag::strip_prefix("on my way #K7").is_none());
+        assert!(Tag::strip_prefix("#hello there").is_none());
+        for attempt in 0..20 {
+            let c = Tag::candidate(42, attempt);
+            assert_eq!(c.to_string().parse::<Tag>().unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn provider_ids_are_printable_tokens() {
+        assert!("SM0123456789abcdef0123456789abcdef".parse::<ProviderMessageId>().is_ok());
+        assert!("".parse::<ProviderMessageId>().is_err());
+        assert!("has space".parse::<ProviderMessageId>().is_err());
+        assert!("x".repeat(65).parse::<ProviderMessageId>().is_err());
+    }
+}

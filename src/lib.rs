@@ -1,0 +1,14 @@
+//! # qdn-relay
+//!
+//! A cascading SMS relay with escalation. A customer texts the business
+//! number; the relay forwards the text to the primary dispatcher; if nobody
+//! acknowledges in time it goes to the backup, and on down the chain (or at
+//! once when a delivery fails); dispatchers' replies go back to the customer
+//! from the business number.
+//!
+//! This crate is a facade: it re-exports the relay's crates behind features.
+//! Adapter crates depend on [`core`] directly.
+//!
+//! See `README.md` for the quickstart and `ARCHITECTURE.md` for the codemap.
+
+pub use qdn_relay_core as core;
