@@ -12,3 +12,8 @@
 //! See `README.md` for the quickstart and `ARCHITECTURE.md` for the codemap.
 
 pub use qdn_relay_core as core;
+
+/// Twilio: webhook parsing, `X-Twilio-Signature` validation and (with the
+/// `twilio-client` feature) the REST client.
+#[cfg(feature = "twilio")]
+pub use qdn_relay_twilio as twilio;

@@ -762,17 +762,17 @@ impl Dispatch {
 
     fn reply(&mut self, now: Timestamp, by: Actor, body: String, fx: &mut Fx<'_>) {
         let body = fit_body(&body);
+        self.emit(now, fx, EventKind::Replied { by: by.clone() });
         let leg = self.new_leg(now, self.customer, Purpose::Reply, body.clone(), fx);
         self.thread.push(ThreadEntry {
             at: now,
             direction: Direction::Outbound,
-            from: by.clone(),
+            from: by,
             body,
             sid: None,
             leg: Some(leg),
             media: Vec::new(),
         });
-        self.emit(now, fx, EventKind::Replied { by });
     }
 
     fn ignored(&mut self, now: Timestamp, fx: &mut Fx<'_>, reason: &str) {

@@ -14,8 +14,6 @@
 //! [`Relay::sweep`].
 //!
 //! ```
-//! # tokio_test();
-//! # fn tokio_test() {}
 //! use std::time::Duration;
 //! use qdn_relay_core::{Policy, PhoneNumber};
 //! let policy = Policy::simple(
@@ -28,27 +26,38 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "testing")]
+pub mod contract;
 pub mod dispatch;
+pub mod driver;
 pub mod event;
+pub mod failover;
 pub mod input;
+pub mod memory;
 pub mod policy;
 pub mod ports;
+pub mod sim;
+pub mod status;
 pub mod types;
 
 pub use dispatch::{
     Ack, AckVia, Direction, Dispatch, InputError, Leg, MAX_SEND_ATTEMPTS, OUTBOX_GRACE, Purpose,
     State, ThreadEntry,
 };
+pub use driver::{MAX_CONFLICT_RETRIES, Outcome, Relay, RelayBuilder, RelayError, SweepReport};
 pub use event::{Effect, EscalationReason, EventKind, OutboundMessage, RelayEvent};
 pub use input::{
     Actor, Command, DashboardAction, DeliveryError, DeliveryReport, DeliveryStatus, ErrorClass,
     InboundText, Input, MAX_BODY_CHARS, Media, RouteReason, SendError, SendErrorKind, fit_body,
 };
+pub use failover::Failover;
+pub use memory::{MemoryStore, RecordingProvider, RecordingSink, SentText};
 pub use policy::{DEFAULT_ACK_TIMEOUT, Level, Policy, PolicyError, parse_duration};
 pub use ports::{
     Clock, ConflictReason, Due, EventSink, FanoutSink, ListFilter, ManualClock, NullSink,
     SendReceipt, SinkError, SmsProvider, Store, StoreError, SystemClock, TracingSink,
 };
+pub use status::{DispatchStatus, FinalStatus};
 pub use types::{
     DispatchId, PhoneNumber, PhoneNumberError, ProviderMessageId, Tag, Timestamp,
 };

@@ -1,0 +1,429 @@
+//! The [`Store`] contract suite: every store adapter runs it against
+//! itself.
+//!
+//! Each case is an `async fn(&S)` taking a fresh, empty store. The
+//! [`store_contract_tests!`](crate::store_contract_tests) macro turns the
+//! whole suite into one `#[tokio::test]` per case:
+//!
+//! ```ignore
+//! qdn_relay_core::store_contract_tests!(async { MyStore::connect_fresh().await });
+//! ```
+//!
+//! Cases panic with a message naming the broken rule.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dispatch::{Dispatch, State};
+use crate::event::Effect;
+use crate::input::{DashboardAction, InboundText, Input};
+use crate::policy::Policy;
+use crate::ports::{ConflictReason, ListFilter, Store, StoreError};
+use crate::types::{DispatchId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
+
+/// The names of every case, in order (what the macro generates).
+pub const CASES: &[&str] = &[
+    "save_new_then_get",
+    "save_requires_version_plus_one",
+    "create_twice_conflicts",
+    "stale_version_conflicts_and_changes_nothing",
+    "lookup_by_inbound_sid",
+    "lookup_by_leg_sid",
+    "open_for_customer_only_while_open",
+    "one_open_dispatch_per_customer_and_line",
+    "tag_unique_among_open_only",
+    "inbound_sid_unique",
+    "open_for_dispatcher_most_recent_first",
+    "due_in_order_with_limit",
+    "list_newest_first",
+    "missing_lookups_are_none",
+    "round_trip_preserves_everything",
+];
+
+const T0: i64 = 1_767_603_600_000;
+
+fn n(s: &str) -> PhoneNumber {
+    s.parse().unwrap_or_else(|e| panic!("test number {s}: {e}"))
+}
+
+fn sid(s: &str) -> ProviderMessageId {
+    s.parse().unwrap_or_else(|e| panic!("test sid {s}: {e}"))
+}
+
+const LINE: &str = "+16195550000";
+const PRIMARY: &str = "+16195550101";
+const BACKUP: &str = "+18583354807";
+
+fn policy() -> Arc<Policy> {
+    Arc::new(
+        Policy::simple(n(PRIMARY), n(BACKUP), Duration::from_secs(900))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+/// A fresh dispatch (version 1, ready for `save(&d, 0)`) opened at `t0 +
+/// at_s` seconds by `customer` with inbound sid `in_sid` and tag `tag`.
+pub fn fixture(n_id: u128, tag: &str, customer: &str, in_sid: &str, at_s: i64) -> Dispatch {
+    let now = Timestamp::from_millis(T0 + at_s * 1000);
+    let text = InboundText {
+        sid: sid(in_sid),
+        from: n(customer),
+        to: n(LINE),
+        body: format!("hello from {customer}"),
+        media: vec![],
+    };
+    let tag: Tag = tag.parse().unwrap_or_else(|e| panic!("{e}"));
+    let (mut d, _) = Dispatch::open(DispatchId::new(now, n_id), tag, policy(), text, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    d.set_version(1);
+    d
+}
+
+/// Applies `input` to a loaded dispatch and bumps its version for saving.
+fn step(d: &mut Dispatch, at_s: i64, input: Input) -> (u64, Vec<Effect>) {
+    let expected = d.version();
+    let fx = d
+        .handle(Timestamp::from_millis(T0 + at_s * 1000), input)
+        .unwrap_or_else(|e| panic!("fixture input refused: {e}"));
+    d.set_version(expected + 1);
+    (expected, fx)
+}
+
+/// Gives every pending leg a provider sid `SMleg<id>-<leg>`.
+fn accept_all(d: &mut Dispatch, at_s: i64) -> u64 {
+    let expected = d.version();
+    let pending: Vec<u32> = d.legs().iter().filter(|l| l.sid.is_none()).map(|l| l.index).collect();
+    for leg in pending {
+        let s = sid(&format!("SMleg{}-{leg}", d.id().as_u128() & 0xffff_ffff));
+        d.handle(
+            Timestamp::from_millis(T0 + at_s * 1000),
+            Input::SendOutcome { leg, result: Ok(s) },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    d.set_version(expected + 1);
+    expected
+}
+
+async fn must_save<S: Store + ?Sized>(s: &S, d: &Dispatch, expected: u64) {
+    if let Err(e) = s.save(d, expected).await {
+        panic!("save of {} at expected version {expected} failed: {e}", d.id());
+    }
+}
+
+async fn must_get<S: Store + ?Sized>(s: &S, id: DispatchId) -> Dispatch {
+    match s.get(id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => panic!("dispatch {id} was saved but get returned None"),
+        Err(e) => panic!("get {id} failed: {e}"),
+    }
+}
+
+fn assert_conflict(r: Result<(), StoreError>, what: &str) -> ConflictReason {
+    match r {
+        Err(StoreError::Conflict { reason, .. }) => reason,
+        Err(e) => panic!("{what}: expected StoreError::Conflict, got {e}"),
+        Ok(()) => panic!("{what}: expected StoreError::Conflict, but the save succeeded"),
+    }
+}
+
+/// A new dispatch saved with expected 0 reads back equal, at version 1.
+pub async fn save_new_then_get<S: Store + ?Sized>(s: &S) {
+    let d = fixture(1, "K7", "+16195550100", "SMin1", 0);
+    must_save(s, &d, 0).await;
+    let got = must_get(s, d.id()).await;
+    assert_eq!(got, d, "get must return exactly what was saved");
+    assert_eq!(got.version(), 1);
+}
+
+/// `save` refuses a dispatch whose version is not `expected + 1`.
+pub async fn save_requires_version_plus_one<S: Store + ?Sized>(s: &S) {
+    let mut d = fixture(1, "K7", "+16195550100", "SMin1", 0);
+    d.set_version(5);
+    match s.save(&d, 0).await {
+        Err(StoreError::Invalid { .. }) => {}
+        other => panic!("version 5 saved with expected 0 must be Invalid, got {other:?}"),
+    }
+    assert!(s.get(d.id()).await.map(|o| o.is_none()).unwrap_or(false), "an invalid save must store nothing");
+}
+
+/// Creating the same id twice conflicts.
+pub async fn create_twice_conflicts<S: Store + ?Sized>(s: &S) {
+    let d = fixture(1, "K7", "+16195550100", "SMin1", 0);
+    must_save(s, &d, 0).await;
+    let reason = assert_conflict(s.save(&d, 0).await, "second create of the same id");
+    assert!(
+        matches!(reason, ConflictReason::Version { expected: 0, found: Some(1) }),
+        "reason should be a version conflict, got {reason:?}"
+    );
+}
+
+/// Saving against a stale version conflicts and leaves the stored record
+/// and every index untouched.
+pub async fn stale_version_conflicts_and_changes_nothing<S: Store + ?Sized>(s: &S) {
+    let d = fixture(1, "K7", "+16195550100", "SMin1", 0);
+    must_save(s, &d, 0).await;
+    let mut a = must_get(s, d.id()).await;
+    let mut b = a.clone();
+    let (ea, _) = step(&mut a, 10, Input::Dashboard(DashboardAction::Ack { by: "ann".into() }));
+    must_save(s, &a, ea).await;
+    let (eb, _) = step(&mut b, 11, Input::Dashboard(DashboardAction::Close { by: "bob".into() }));
+    let reason = assert_conflict(s.save(&b, eb).await, "save at a stale version");
+    assert!(matches!(reason, ConflictReason::Version { expected: 1, found: Some(2) }), "{reason:?}");
+    let stored = must_get(s, d.id()).await;
+    assert_eq!(stored, a, "the losing save must change nothing");
+    assert_eq!(stored.state(), State::Acked);
+    let open = s.open_for_customer(d.line(), d.customer()).await.ok().flatten();
+    assert_eq!(open.map(|o| o.id()), Some(d.id()), "the loser's close must not reach the indexes");
+}
+
+/// Every inbound message id of a dispatch finds it, including later texts.
+pub async fn lookup_by_inbound_sid<S: Store + ?Sized>(s: &S) {
+    let mut d = fixture(1, "K7", "+16195550100", "SMin1", 0);
+    must_save(s, &d, 0).await;
+    let text = InboundText {
+        sid: sid("SMin2"),
+        from: d.customer(),
+        to: d.line(),
+        body: "again".into(),
+        media: vec![],
+    };
+    let (e, _) = step(&mut d, 5, Input::CustomerText(text));
+    must_save(s, &d, e).await;
+    for k in ["SMin1", "SMin2"] {
+        let got = s.by_inbound_sid(&sid(k)).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.map(|g| g.version()), Some(2), "by_inbound_sid({k}) must return the latest version");
+    }
+}
+
+/// Provider ids of outbound legs find their dispatch once recorded.
+pub async fn lookup_by_leg_sid<S: Store + ?Sized>(s: &S) {
+    let mut d = fixture(1, "K7", "+16195550100", "SMin1", 0);
+    must_save(s, &d, 0).await;
+    let e = accept_all(&mut d, 1);
+    must_save(s, &d, e).await;
+    let leg_sid = d.legs()[0].sid.clone().unwrap_or_else(|| panic!("leg has a sid"));
+    let got = s.by_leg_sid(&leg_sid).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.map(|g| g.id()), Some(d.id()));
+}
+
+/// The (line, customer) index only holds open dispatches.
+pub async fn open_for_customer_only_while_open<S: Store + ?Sized>(s: &S) {
+    let mut d = fixture(1, "K7", "+16195550100", "SMin1", 0);
+    must_save(s, &d, 0).await;
+    let got = s.open_for_customer(d.line(), d.customer()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.map(|g| g.id()), Some(d.id()));
+    let (e, _) = step(&mut d, 5, Input::Dashboard(DashboardAction::Close { by: "ann".into() }));
+    must_save(s, &d, e).await;
+    let got = s.open_for_customer(d.line(), d.customer()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(got.is_none(), "a closed dispatch is not open");
+    // ... and the customer may open a new one.
+    let d2 = fixture(2, "K8", "+16195550100", "SMin2", 10);
+    must_save(s, &d2, 0).await;
+    let got = s.open_for_customer(d.line(), d.customer()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.map(|g| g.id()), Some(d2.id()));
+}
+
+/// A second open dispatch for the same customer and line conflicts.
+pub async fn one_open_dispatch_per_customer_and_line<S: Store + ?Sized>(s: &S) {
+    must_save(s, &fixture(1, "K7", "+16195550100", "SMin1", 0), 0).await;
+    let other = fixture(2, "B3", "+16195550100", "SMin2", 1);
+    let reason = assert_conflict(s.save(&other, 0).await, "second open dispatch for one customer");
+    assert_eq!(reason, ConflictReason::OpenCustomer);
+    assert!(s.get(other.id()).await.map(|o| o.is_none()).unwrap_or(false), "the conflicting dispatch must not be stored");
+}
+
+/// Tags are unique among open dispatches and free again once closed.
+pub async fn tag_unique_among_open_only<S: Store + ?Sized>(s: &S) {
+    let mut d = fixture(1, "K7", "+16195550100", "SMin1", 0);
+    must_save(s, &d, 0).await;
+    let clash = fixture(2, "K7", "+16195550111", "SMin2", 1);
+    let reason = assert_conflict(s.save(&clash, 0).await, "second open dispatch with tag K7");
+    assert!(matches!(reason, ConflictReason::Tag(_)), "{reason:?}");
+    let got = s.open_by_tag("K7".parse().unwrap_or_else(|e| panic!("{e}"))).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.map(|g| g.id()), Some(d.id()));
+    let (e, _) = step(&mut d, 5, Input::Dashboard(DashboardAction::Close { by: "ann".into() }));
+    must_save(s, &d, e).await;
+    must_save(s, &clash, 0).await;
+    let got = s.open_by_tag("K7".parse().unwrap_or_else(|e| panic!("{e}"))).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.map(|g| g.id()), Some(clash.id()), "the tag is free once the first dispatch closed");
+}
+
+/// An inbound message id belongs to one dispatch only.
+pub async fn inbound_sid_unique<S: Store + ?Sized>(s: &S) {
+    must_save(s, &fixture(1, "K7", "+16195550100", "SMin1", 0), 0).await;
+    let dup = fixture(2, "B3", "+16195550111", "SMin1", 1);
+    let reason = assert_conflict(s.save(&dup, 0).await, "second dispatch with inbound SMin1");
+    assert!(matches!(reason, ConflictReason::InboundSid(_)), "{reason:?}");
+}
+
+/// A dispatcher's open dispatches come most recently notified first,
+/// limited, without closed ones.
+pub async fn open_for_dispatcher_most_recent_first<S: Store + ?Sized>(s: &S) {
+    let a = fixture(1, "A1", "+16195550100", "SMin1", 0);
+    let b = fixture(2, "B2", "+16195550111", "SMin2", 60);
+    let mut c = fixture(3, "C3", "+16195550122", "SMin3", 120);
+    for d in [&a, &b, &c] {
+        must_save(s, d, 0).await;
+    }
+    let got = s.open_for_dispatcher(n(PRIMARY), 10).await.unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<DispatchId> = got.iter().map(Dispatch::id).collect();
+    assert_eq!(ids, vec![c.id(), b.id(), a.id()], "most recently notified first");
+    let got = s.open_for_dispatcher(n(PRIMARY), 2).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.len(), 2, "limit applies");
+    let (e, _) = step(&mut c, 130, Input::Dashboard(DashboardAction::Close { by: "ann".into() }));
+    must_save(s, &c, e).await;
+    let got = s.open_for_dispatcher(n(PRIMARY), 10).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.iter().map(Dispatch::id).collect::<Vec<_>>(), vec![b.id(), a.id()]);
+    let none = s.open_for_dispatcher(n(BACKUP), 10).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(none.is_empty(), "the backup was not texted yet");
+}
+
+/// The due query: only deadlines `<= now`, earliest first, limited; a
+/// closed dispatch with nothing pending is never due.
+pub async fn due_in_order_with_limit<S: Store + ?Sized>(s: &S) {
+    // Deadlines: the level timeout (900 s) or a pending send (60 s) — accept
+    // sends so only the level timeouts remain.
+    let mut ds = Vec::new();
+    for (i, at) in [(1u128, 300i64), (2, 0), (3, 600)] {
+        let mut d = fixture(i, ["A1", "B2", "C3"][i as usize - 1], &format!("+1619555020{i}"), &format!("SMin{i}"), at);
+        must_save(s, &d, 0).await;
+        let e = accept_all(&mut d, at + 1);
+        must_save(s, &d, e).await;
+        ds.push(d);
+    }
+    let t = |secs: i64| Timestamp::from_millis(T0 + secs * 1000);
+    let due = s.due(t(899), 10).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(due.is_empty(), "nothing is due before the first timeout: {due:?}");
+    let due = s.due(t(900 + 600), 10).await.unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<DispatchId> = due.iter().map(|d| d.id).collect();
+    assert_eq!(ids, vec![ds[1].id(), ds[0].id(), ds[2].id()], "earliest deadline first");
+    assert!(due.windows(2).all(|w| w[0].deadline <= w[1].deadline));
+    assert_eq!(due[0].deadline, t(900));
+    let due = s.due(t(900 + 600), 2).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(due.len(), 2, "limit applies");
+    // Closing removes the deadline.
+    let mut first = must_get(s, ds[1].id()).await;
+    let (e, _) = step(&mut first, 10, Input::Dashboard(DashboardAction::Close { by: "ann".into() }));
+    must_save(s, &first, e).await;
+    let due = s.due(t(10_000), 10).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!due.iter().any(|d| d.id == first.id()), "a closed dispatch is not due");
+    assert_eq!(due.len(), 2);
+}
+
+/// Listing: newest first, open filter, limit.
+pub async fn list_newest_first<S: Store + ?Sized>(s: &S) {
+    let a = fixture(1, "A1", "+16195550100", "SMin1", 0);
+    let mut b = fixture(2, "B2", "+16195550111", "SMin2", 60);
+    let c = fixture(3, "C3", "+16195550122", "SMin3", 120);
+    for d in [&a, &b, &c] {
+        must_save(s, d, 0).await;
+    }
+    let (e, _) = step(&mut b, 70, Input::Dashboard(DashboardAction::Close { by: "ann".into() }));
+    must_save(s, &b, e).await;
+    let all = s.list(ListFilter::All, 10).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(all.iter().map(Dispatch::id).collect::<Vec<_>>(), vec![c.id(), b.id(), a.id()]);
+    let open = s.list(ListFilter::Open, 10).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(open.iter().map(Dispatch::id).collect::<Vec<_>>(), vec![c.id(), a.id()]);
+    let one = s.list(ListFilter::All, 1).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(one.len(), 1);
+}
+
+/// Lookups that match nothing are `None` or empty, not errors.
+pub async fn missing_lookups_are_none<S: Store + ?Sized>(s: &S) {
+    let id = DispatchId::new(Timestamp::from_millis(T0), 99);
+    assert!(matches!(s.get(id).await, Ok(None)));
+    assert!(matches!(s.by_inbound_sid(&sid("SMnope")).await, Ok(None)));
+    assert!(matches!(s.by_leg_sid(&sid("SMnope")).await, Ok(None)));
+    assert!(matches!(s.open_for_customer(n(LINE), n("+16195550100")).await, Ok(None)));
+    assert!(matches!(s.open_by_tag("Z9".parse().unwrap_or_else(|e| panic!("{e}"))).await, Ok(None)));
+    assert!(matches!(s.open_for_dispatcher(n(PRIMARY), 5).await, Ok(v) if v.is_empty()));
+    assert!(matches!(s.due(Timestamp::from_millis(i64::MAX / 2), 5).await, Ok(v) if v.is_empty()));
+    assert!(matches!(s.list(ListFilter::All, 5).await, Ok(v) if v.is_empty()));
+}
+
+/// A dispatch with every kind of content reads back equal.
+pub async fn round_trip_preserves_everything<S: Store + ?Sized>(s: &S) {
+    let mut d = fixture(1, "K7", "+16195550100", "SMin1", 0);
+    d.set_job_id(Some("job-42".into()));
+    must_save(s, &d, 0).await;
+    let e = accept_all(&mut d, 1);
+    must_save(s, &d, e).await;
+    let (e, _) = step(&mut d, 901, Input::Timeout);
+    must_save(s, &d, e).await;
+    let text = InboundText {
+        sid: sid("SMreply1"),
+        from: n(BACKUP),
+        to: n(LINE),
+        body: "On my way — 10 min 🚛 & \"quotes\"".into(),
+        media: vec![crate::input::Media {
+            url: "https://example.com/m/1".into(),
+            content_type: Some("image/jpeg".into()),
+        }],
+    };
+    let (e, _) = step(&mut d, 950, Input::DispatcherText { text, route: crate::input::RouteReason::Only });
+    must_save(s, &d, e).await;
+    let got = must_get(s, d.id()).await;
+    assert_eq!(got, d, "every field must survive the store");
+    assert_eq!(got.job_id(), Some("job-42"));
+}
+
+/// Runs every case against fresh stores from `make` (for stores that
+/// prefer one test over many).
+pub async fn run_all<S, F, Fut>(make: F)
+where
+    S: Store,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    save_new_then_get(&make().await).await;
+    save_requires_version_plus_one(&make().await).await;
+    create_twice_conflicts(&make().await).await;
+    stale_version_conflicts_and_changes_nothing(&make().await).await;
+    lookup_by_inbound_sid(&make().await).await;
+    lookup_by_leg_sid(&make().await).await;
+    open_for_customer_only_while_open(&make().await).await;
+    one_open_dispatch_per_customer_and_line(&make().await).await;
+    tag_unique_among_open_only(&make().await).await;
+    inbound_sid_unique(&make().await).await;
+    open_for_dispatcher_most_recent_first(&make().await).await;
+    due_in_order_with_limit(&make().await).await;
+    list_newest_first(&make().await).await;
+    missing_lookups_are_none(&make().await).await;
+    round_trip_preserves_everything(&make().await).await;
+}
+
+/// Generates one `#[tokio::test]` per contract case. `$make` is an
+/// expression evaluating to a future of a fresh, empty store; the calling
+/// crate needs `tokio` with `macros` and `rt` as a dev-dependency.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($make:expr) => {
+        $crate::store_contract_tests!(@cases $make;
+            save_new_then_get,
+            save_requires_version_plus_one,
+            create_twice_conflicts,
+            stale_version_conflicts_and_changes_nothing,
+            lookup_by_inbound_sid,
+            lookup_by_leg_sid,
+            open_for_customer_only_while_open,
+            one_open_dispatch_per_customer_and_line,
+            tag_unique_among_open_only,
+            inbound_sid_unique,
+            open_for_dispatcher_most_recent_first,
+            due_in_order_with_limit,
+            list_newest_first,
+            missing_lookups_are_none,
+            round_trip_preserves_everything
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let store = $make.await;
+                $crate::contract::$case(&store).await;
+            }
+        )*
+    };
+}

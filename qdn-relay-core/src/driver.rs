@@ -1,0 +1,504 @@
+//! The driver: the one place that loops over the ports.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use crate::dispatch::{Dispatch, InputError};
+use crate::event::Effect;
+use crate::input::{DashboardAction, DeliveryReport, InboundText, Input, RouteReason};
+use crate::policy::Policy;
+use crate::ports::{Clock, EventSink, NullSink, SmsProvider, Store, StoreError};
+use crate::types::{DispatchId, PhoneNumber, ProviderMessageId, Tag, Timestamp, splitmix};
+
+/// How many times a transition is re-run after a version conflict.
+pub const MAX_CONFLICT_RETRIES: usize = 16;
+
+/// How many sends one input may cause before the rest are left to the
+/// outbox (a bound against runaway loops).
+pub const MAX_SENDS_PER_INPUT: usize = 64;
+
+/// What an input did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A customer's text opened a new dispatch.
+    Opened(DispatchId),
+    /// The input changed the dispatch.
+    Applied(DispatchId),
+    /// Nothing to do: a duplicate webhook or callback, an early timeout.
+    Unchanged(DispatchId),
+}
+
+impl Outcome {
+    /// The dispatch it concerned.
+    pub fn dispatch(self) -> DispatchId {
+        match self {
+            Outcome::Opened(d) | Outcome::Applied(d) | Outcome::Unchanged(d) => d,
+        }
+    }
+}
+
+/// Why the driver refused or failed an input. A refused input changed
+/// nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The text was sent to a number that is not a configured business line.
+    #[error("{0} is not a business line of this relay")]
+    UnknownLine(PhoneNumber),
+    /// A text from a business line (a loop).
+    #[error("text from business line {0} ignored (loop)")]
+    Loop(PhoneNumber),
+    /// No dispatch matches.
+    #[error("no dispatch {0}")]
+    NotFound(String),
+    /// A dispatcher's text matched no open dispatch.
+    #[error("no open dispatch for {from}{}", tag.map(|t| format!(" with tag #{t}")).unwrap_or_default())]
+    NoOpenDispatch {
+        /// The dispatcher.
+        from: PhoneNumber,
+        /// The tag they named, if any.
+        tag: Option<Tag>,
+    },
+    /// A status callback for a message the relay did not send.
+    #[error("no dispatch sent message {0}")]
+    UnknownMessage(ProviderMessageId),
+    /// The state machine refused the input.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Too many concurrent writers on one dispatch.
+    #[error("dispatch {0} is contended: gave up after {MAX_CONFLICT_RETRIES} conflicts")]
+    Contended(DispatchId),
+}
+
+impl RelayError {
+    /// Whether trying the same input again later may succeed (the store was
+    /// busy or unreachable, or writers collided).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            RelayError::Contended(_) | RelayError::Store(StoreError::Backend { retryable: true, .. })
+        )
+    }
+}
+
+/// What a sweep did.
+#[derive(Debug, Default)]
+pub struct SweepReport {
+    /// Dispatches whose due work was handled.
+    pub fired: usize,
+    /// Dispatches that were due but had nothing to do by the time they
+    /// were loaded (another sweeper or input got there first).
+    pub unchanged: usize,
+    /// Dispatches whose handling failed, with the error.
+    pub errors: Vec<(DispatchId, RelayError)>,
+}
+
+/// The relay: routes inputs to dispatches, saves transitions with
+/// optimistic concurrency, sends through the outbox, fires deadlines.
+///
+/// Generic over its ports so a binary wires concrete adapters once; every
+/// port may also be a trait object (`Relay<dyn Store, dyn SmsProvider,
+/// dyn Clock>`).
+///
+/// # Run loop
+///
+/// For every input: load → [`Dispatch::handle`] → save with the expected
+/// version (on conflict: reload and re-run, at most
+/// [`MAX_CONFLICT_RETRIES`] times) → publish events → send (each send's
+/// outcome is fed back as another input). Call [`Relay::sweep`] regularly
+/// (every few seconds on a server, every minute from a scheduler): it fires
+/// every due deadline and finishes sends left pending by a crash.
+pub struct Relay<S: ?Sized, P: ?Sized, C: ?Sized> {
+    store: Arc<S>,
+    provider: Arc<P>,
+    clock: Arc<C>,
+    sink: Arc<dyn EventSink>,
+    lines: HashMap<PhoneNumber, Arc<Policy>>,
+    rng: Mutex<u64>,
+    sweep_batch: usize,
+}
+
+/// Builds a [`Relay`].
+pub struct RelayBuilder<S: ?Sized, P: ?Sized, C: ?Sized> {
+    relay: Relay<S, P, C>,
+}
+
+impl<S, P, C> Relay<S, P, C>
+where
+    S: Store + ?Sized,
+    P: SmsProvider + ?Sized,
+    C: Clock + ?Sized,
+{
+    /// Starts building a relay over these ports. Add at least one business
+    /// line with [`RelayBuilder::line`].
+    pub fn builder(store: Arc<S>, provider: Arc<P>, clock: Arc<C>) -> RelayBuilder<S, P, C> {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()).rotate_left(32);
+        RelayBuilder {
+            relay: Relay {
+                store,
+                provider,
+                clock,
+                sink: Arc::new(NullSink),
+                lines: HashMap::new(),
+                rng: Mutex::new(seed),
+                sweep_batch: 256,
+            },
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<C> {
+        &self.clock
+    }
+
+    /// The provider.
+    pub fn provider(&self) -> &Arc<P> {
+        &self.provider
+    }
+
+    /// The policy of a business line.
+    pub fn policy(&self, line: PhoneNumber) -> Option<&Arc<Policy>> {
+        self.lines.get(&line)
+    }
+
+    /// The configured business lines.
+    pub fn lines(&self) -> impl Iterator<Item = PhoneNumber> + '_ {
+        self.lines.keys().copied()
+    }
+
+    /// A text to a business line: a dispatcher's if the sender is a target
+    /// of the line's policy or was texted about an open dispatch, else a
+    /// customer's.
+    pub async fn inbound(&self, text: InboundText) -> Result<Outcome, RelayError> {
+        let policy = self.line_policy(&text)?;
+        let is_dispatcher = policy.is_target(text.from)
+            || !self
+                .store
+                .open_for_dispatcher(text.from, 1)
+                .await?
+                .is_empty();
+        if is_dispatcher {
+            self.dispatcher_text(text).await
+        } else {
+            self.customer_text(text).await
+        }
+    }
+
+    /// A customer's text: joins their open dispatch on the line, or opens
+    /// one (behaviour B1). The same message id twice does nothing (B2).
+    pub async fn customer_text(&self, text: InboundText) -> Result<Outcome, RelayError> {
+        let policy = Arc::clone(self.line_policy(&text)?);
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            if let Some(d) = self.store.by_inbound_sid(&text.sid).await? {
+                return Ok(Outcome::Unchanged(d.id()));
+            }
+            if let Some(d) = self.store.open_for_customer(text.to, text.from).await? {
+                match self.apply(d.id(), None, Input::CustomerText(text.clone())).await {
+                    Err(RelayError::Input(InputError::NotOpen(_))) => continue,
+                    other => return other,
+                }
+            }
+            let now = self.clock.now();
+            let (id, seed) = self.fresh_id(now);
+            let tag = self.free_tag(seed).await?;
+            let (mut d, effects) = Dispatch::open(id, tag, Arc::clone(&policy), text.clone(), now)?;
+            d.set_version(1);
+            match self.store.save(&d, 0).await {
+                Ok(()) => {
+                    self.run_effects(id, effects).await;
+                    return Ok(Outcome::Opened(id));
+                }
+                Err(e) if e.is_conflict() => {
+                    tracing::debug!(error = %e, "conflict opening a dispatch; retrying");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RelayError::Contended(DispatchId::from_u128(0)))
+    }
+
+    /// A dispatcher's text, routed by tag, else to their only open dispatch,
+    /// else to their most recent one (behaviour B5).
+    pub async fn dispatcher_text(&self, text: InboundText) -> Result<Outcome, RelayError> {
+        self.line_policy(&text)?;
+        if let Some(d) = self.store.by_inbound_sid(&text.sid).await? {
+            return Ok(Outcome::Unchanged(d.id()));
+        }
+        let from = text.from;
+        let (target, route) = match Tag::strip_prefix(&text.body) {
+            Some((tag, _)) => match self.store.open_by_tag(tag).await? {
+                Some(d) if d.line() == text.to => (d.id(), RouteReason::Tag),
+                _ => return Err(RelayError::NoOpenDispatch { from, tag: Some(tag) }),
+            },
+            None => {
+                let open: Vec<Dispatch> = self
+                    .store
+                    .open_for_dispatcher(from, 32)
+                    .await?
+                    .into_iter()
+                    .filter(|d| d.line() == text.to)
+                    .collect();
+                match open.as_slice() {
+                    [] => return Err(RelayError::NoOpenDispatch { from, tag: None }),
+                    [only] => (only.id(), RouteReason::Only),
+                    [latest, ..] => (latest.id(), RouteReason::MostRecent),
+                }
+            }
+        };
+        self.apply(target, None, Input::DispatcherText { text, route }).await
+    }
+
+    /// A status callback (behaviours B2, B6).
+    pub async fn delivery(&self, report: DeliveryReport) -> Result<Outcome, RelayError> {
+        let d = self
+            .store
+            .by_leg_sid(&report.sid)
+            .await?
+            .ok_or_else(|| RelayError::UnknownMessage(report.sid.clone()))?;
+        self.apply(d.id(), None, Input::Delivery(report)).await
+    }
+
+    /// A dashboard action on a dispatch (behaviour B4).
+    pub async fn dashboard(
+        &self,
+        id: DispatchId,
+        action: DashboardAction,
+    ) -> Result<Outcome, RelayError> {
+        self.apply(id, None, Input::Dashboard(action)).await
+    }
+
+    /// Finds a dispatch by id, by its tag (open dispatches), or by the
+    /// message id of any inbound text in it.
+    pub async fn find(&self, key: &str) -> Result<Option<Dispatch>, RelayError> {
+        let key = key.trim();
+        if let Ok(id) = key.parse::<DispatchId>()
+            && let Some(d) = self.store.get(id).await?
+        {
+            return Ok(Some(d));
+        }
+        if let Ok(tag) = key.parse::<Tag>()
+            && let Some(d) = self.store.open_by_tag(tag).await?
+        {
+            return Ok(Some(d));
+        }
+        if let Ok(sid) = key.parse::<ProviderMessageId>() {
+            return Ok(self.store.by_inbound_sid(&sid).await?);
+        }
+        Ok(None)
+    }
+
+    /// Fires everything due now (see [`Relay::sweep_at`]).
+    pub async fn sweep(&self) -> SweepReport {
+        self.sweep_at(self.clock.now()).await
+    }
+
+    /// Fires every deadline due at `now`: level timeouts (B3) and sends
+    /// left pending by a crash or waiting for a retry. Each due dispatch is
+    /// handled at most once per sweep, so a bug can never spin it.
+    pub async fn sweep_at(&self, now: Timestamp) -> SweepReport {
+        let mut report = SweepReport::default();
+        let mut seen = HashSet::new();
+        loop {
+            let due = match self.store.due(now, self.sweep_batch).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "sweep: due query failed");
+                    report.errors.push((DispatchId::from_u128(0), e.into()));
+                    return report;
+                }
+            };
+            let full = due.len() == self.sweep_batch;
+            let fresh: Vec<_> = due.into_iter().filter(|d| seen.insert(d.id)).collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for d in fresh {
+                match self.apply(d.id, Some(now), Input::Timeout).await {
+                    Ok(Outcome::Unchanged(_)) => report.unchanged += 1,
+                    Ok(_) => report.fired += 1,
+                    Err(e) => {
+                        tracing::warn!(dispatch = %d.id, error = %e, "sweep: dispatch failed");
+                        report.errors.push((d.id, e));
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        report
+    }
+
+    // ----- internals ------------------------------------------------------
+
+    fn line_policy(&self, text: &InboundText) -> Result<&Arc<Policy>, RelayError> {
+        if self.lines.contains_key(&text.from) {
+            return Err(RelayError::Loop(text.from));
+        }
+        self.lines
+            .get(&text.to)
+            .ok_or(RelayError::UnknownLine(text.to))
+    }
+
+    fn next_random(&self) -> u64 {
+        let mut g = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        *g = splitmix(*g);
+        *g
+    }
+
+    fn fresh_id(&self, now: Timestamp) -> (DispatchId, u64) {
+        let a = self.next_random();
+        let b = self.next_random();
+        let id = DispatchId::new(now, (u128::from(a) << 64) | u128::from(b));
+        (id, a ^ b.rotate_left(17))
+    }
+
+    async fn free_tag(&self, seed: u64) -> Result<Tag, RelayError> {
+        let mut last = Tag::candidate(seed, 0);
+        for attempt in 0..24 {
+            last = Tag::candidate(seed, attempt);
+            if self.store.open_by_tag(last).await?.is_none() {
+                return Ok(last);
+            }
+        }
+        Ok(last) // the store's uniqueness check turns a clash into a retry
+    }
+
+    /// Load → handle → save, re-run on conflict; then the effects.
+    async fn apply(
+        &self,
+        id: DispatchId,
+        at: Option<Timestamp>,
+        input: Input,
+    ) -> Result<Outcome, RelayError> {
+        let (outcome, effects) = self.transition(id, at, input).await?;
+        self.run_effects(id, effects).await;
+        Ok(outcome)
+    }
+
+    async fn transition(
+        &self,
+        id: DispatchId,
+        at: Option<Timestamp>,
+        input: Input,
+    ) -> Result<(Outcome, Vec<Effect>), RelayError> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let mut d = self
+                .store
+                .get(id)
+                .await?
+                .ok_or_else(|| RelayError::NotFound(id.to_string()))?;
+            let now = at.unwrap_or_else(|| self.clock.now());
+            let expected = d.version();
+            let effects = d.handle(now, input.clone())?;
+            if effects.is_empty() {
+                return Ok((Outcome::Unchanged(id), effects));
+            }
+            d.set_version(expected + 1);
+            match self.store.save(&d, expected).await {
+                Ok(()) => return Ok((Outcome::Applied(id), effects)),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RelayError::Contended(id))
+    }
+
+    /// Publishes a transition's events at once and queues its sends.
+    async fn enqueue(&self, id: DispatchId, queue: &mut VecDeque<Effect>, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Publish(ev) => {
+                    if let Err(e) = self.sink.publish(&ev).await {
+                        tracing::warn!(dispatch = %id, error = %e, "event sink failed");
+                    }
+                }
+                send => queue.push_back(send),
+            }
+        }
+    }
+
+    /// Publishes events and sends texts, feeding each send's outcome back.
+    /// Failures here never undo a saved transition: a send whose outcome
+    /// could not be saved stays pending and the sweep finishes it.
+    async fn run_effects(&self, id: DispatchId, effects: Vec<Effect>) {
+        let mut queue: VecDeque<Effect> = VecDeque::with_capacity(effects.len());
+        self.enqueue(id, &mut queue, effects).await;
+        let mut sends = 0usize;
+        while let Some(effect) = queue.pop_front() {
+            match effect {
+                Effect::Publish(_) => {}
+                Effect::Send(msg) => {
+                    sends += 1;
+                    if sends > MAX_SENDS_PER_INPUT {
+                        tracing::warn!(dispatch = %id, "send budget spent; the outbox will finish");
+                        break;
+                    }
+                    let result = self.provider.send(&msg).await.map(|r| r.sid);
+                    if let Err(e) = &result {
+                        tracing::warn!(dispatch = %id, leg = msg.leg, to = %msg.to, error = %e, "send failed");
+                    }
+                    let input = Input::SendOutcome {
+                        leg: msg.leg,
+                        result,
+                    };
+                    match self.transition(id, None, input).await {
+                        Ok((_, more)) => self.enqueue(id, &mut queue, more).await,
+                        Err(e) => tracing::error!(
+                            dispatch = %id, leg = msg.leg, error = %e,
+                            "could not record a send outcome; the sweep will retry the leg"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<S, P, C> RelayBuilder<S, P, C>
+where
+    S: Store + ?Sized,
+    P: SmsProvider + ?Sized,
+    C: Clock + ?Sized,
+{
+    /// Adds a business line and its policy.
+    pub fn line(mut self, line: PhoneNumber, policy: Policy) -> Self {
+        self.relay.lines.insert(line, Arc::new(policy));
+        self
+    }
+
+    /// Where events go (default: nowhere).
+    pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.relay.sink = sink;
+        self
+    }
+
+    /// Seeds ids and tags (for reproducible simulations).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.relay.rng = Mutex::new(seed);
+        self
+    }
+
+    /// How many due dispatches one store query returns during a sweep.
+    pub fn sweep_batch(mut self, n: usize) -> Self {
+        self.relay.sweep_batch = n.max(1);
+        self
+    }
+
+    /// The relay.
+    pub fn build(self) -> Relay<S, P, C> {
+        self.relay
+    }
+}

@@ -1,0 +1,421 @@
+//! In-memory adapters: a [`MemoryStore`] that answers every query from an
+//! index, a [`RecordingProvider`] and a [`RecordingSink`] for tests and
+//! simulation.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+
+use crate::dispatch::Dispatch;
+use crate::event::{OutboundMessage, RelayEvent};
+use crate::input::SendError;
+use crate::ports::{
+    Clock, ConflictReason, Due, EventSink, ListFilter, SendReceipt, SinkError, SmsProvider, Store,
+    StoreError,
+};
+use crate::types::{DispatchId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
+
+// ---------------------------------------------------------------------------
+// MemoryStore
+
+/// A [`Store`] in memory. Every lookup goes through an index; the due query
+/// reads an ordered set of `(deadline, id)` and never looks at dispatches
+/// that are not due.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<DispatchId, Dispatch>,
+    inbound: HashMap<ProviderMessageId, DispatchId>,
+    legs: HashMap<ProviderMessageId, DispatchId>,
+    open_customer: HashMap<(PhoneNumber, PhoneNumber), DispatchId>,
+    open_tag: HashMap<Tag, DispatchId>,
+    open_dispatcher: HashMap<PhoneNumber, BTreeSet<(Reverse<Timestamp>, Reverse<DispatchId>)>>,
+    due: BTreeSet<(Timestamp, DispatchId)>,
+    all: BTreeSet<DispatchId>,
+    open: BTreeSet<DispatchId>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many dispatches it holds.
+    pub fn len(&self) -> usize {
+        self.read().by_id.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The earliest deadline of any dispatch (for simulations that jump to
+    /// the next one).
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.read().due.first().map(|(t, _)| *t)
+    }
+
+    /// Every dispatch, newest first (a snapshot for tests).
+    pub fn all(&self) -> Vec<Dispatch> {
+        let g = self.read();
+        g.all.iter().rev().filter_map(|id| g.by_id.get(id).cloned()).collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    fn unindex(&mut self, d: &Dispatch) {
+        let id = d.id();
+        for s in d.inbound_sids() {
+            self.inbound.remove(s);
+        }
+        for s in d.leg_sids() {
+            self.legs.remove(s);
+        }
+        if d.state().is_open() {
+            if self.open_customer.get(&(d.line(), d.customer())) == Some(&id) {
+                self.open_customer.remove(&(d.line(), d.customer()));
+            }
+            if self.open_tag.get(&d.tag()) == Some(&id) {
+                self.open_tag.remove(&d.tag());
+            }
+            for n in d.notified() {
+                if let Some(set) = self.open_dispatcher.get_mut(&n) {
+                    if let Some(at) = d.last_notified_at(n) {
+                        set.remove(&(Reverse(at), Reverse(id)));
+                    }
+                    if set.is_empty() {
+                        self.open_dispatcher.remove(&n);
+                    }
+                }
+            }
+            self.open.remove(&id);
+        }
+        if let Some(t) = d.next_deadline() {
+            self.due.remove(&(t, id));
+        }
+    }
+
+    fn index(&mut self, d: &Dispatch) {
+        let id = d.id();
+        for s in d.inbound_sids() {
+            self.inbound.insert(s.clone(), id);
+        }
+        for s in d.leg_sids() {
+            self.legs.insert(s.clone(), id);
+        }
+        if d.state().is_open() {
+            self.open_customer.insert((d.line(), d.customer()), id);
+            self.open_tag.insert(d.tag(), id);
+            for n in d.notified() {
+                if let Some(at) = d.last_notified_at(n) {
+                    self.open_dispatcher
+                        .entry(n)
+                        .or_default()
+                        .insert((Reverse(at), Reverse(id)));
+                }
+            }
+            self.open.insert(id);
+        }
+        if let Some(t) = d.next_deadline() {
+            self.due.insert((t, id));
+        }
+        self.all.insert(id);
+    }
+
+    fn check_unique(&self, d: &Dispatch) -> Result<(), ConflictReason> {
+        let id = d.id();
+        if d.state().is_open() {
+            if let Some(other) = self.open_customer.get(&(d.line(), d.customer()))
+                && *other != id
+            {
+                return Err(ConflictReason::OpenCustomer);
+            }
+            if let Some(other) = self.open_tag.get(&d.tag())
+                && *other != id
+            {
+                return Err(ConflictReason::Tag(d.tag()));
+            }
+        }
+        for s in d.inbound_sids() {
+            if let Some(other) = self.inbound.get(s)
+                && *other != id
+            {
+                return Err(ConflictReason::InboundSid(s.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn get(&self, id: DispatchId) -> Result<Option<Dispatch>, StoreError> {
+        Ok(self.read().by_id.get(&id).cloned())
+    }
+
+    async fn save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
+        let id = d.id();
+        if d.version() != expected.wrapping_add(1) {
+            return Err(StoreError::Invalid {
+                id,
+                message: format!(
+                    "dispatch version {} is not expected version {expected} + 1",
+                    d.version()
+                ),
+            });
+        }
+        let mut g = self.write();
+        let found = g.by_id.get(&id).map(Dispatch::version);
+        let version_ok = match found {
+            None => expected == 0,
+            Some(v) => expected != 0 && v == expected,
+        };
+        if !version_ok {
+            return Err(StoreError::Conflict {
+                id,
+                reason: ConflictReason::Version { expected, found },
+            });
+        }
+        g.check_unique(d)
+            .map_err(|reason| StoreError::Conflict { id, reason })?;
+        if let Some(old) = g.by_id.remove(&id) {
+            g.unindex(&old);
+        }
+        g.index(d);
+        g.by_id.insert(id, d.clone());
+        Ok(())
+    }
+
+    async fn by_inbound_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError> {
+        let g = self.read();
+        Ok(g.inbound.get(sid).and_then(|id| g.by_id.get(id)).cloned())
+    }
+
+    async fn by_leg_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError> {
+        let g = self.read();
+        Ok(g.legs.get(sid).and_then(|id| g.by_id.get(id)).cloned())
+    }
+
+    async fn open_for_customer(
+        &self,
+        line: PhoneNumber,
+        customer: PhoneNumber,
+    ) -> Result<Option<Dispatch>, StoreError> {
+        let g = self.read();
+        Ok(g.open_customer
+            .get(&(line, customer))
+            .and_then(|id| g.by_id.get(id))
+            .cloned())
+    }
+
+    async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError> {
+        let g = self.read();
+        Ok(g.open_tag.get(&tag).and_then(|id| g.by_id.get(id)).cloned())
+    }
+
+    async fn open_for_dispatcher(
+        &self,
+        dispatcher: PhoneNumber,
+        limit: usize,
+    ) -> Result<Vec<Dispatch>, StoreError> {
+        let g = self.read();
+        Ok(g.open_dispatcher
+            .get(&dispatcher)
+            .map(|set| {
+                set.iter()
+                    .take(limit)
+                    .filter_map(|(_, Reverse(id))| g.by_id.get(id).cloned())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Due>, StoreError> {
+        let g = self.read();
+        Ok(g.due
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .take(limit)
+            .map(|&(deadline, id)| Due { deadline, id })
+            .collect())
+    }
+
+    async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
+        let g = self.read();
+        let ids: Box<dyn Iterator<Item = &DispatchId>> = match filter {
+            ListFilter::Open => Box::new(g.open.iter().rev()),
+            ListFilter::All => Box::new(g.all.iter().rev()),
+        };
+        Ok(ids
+            .take(limit)
+            .filter_map(|id| g.by_id.get(id).cloned())
+            .collect())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// RecordingProvider
+
+/// A process-wide order of recorded sends and events, so a timeline can
+/// interleave them exactly.
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn next_seq() -> u64 {
+    SEQ.fetch_add(1, Ordering::SeqCst)
+}
+
+/// One text a [`RecordingProvider`] was asked to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentText {
+    /// Position among every recorded send and event of this process.
+    pub seq: u64,
+    /// When (from the provider's clock, if it has one).
+    pub at: Option<Timestamp>,
+    /// What.
+    pub message: OutboundMessage,
+    /// What the provider answered.
+    pub result: Result<ProviderMessageId, SendError>,
+}
+
+/// A provider that records every send and answers from a script: by
+/// default it accepts and returns sids `SM000…1`, `SM000…2`, …; outcomes
+/// queued for a number with [`RecordingProvider::script`] are answered
+/// first, in order.
+#[derive(Default)]
+pub struct RecordingProvider {
+    sent: Mutex<Vec<SentText>>,
+    script: Mutex<HashMap<PhoneNumber, VecDeque<Result<(), SendError>>>>,
+    always_fail: Mutex<HashMap<PhoneNumber, SendError>>,
+    counter: AtomicU64,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl RecordingProvider {
+    /// A provider that accepts everything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A provider that stamps each send with `clock`'s time.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock: Some(clock),
+            ..Self::default()
+        }
+    }
+
+    /// Queues outcomes for the next sends to `to`.
+    pub fn script(&self, to: PhoneNumber, outcomes: impl IntoIterator<Item = Result<(), SendError>>) {
+        lock(&self.script).entry(to).or_default().extend(outcomes);
+    }
+
+    /// Makes every send to `to` fail with `err` (until [`Self::heal`]).
+    pub fn fail_always(&self, to: PhoneNumber, err: SendError) {
+        lock(&self.always_fail).insert(to, err);
+    }
+
+    /// Undoes [`Self::fail_always`].
+    pub fn heal(&self, to: PhoneNumber) {
+        lock(&self.always_fail).remove(&to);
+    }
+
+    /// Everything sent so far.
+    pub fn sent(&self) -> Vec<SentText> {
+        lock(&self.sent).clone()
+    }
+
+    /// Accepted texts to `to`.
+    pub fn accepted_to(&self, to: PhoneNumber) -> Vec<SentText> {
+        lock(&self.sent)
+            .iter()
+            .filter(|s| s.message.to == to && s.result.is_ok())
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets what was sent.
+    pub fn clear(&self) {
+        lock(&self.sent).clear();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[async_trait]
+impl SmsProvider for RecordingProvider {
+    async fn send(&self, msg: &OutboundMessage) -> Result<SendReceipt, SendError> {
+        let scripted = lock(&self.script)
+            .get_mut(&msg.to)
+            .and_then(VecDeque::pop_front);
+        let failing = lock(&self.always_fail).get(&msg.to).cloned();
+        let result = match (scripted, failing) {
+            (Some(Err(e)), _) | (None, Some(e)) => Err(e),
+            _ => {
+                let n = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
+                Ok(format!("SM{n:032x}")
+                    .parse::<ProviderMessageId>()
+                    .map_err(|e| SendError::new(crate::SendErrorKind::Rejected, e.to_string()))?)
+            }
+        };
+        lock(&self.sent).push(SentText {
+            seq: next_seq(),
+            at: self.clock.as_ref().map(|c| c.now()),
+            message: msg.clone(),
+            result: result.clone(),
+        });
+        result.map(|sid| SendReceipt { sid })
+    }
+
+    fn name(&self) -> &str {
+        "recording"
+    }
+}
+
+// ---------------------------------------------------------------------------
+// RecordingSink
+
+/// A sink that keeps every event.
+#[derive(Default)]
+pub struct RecordingSink(Mutex<Vec<(u64, RelayEvent)>>);
+
+impl RecordingSink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Every event so far.
+    pub fn events(&self) -> Vec<RelayEvent> {
+        lock(&self.0).iter().map(|(_, e)| e.clone()).collect()
+    }
+    /// Every event with its position among recorded sends and events.
+    pub fn events_in_order(&self) -> Vec<(u64, RelayEvent)> {
+        lock(&self.0).clone()
+    }
+}
+
+#[async_trait]
+impl EventSink for RecordingSink {
+    async fn publish(&self, event: &RelayEvent) -> Result<(), SinkError> {
+        lock(&self.0).push((next_seq(), event.clone()));
+        Ok(())
+    }
+}

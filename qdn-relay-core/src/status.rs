@@ -1,0 +1,146 @@
+//! The status JSON of a dispatch (behaviour B9), compatible with the QDN
+//! dashboard's fields.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dispatch::{Ack, Dispatch, Leg, Purpose, State, ThreadEntry};
+use crate::event::RelayEvent;
+use crate::input::Actor;
+use crate::types::{DispatchId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
+
+/// The dashboard's status values, under the seed's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalStatus {
+    /// With level 0 (the primary), not acknowledged.
+    Delivered,
+    /// Escalated past level 0, not acknowledged.
+    BackupTriggered,
+    /// Someone acknowledged (a closed dispatch keeps this).
+    Acked,
+    /// Every level of every round was tried without an ack.
+    Failed,
+}
+
+/// A dispatch as JSON: the seed's fields under their seed names, then the
+/// richer view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchStatus {
+    /// The first inbound message id.
+    pub message_id: Option<ProviderMessageId>,
+    /// The customer.
+    pub customer_phone: PhoneNumber,
+    /// The first customer text.
+    pub body: String,
+    /// When the first forward to level 0 was made.
+    pub forwarded_to_primary_at: Option<Timestamp>,
+    /// When a level-0 dispatcher acknowledged (only then).
+    pub primary_ack_at: Option<Timestamp>,
+    /// When the first forward past level 0 was made.
+    pub forwarded_to_backup_at: Option<Timestamp>,
+    /// The dashboard's status.
+    pub final_status: FinalStatus,
+
+    /// The dispatch id.
+    pub dispatch_id: DispatchId,
+    /// Its tag.
+    pub tag: Tag,
+    /// The host's job id, if any.
+    pub job_id: Option<String>,
+    /// The business line.
+    pub line: PhoneNumber,
+    /// The richer state: `open`, `acked`, `closed`, `failed`.
+    pub state: State,
+    /// The current round.
+    pub round: u32,
+    /// The current level.
+    pub level: u32,
+    /// When the current level times out, while open.
+    pub level_deadline: Option<Timestamp>,
+    /// When anything is next due.
+    pub next_deadline: Option<Timestamp>,
+    /// When it opened.
+    pub opened_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// Who acknowledged, when and how.
+    pub ack: Option<Ack>,
+    /// When it was closed.
+    pub closed_at: Option<Timestamp>,
+    /// Numbers not texted again in this dispatch.
+    pub unreachable: Vec<PhoneNumber>,
+    /// Every outbound text and its delivery.
+    pub legs: Vec<Leg>,
+    /// The conversation.
+    pub thread: Vec<ThreadEntry>,
+    /// Recent events.
+    pub events: Vec<RelayEvent>,
+    /// The stored version.
+    pub version: u64,
+}
+
+impl Dispatch {
+    /// The dashboard's status value (see [`FinalStatus`]).
+    pub fn final_status(&self) -> FinalStatus {
+        if self.ack().is_some() {
+            FinalStatus::Acked
+        } else if self.state() == State::Failed {
+            FinalStatus::Failed
+        } else if self.forwarded_past_primary_at().is_some() || (self.round(), self.level()) != (0, 0)
+        {
+            FinalStatus::BackupTriggered
+        } else {
+            FinalStatus::Delivered
+        }
+    }
+
+    fn first_forward_at(&self, primary: bool) -> Option<Timestamp> {
+        self.legs()
+            .iter()
+            .filter(|l| match l.purpose {
+                Purpose::Forward { round, level } => ((round, level) == (0, 0)) == primary,
+                _ => false,
+            })
+            .map(|l| l.created_at)
+            .min()
+    }
+
+    fn forwarded_past_primary_at(&self) -> Option<Timestamp> {
+        self.first_forward_at(false)
+    }
+
+    /// The status JSON.
+    pub fn status(&self) -> DispatchStatus {
+        let first = self
+            .thread()
+            .iter()
+            .find(|e| e.from == Actor::Phone(self.customer()) && e.sid.is_some());
+        DispatchStatus {
+            message_id: first.and_then(|e| e.sid.clone()),
+            customer_phone: self.customer(),
+            body: first.map(|e| e.body.clone()).unwrap_or_default(),
+            forwarded_to_primary_at: self.first_forward_at(true),
+            primary_ack_at: self.ack().filter(|a| a.level == Some(0)).map(|a| a.at),
+            forwarded_to_backup_at: self.forwarded_past_primary_at(),
+            final_status: self.final_status(),
+            dispatch_id: self.id(),
+            tag: self.tag(),
+            job_id: self.job_id().map(str::to_owned),
+            line: self.line(),
+            state: self.state(),
+            round: self.round(),
+            level: self.level(),
+            level_deadline: self.level_deadline(),
+            next_deadline: self.next_deadline(),
+            opened_at: self.opened_at(),
+            updated_at: self.updated_at(),
+            ack: self.ack().cloned(),
+            closed_at: self.closed_at(),
+            unreachable: self.unreachable().to_vec(),
+            legs: self.legs().to_vec(),
+            thread: self.thread().to_vec(),
+            events: self.events().to_vec(),
+            version: self.version(),
+        }
+    }
+}
