@@ -92,7 +92,12 @@ fn step(d: &mut Dispatch, at_s: i64, input: Input) -> (u64, Vec<Effect>) {
 /// Gives every pending leg a provider sid `SMleg<id>-<leg>`.
 fn accept_all(d: &mut Dispatch, at_s: i64) -> u64 {
     let expected = d.version();
-    let pending: Vec<u32> = d.legs().iter().filter(|l| l.sid.is_none()).map(|l| l.index).collect();
+    let pending: Vec<u32> = d
+        .legs()
+        .iter()
+        .filter(|l| l.sid.is_none())
+        .map(|l| l.index)
+        .collect();
     for leg in pending {
         let s = sid(&format!("SMleg{}-{leg}", d.id().as_u128() & 0xffff_ffff));
         d.handle(
@@ -107,7 +112,10 @@ fn accept_all(d: &mut Dispatch, at_s: i64) -> u64 {
 
 async fn must_save<S: Store + ?Sized>(s: &S, d: &Dispatch, expected: u64) {
     if let Err(e) = s.save(d, expected).await {
-        panic!("save of {} at expected version {expected} failed: {e}", d.id());
+        panic!(
+            "save of {} at expected version {expected} failed: {e}",
+            d.id()
+        );
     }
 }
 
@@ -144,7 +152,10 @@ pub async fn save_requires_version_plus_one<S: Store + ?Sized>(s: &S) {
         Err(StoreError::Invalid { .. }) => {}
         other => panic!("version 5 saved with expected 0 must be Invalid, got {other:?}"),
     }
-    assert!(s.get(d.id()).await.map(|o| o.is_none()).unwrap_or(false), "an invalid save must store nothing");
+    assert!(
+        s.get(d.id()).await.map(|o| o.is_none()).unwrap_or(false),
+        "an invalid save must store nothing"
+    );
 }
 
 /// Creating the same id twice conflicts.
@@ -153,7 +164,13 @@ pub async fn create_twice_conflicts<S: Store + ?Sized>(s: &S) {
     must_save(s, &d, 0).await;
     let reason = assert_conflict(s.save(&d, 0).await, "second create of the same id");
     assert!(
-        matches!(reason, ConflictReason::Version { expected: 0, found: Some(1) }),
+        matches!(
+            reason,
+            ConflictReason::Version {
+                expected: 0,
+                found: Some(1)
+            }
+        ),
         "reason should be a version conflict, got {reason:?}"
     );
 }
@@ -165,16 +182,41 @@ pub async fn stale_version_conflicts_and_changes_nothing<S: Store + ?Sized>(s: &
     must_save(s, &d, 0).await;
     let mut a = must_get(s, d.id()).await;
     let mut b = a.clone();
-    let (ea, _) = step(&mut a, 10, Input::Dashboard(DashboardAction::Ack { by: "ann".into() }));
+    let (ea, _) = step(
+        &mut a,
+        10,
+        Input::Dashboard(DashboardAction::Ack { by: "ann".into() }),
+    );
     must_save(s, &a, ea).await;
-    let (eb, _) = step(&mut b, 11, Input::Dashboard(DashboardAction::Close { by: "bob".into() }));
+    let (eb, _) = step(
+        &mut b,
+        11,
+        Input::Dashboard(DashboardAction::Close { by: "bob".into() }),
+    );
     let reason = assert_conflict(s.save(&b, eb).await, "save at a stale version");
-    assert!(matches!(reason, ConflictReason::Version { expected: 1, found: Some(2) }), "{reason:?}");
+    assert!(
+        matches!(
+            reason,
+            ConflictReason::Version {
+                expected: 1,
+                found: Some(2)
+            }
+        ),
+        "{reason:?}"
+    );
     let stored = must_get(s, d.id()).await;
     assert_eq!(stored, a, "the losing save must change nothing");
     assert_eq!(stored.state(), State::Acked);
-    let open = s.open_for_customer(d.line(), d.customer()).await.ok().flatten();
-    assert_eq!(open.map(|o| o.id()), Some(d.id()), "the loser's close must not reach the indexes");
+    let open = s
+        .open_for_customer(d.line(), d.customer())
+        .await
+        .ok()
+        .flatten();
+    assert_eq!(
+        open.map(|o| o.id()),
+        Some(d.id()),
+        "the loser's close must not reach the indexes"
+    );
 }
 
 /// Every inbound message id of a dispatch finds it, including later texts.
@@ -191,8 +233,15 @@ pub async fn lookup_by_inbound_sid<S: Store + ?Sized>(s: &S) {
     let (e, _) = step(&mut d, 5, Input::CustomerText(text));
     must_save(s, &d, e).await;
     for k in ["SMin1", "SMin2"] {
-        let got = s.by_inbound_sid(&sid(k)).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(got.map(|g| g.version()), Some(2), "by_inbound_sid({k}) must return the latest version");
+        let got = s
+            .by_inbound_sid(&sid(k))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            got.map(|g| g.version()),
+            Some(2),
+            "by_inbound_sid({k}) must return the latest version"
+        );
     }
 }
 
@@ -202,8 +251,14 @@ pub async fn lookup_by_leg_sid<S: Store + ?Sized>(s: &S) {
     must_save(s, &d, 0).await;
     let e = accept_all(&mut d, 1);
     must_save(s, &d, e).await;
-    let leg_sid = d.legs()[0].sid.clone().unwrap_or_else(|| panic!("leg has a sid"));
-    let got = s.by_leg_sid(&leg_sid).await.unwrap_or_else(|e| panic!("{e}"));
+    let leg_sid = d.legs()[0]
+        .sid
+        .clone()
+        .unwrap_or_else(|| panic!("leg has a sid"));
+    let got = s
+        .by_leg_sid(&leg_sid)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.map(|g| g.id()), Some(d.id()));
 }
 
@@ -211,16 +266,29 @@ pub async fn lookup_by_leg_sid<S: Store + ?Sized>(s: &S) {
 pub async fn open_for_customer_only_while_open<S: Store + ?Sized>(s: &S) {
     let mut d = fixture(1, "K7", "+16195550100", "SMin1", 0);
     must_save(s, &d, 0).await;
-    let got = s.open_for_customer(d.line(), d.customer()).await.unwrap_or_else(|e| panic!("{e}"));
+    let got = s
+        .open_for_customer(d.line(), d.customer())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.map(|g| g.id()), Some(d.id()));
-    let (e, _) = step(&mut d, 5, Input::Dashboard(DashboardAction::Close { by: "ann".into() }));
+    let (e, _) = step(
+        &mut d,
+        5,
+        Input::Dashboard(DashboardAction::Close { by: "ann".into() }),
+    );
     must_save(s, &d, e).await;
-    let got = s.open_for_customer(d.line(), d.customer()).await.unwrap_or_else(|e| panic!("{e}"));
+    let got = s
+        .open_for_customer(d.line(), d.customer())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(got.is_none(), "a closed dispatch is not open");
     // ... and the customer may open a new one.
     let d2 = fixture(2, "K8", "+16195550100", "SMin2", 10);
     must_save(s, &d2, 0).await;
-    let got = s.open_for_customer(d.line(), d.customer()).await.unwrap_or_else(|e| panic!("{e}"));
+    let got = s
+        .open_for_customer(d.line(), d.customer())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.map(|g| g.id()), Some(d2.id()));
 }
 
@@ -228,9 +296,18 @@ pub async fn open_for_customer_only_while_open<S: Store + ?Sized>(s: &S) {
 pub async fn one_open_dispatch_per_customer_and_line<S: Store + ?Sized>(s: &S) {
     must_save(s, &fixture(1, "K7", "+16195550100", "SMin1", 0), 0).await;
     let other = fixture(2, "B3", "+16195550100", "SMin2", 1);
-    let reason = assert_conflict(s.save(&other, 0).await, "second open dispatch for one customer");
+    let reason = assert_conflict(
+        s.save(&other, 0).await,
+        "second open dispatch for one customer",
+    );
     assert_eq!(reason, ConflictReason::OpenCustomer);
-    assert!(s.get(other.id()).await.map(|o| o.is_none()).unwrap_or(false), "the conflicting dispatch must not be stored");
+    assert!(
+        s.get(other.id())
+            .await
+            .map(|o| o.is_none())
+            .unwrap_or(false),
+        "the conflicting dispatch must not be stored"
+    );
 }
 
 /// Tags are unique among open dispatches and free again once closed.
@@ -240,13 +317,27 @@ pub async fn tag_unique_among_open_only<S: Store + ?Sized>(s: &S) {
     let clash = fixture(2, "K7", "+16195550111", "SMin2", 1);
     let reason = assert_conflict(s.save(&clash, 0).await, "second open dispatch with tag K7");
     assert!(matches!(reason, ConflictReason::Tag(_)), "{reason:?}");
-    let got = s.open_by_tag("K7".parse().unwrap_or_else(|e| panic!("{e}"))).await.unwrap_or_else(|e| panic!("{e}"));
+    let got = s
+        .open_by_tag("K7".parse().unwrap_or_else(|e| panic!("{e}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.map(|g| g.id()), Some(d.id()));
-    let (e, _) = step(&mut d, 5, Input::Dashboard(DashboardAction::Close { by: "ann".into() }));
+    let (e, _) = step(
+        &mut d,
+        5,
+        Input::Dashboard(DashboardAction::Close { by: "ann".into() }),
+    );
     must_save(s, &d, e).await;
     must_save(s, &clash, 0).await;
-    let got = s.open_by_tag("K7".parse().unwrap_or_else(|e| panic!("{e}"))).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(got.map(|g| g.id()), Some(clash.id()), "the tag is free once the first dispatch closed");
+    let got = s
+        .open_by_tag("K7".parse().unwrap_or_else(|e| panic!("{e}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        got.map(|g| g.id()),
+        Some(clash.id()),
+        "the tag is free once the first dispatch closed"
+    );
 }
 
 /// An inbound message id belongs to one dispatch only.
@@ -254,7 +345,10 @@ pub async fn inbound_sid_unique<S: Store + ?Sized>(s: &S) {
     must_save(s, &fixture(1, "K7", "+16195550100", "SMin1", 0), 0).await;
     let dup = fixture(2, "B3", "+16195550111", "SMin1", 1);
     let reason = assert_conflict(s.save(&dup, 0).await, "second dispatch with inbound SMin1");
-    assert!(matches!(reason, ConflictReason::InboundSid(_)), "{reason:?}");
+    assert!(
+        matches!(reason, ConflictReason::InboundSid(_)),
+        "{reason:?}"
+    );
 }
 
 /// A dispatcher's open dispatches come most recently notified first,
@@ -266,16 +360,39 @@ pub async fn open_for_dispatcher_most_recent_first<S: Store + ?Sized>(s: &S) {
     for d in [&a, &b, &c] {
         must_save(s, d, 0).await;
     }
-    let got = s.open_for_dispatcher(n(PRIMARY), 10).await.unwrap_or_else(|e| panic!("{e}"));
+    let got = s
+        .open_for_dispatcher(n(PRIMARY), 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let ids: Vec<DispatchId> = got.iter().map(Dispatch::id).collect();
-    assert_eq!(ids, vec![c.id(), b.id(), a.id()], "most recently notified first");
-    let got = s.open_for_dispatcher(n(PRIMARY), 2).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ids,
+        vec![c.id(), b.id(), a.id()],
+        "most recently notified first"
+    );
+    let got = s
+        .open_for_dispatcher(n(PRIMARY), 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.len(), 2, "limit applies");
-    let (e, _) = step(&mut c, 130, Input::Dashboard(DashboardAction::Close { by: "ann".into() }));
+    let (e, _) = step(
+        &mut c,
+        130,
+        Input::Dashboard(DashboardAction::Close { by: "ann".into() }),
+    );
     must_save(s, &c, e).await;
-    let got = s.open_for_dispatcher(n(PRIMARY), 10).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(got.iter().map(Dispatch::id).collect::<Vec<_>>(), vec![b.id(), a.id()]);
-    let none = s.open_for_dispatcher(n(BACKUP), 10).await.unwrap_or_else(|e| panic!("{e}"));
+    let got = s
+        .open_for_dispatcher(n(PRIMARY), 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        got.iter().map(Dispatch::id).collect::<Vec<_>>(),
+        vec![b.id(), a.id()]
+    );
+    let none = s
+        .open_for_dispatcher(n(BACKUP), 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(none.is_empty(), "the backup was not texted yet");
 }
 
@@ -286,7 +403,13 @@ pub async fn due_in_order_with_limit<S: Store + ?Sized>(s: &S) {
     // sends so only the level timeouts remain.
     let mut ds = Vec::new();
     for (i, at) in [(1u128, 300i64), (2, 0), (3, 600)] {
-        let mut d = fixture(i, ["A1", "B2", "C3"][i as usize - 1], &format!("+1619555020{i}"), &format!("SMin{i}"), at);
+        let mut d = fixture(
+            i,
+            ["A1", "B2", "C3"][i as usize - 1],
+            &format!("+1619555020{i}"),
+            &format!("SMin{i}"),
+            at,
+        );
         must_save(s, &d, 0).await;
         let e = accept_all(&mut d, at + 1);
         must_save(s, &d, e).await;
@@ -294,20 +417,40 @@ pub async fn due_in_order_with_limit<S: Store + ?Sized>(s: &S) {
     }
     let t = |secs: i64| Timestamp::from_millis(T0 + secs * 1000);
     let due = s.due(t(899), 10).await.unwrap_or_else(|e| panic!("{e}"));
-    assert!(due.is_empty(), "nothing is due before the first timeout: {due:?}");
-    let due = s.due(t(900 + 600), 10).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        due.is_empty(),
+        "nothing is due before the first timeout: {due:?}"
+    );
+    let due = s
+        .due(t(900 + 600), 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let ids: Vec<DispatchId> = due.iter().map(|d| d.id).collect();
-    assert_eq!(ids, vec![ds[1].id(), ds[0].id(), ds[2].id()], "earliest deadline first");
+    assert_eq!(
+        ids,
+        vec![ds[1].id(), ds[0].id(), ds[2].id()],
+        "earliest deadline first"
+    );
     assert!(due.windows(2).all(|w| w[0].deadline <= w[1].deadline));
     assert_eq!(due[0].deadline, t(900));
-    let due = s.due(t(900 + 600), 2).await.unwrap_or_else(|e| panic!("{e}"));
+    let due = s
+        .due(t(900 + 600), 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(due.len(), 2, "limit applies");
     // Closing removes the deadline.
     let mut first = must_get(s, ds[1].id()).await;
-    let (e, _) = step(&mut first, 10, Input::Dashboard(DashboardAction::Close { by: "ann".into() }));
+    let (e, _) = step(
+        &mut first,
+        10,
+        Input::Dashboard(DashboardAction::Close { by: "ann".into() }),
+    );
     must_save(s, &first, e).await;
     let due = s.due(t(10_000), 10).await.unwrap_or_else(|e| panic!("{e}"));
-    assert!(!due.iter().any(|d| d.id == first.id()), "a closed dispatch is not due");
+    assert!(
+        !due.iter().any(|d| d.id == first.id()),
+        "a closed dispatch is not due"
+    );
     assert_eq!(due.len(), 2);
 }
 
@@ -319,13 +462,32 @@ pub async fn list_newest_first<S: Store + ?Sized>(s: &S) {
     for d in [&a, &b, &c] {
         must_save(s, d, 0).await;
     }
-    let (e, _) = step(&mut b, 70, Input::Dashboard(DashboardAction::Close { by: "ann".into() }));
+    let (e, _) = step(
+        &mut b,
+        70,
+        Input::Dashboard(DashboardAction::Close { by: "ann".into() }),
+    );
     must_save(s, &b, e).await;
-    let all = s.list(ListFilter::All, 10).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(all.iter().map(Dispatch::id).collect::<Vec<_>>(), vec![c.id(), b.id(), a.id()]);
-    let open = s.list(ListFilter::Open, 10).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(open.iter().map(Dispatch::id).collect::<Vec<_>>(), vec![c.id(), a.id()]);
-    let one = s.list(ListFilter::All, 1).await.unwrap_or_else(|e| panic!("{e}"));
+    let all = s
+        .list(ListFilter::All, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        all.iter().map(Dispatch::id).collect::<Vec<_>>(),
+        vec![c.id(), b.id(), a.id()]
+    );
+    let open = s
+        .list(ListFilter::Open, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        open.iter().map(Dispatch::id).collect::<Vec<_>>(),
+        vec![c.id(), a.id()]
+    );
+    let one = s
+        .list(ListFilter::All, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(one.len(), 1);
 }
 
@@ -335,8 +497,15 @@ pub async fn missing_lookups_are_none<S: Store + ?Sized>(s: &S) {
     assert!(matches!(s.get(id).await, Ok(None)));
     assert!(matches!(s.by_inbound_sid(&sid("SMnope")).await, Ok(None)));
     assert!(matches!(s.by_leg_sid(&sid("SMnope")).await, Ok(None)));
-    assert!(matches!(s.open_for_customer(n(LINE), n("+16195550100")).await, Ok(None)));
-    assert!(matches!(s.open_by_tag("Z9".parse().unwrap_or_else(|e| panic!("{e}"))).await, Ok(None)));
+    assert!(matches!(
+        s.open_for_customer(n(LINE), n("+16195550100")).await,
+        Ok(None)
+    ));
+    assert!(matches!(
+        s.open_by_tag("Z9".parse().unwrap_or_else(|e| panic!("{e}")))
+            .await,
+        Ok(None)
+    ));
     assert!(matches!(s.open_for_dispatcher(n(PRIMARY), 5).await, Ok(v) if v.is_empty()));
     assert!(matches!(s.due(Timestamp::from_millis(i64::MAX / 2), 5).await, Ok(v) if v.is_empty()));
     assert!(matches!(s.list(ListFilter::All, 5).await, Ok(v) if v.is_empty()));
@@ -361,7 +530,14 @@ pub async fn round_trip_preserves_everything<S: Store + ?Sized>(s: &S) {
             content_type: Some("image/jpeg".into()),
         }],
     };
-    let (e, _) = step(&mut d, 950, Input::DispatcherText { text, route: crate::input::RouteReason::Only });
+    let (e, _) = step(
+        &mut d,
+        950,
+        Input::DispatcherText {
+            text,
+            route: crate::input::RouteReason::Only,
+        },
+    );
     must_save(s, &d, e).await;
     let got = must_get(s, d.id()).await;
     assert_eq!(got, d, "every field must survive the store");

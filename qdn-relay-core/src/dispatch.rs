@@ -343,7 +343,9 @@ impl Dispatch {
                 self.on_dispatcher_text(now, text, route, &mut fx)?
             }
             Input::Delivery(r) => self.on_delivery(now, r, &mut fx)?,
-            Input::SendOutcome { leg, result } => self.on_send_outcome(now, leg, result, &mut fx)?,
+            Input::SendOutcome { leg, result } => {
+                self.on_send_outcome(now, leg, result, &mut fx)?
+            }
             Input::Dashboard(a) => self.on_dashboard(now, a, &mut fx)?,
             Input::Timeout => self.on_timeout(now, &mut fx),
         }
@@ -585,7 +587,8 @@ impl Dispatch {
                 }
                 l.updated_at = now;
                 l.error_code = e.code;
-                let will_retry = e.kind == SendErrorKind::Retryable && l.attempts < MAX_SEND_ATTEMPTS;
+                let will_retry =
+                    e.kind == SendErrorKind::Retryable && l.attempts < MAX_SEND_ATTEMPTS;
                 if will_retry {
                     let backoff = retry_backoff(self.id, leg, l.attempts, e.retry_after_ms);
                     l.retry_at = Some(now.plus(backoff));
@@ -954,7 +957,8 @@ impl Dispatch {
         match texts.as_slice() {
             [one] => self.forward_text(&one.body, &one.media),
             many => {
-                let joined: Vec<String> = many.iter().map(|e| with_media(&e.body, &e.media)).collect();
+                let joined: Vec<String> =
+                    many.iter().map(|e| with_media(&e.body, &e.media)).collect();
                 fit_body(&format!(
                     "{} ({} texts): {}",
                     self.header(),
@@ -1089,7 +1093,9 @@ impl Dispatch {
     pub fn last_notified_at(&self, n: PhoneNumber) -> Option<Timestamp> {
         self.legs
             .iter()
-            .filter(|l| l.to == n && matches!(l.purpose, Purpose::Forward { .. } | Purpose::FollowUp))
+            .filter(|l| {
+                l.to == n && matches!(l.purpose, Purpose::Forward { .. } | Purpose::FollowUp)
+            })
             .map(|l| l.created_at)
             .max()
     }
@@ -1114,7 +1120,10 @@ fn with_media(body: &str, media: &[Media]) -> String {
 /// Exponential backoff with deterministic jitter: 5 s, 10 s, 20 s, … capped
 /// at 5 minutes, plus up to a quarter more; at least what the provider asked.
 fn retry_backoff(id: DispatchId, leg: u32, attempts: u32, retry_after_ms: Option<u64>) -> Duration {
-    let base = 5_000u64.saturating_mul(1 << attempts.saturating_sub(1).min(10)).min(300_000);
-    let jitter = splitmix(id.as_u128() as u64 ^ (u64::from(leg) << 32) ^ u64::from(attempts)) % (base / 4 + 1);
+    let base = 5_000u64
+        .saturating_mul(1 << attempts.saturating_sub(1).min(10))
+        .min(300_000);
+    let jitter = splitmix(id.as_u128() as u64 ^ (u64::from(leg) << 32) ^ u64::from(attempts))
+        % (base / 4 + 1);
     Duration::from_millis((base + jitter).max(retry_after_ms.unwrap_or(0)))
 }

@@ -79,7 +79,11 @@ impl RelayError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            RelayError::Contended(_) | RelayError::Store(StoreError::Backend { retryable: true, .. })
+            RelayError::Contended(_)
+                | RelayError::Store(StoreError::Backend {
+                    retryable: true,
+                    ..
+                })
         )
     }
 }
@@ -204,7 +208,10 @@ where
                 return Ok(Outcome::Unchanged(d.id()));
             }
             if let Some(d) = self.store.open_for_customer(text.to, text.from).await? {
-                match self.apply(d.id(), None, Input::CustomerText(text.clone())).await {
+                match self
+                    .apply(d.id(), None, Input::CustomerText(text.clone()))
+                    .await
+                {
                     Err(RelayError::Input(InputError::NotOpen(_))) => continue,
                     other => return other,
                 }
@@ -240,7 +247,12 @@ where
         let (target, route) = match Tag::strip_prefix(&text.body) {
             Some((tag, _)) => match self.store.open_by_tag(tag).await? {
                 Some(d) if d.line() == text.to => (d.id(), RouteReason::Tag),
-                _ => return Err(RelayError::NoOpenDispatch { from, tag: Some(tag) }),
+                _ => {
+                    return Err(RelayError::NoOpenDispatch {
+                        from,
+                        tag: Some(tag),
+                    });
+                }
             },
             None => {
                 let open: Vec<Dispatch> = self
@@ -257,7 +269,8 @@ where
                 }
             }
         };
-        self.apply(target, None, Input::DispatcherText { text, route }).await
+        self.apply(target, None, Input::DispatcherText { text, route })
+            .await
     }
 
     /// A status callback (behaviours B2, B6).

@@ -71,10 +71,14 @@ mod tests {
 
     fn provider(answer: Result<&'static str, SendErrorKind>, times: usize) -> Box<dyn SmsProvider> {
         let mut m = MockSmsProvider::new();
-        m.expect_send().times(times).returning(move |_| match answer {
-            Ok(sid) => Ok(SendReceipt { sid: sid.parse().unwrap() }),
-            Err(kind) => Err(SendError::new(kind, "x")),
-        });
+        m.expect_send()
+            .times(times)
+            .returning(move |_| match answer {
+                Ok(sid) => Ok(SendReceipt {
+                    sid: sid.parse().unwrap(),
+                }),
+                Err(kind) => Err(SendError::new(kind, "x")),
+            });
         m.expect_name().return_const("mock".to_owned());
         Box::new(m)
     }
@@ -94,7 +98,10 @@ mod tests {
             provider(Err(SendErrorKind::MaybeSent), 1),
             provider(Ok("SM2"), 0),
         ]);
-        assert_eq!(f.send(&msg()).await.unwrap_err().kind, SendErrorKind::MaybeSent);
+        assert_eq!(
+            f.send(&msg()).await.unwrap_err().kind,
+            SendErrorKind::MaybeSent
+        );
     }
 
     #[tokio::test]
@@ -103,7 +110,10 @@ mod tests {
             provider(Err(SendErrorKind::Unreachable), 1),
             provider(Ok("SM2"), 0),
         ]);
-        assert_eq!(f.send(&msg()).await.unwrap_err().kind, SendErrorKind::Unreachable);
+        assert_eq!(
+            f.send(&msg()).await.unwrap_err().kind,
+            SendErrorKind::Unreachable
+        );
     }
 
     #[tokio::test]
@@ -112,8 +122,14 @@ mod tests {
             provider(Err(SendErrorKind::Retryable), 1),
             provider(Err(SendErrorKind::Retryable), 1),
         ]);
-        assert_eq!(f.send(&msg()).await.unwrap_err().kind, SendErrorKind::Retryable);
+        assert_eq!(
+            f.send(&msg()).await.unwrap_err().kind,
+            SendErrorKind::Retryable
+        );
         let empty = Failover::new(vec![]);
-        assert_eq!(empty.send(&msg()).await.unwrap_err().kind, SendErrorKind::Config);
+        assert_eq!(
+            empty.send(&msg()).await.unwrap_err().kind,
+            SendErrorKind::Config
+        );
     }
 }

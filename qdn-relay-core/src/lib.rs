@@ -46,11 +46,11 @@ pub use dispatch::{
 };
 pub use driver::{MAX_CONFLICT_RETRIES, Outcome, Relay, RelayBuilder, RelayError, SweepReport};
 pub use event::{Effect, EscalationReason, EventKind, OutboundMessage, RelayEvent};
+pub use failover::Failover;
 pub use input::{
     Actor, Command, DashboardAction, DeliveryError, DeliveryReport, DeliveryStatus, ErrorClass,
     InboundText, Input, MAX_BODY_CHARS, Media, RouteReason, SendError, SendErrorKind, fit_body,
 };
-pub use failover::Failover;
 pub use memory::{MemoryStore, RecordingProvider, RecordingSink, SentText};
 pub use policy::{DEFAULT_ACK_TIMEOUT, Level, Policy, PolicyError, parse_duration};
 pub use ports::{
@@ -58,6 +58,4 @@ pub use ports::{
     SendReceipt, SinkError, SmsProvider, Store, StoreError, SystemClock, TracingSink,
 };
 pub use status::{DispatchStatus, FinalStatus};
-pub use types::{
-    DispatchId, PhoneNumber, PhoneNumberError, ProviderMessageId, Tag, Timestamp,
-};
+pub use types::{DispatchId, PhoneNumber, PhoneNumberError, ProviderMessageId, Tag, Timestamp};

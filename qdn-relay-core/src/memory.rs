@@ -29,6 +29,9 @@ pub struct MemoryStore {
     inner: RwLock<Inner>,
 }
 
+/// Most recently notified first, then newest id first.
+type NotifiedKey = (Reverse<Timestamp>, Reverse<DispatchId>);
+
 #[derive(Default)]
 struct Inner {
     by_id: HashMap<DispatchId, Dispatch>,
@@ -36,7 +39,7 @@ struct Inner {
     legs: HashMap<ProviderMessageId, DispatchId>,
     open_customer: HashMap<(PhoneNumber, PhoneNumber), DispatchId>,
     open_tag: HashMap<Tag, DispatchId>,
-    open_dispatcher: HashMap<PhoneNumber, BTreeSet<(Reverse<Timestamp>, Reverse<DispatchId>)>>,
+    open_dispatcher: HashMap<PhoneNumber, BTreeSet<NotifiedKey>>,
     due: BTreeSet<(Timestamp, DispatchId)>,
     all: BTreeSet<DispatchId>,
     open: BTreeSet<DispatchId>,
@@ -67,7 +70,11 @@ impl MemoryStore {
     /// Every dispatch, newest first (a snapshot for tests).
     pub fn all(&self) -> Vec<Dispatch> {
         let g = self.read();
-        g.all.iter().rev().filter_map(|id| g.by_id.get(id).cloned()).collect()
+        g.all
+            .iter()
+            .rev()
+            .filter_map(|id| g.by_id.get(id).cloned())
+            .collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -203,7 +210,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn by_inbound_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError> {
+    async fn by_inbound_sid(
+        &self,
+        sid: &ProviderMessageId,
+    ) -> Result<Option<Dispatch>, StoreError> {
         let g = self.read();
         Ok(g.inbound.get(sid).and_then(|id| g.by_id.get(id)).cloned())
     }
@@ -322,7 +332,11 @@ impl RecordingProvider {
     }
 
     /// Queues outcomes for the next sends to `to`.
-    pub fn script(&self, to: PhoneNumber, outcomes: impl IntoIterator<Item = Result<(), SendError>>) {
+    pub fn script(
+        &self,
+        to: PhoneNumber,
+        outcomes: impl IntoIterator<Item = Result<(), SendError>>,
+    ) {
         lock(&self.script).entry(to).or_default().extend(outcomes);
     }
 

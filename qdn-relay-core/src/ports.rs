@@ -214,7 +214,8 @@ pub trait Store: Send + Sync {
     async fn save(&self, dispatch: &Dispatch, expected: u64) -> Result<(), StoreError>;
 
     /// The dispatch holding an inbound message id.
-    async fn by_inbound_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError>;
+    async fn by_inbound_sid(&self, sid: &ProviderMessageId)
+    -> Result<Option<Dispatch>, StoreError>;
 
     /// The dispatch that sent an outbound message.
     async fn by_leg_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError>;

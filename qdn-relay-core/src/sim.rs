@@ -207,7 +207,12 @@ impl Simulation {
             .sink
             .events_in_order()
             .into_iter()
-            .map(|(seq, ev)| (seq, format!("{}  {}", self.clock_label(ev.at), describe(&ev))))
+            .map(|(seq, ev)| {
+                (
+                    seq,
+                    format!("{}  {}", self.clock_label(ev.at), describe(&ev)),
+                )
+            })
             .collect();
         for s in self.provider.sent() {
             let at = self.clock_label(s.at.unwrap_or(self.start));
@@ -236,35 +241,57 @@ impl Simulation {
 pub fn describe(ev: &RelayEvent) -> String {
     let tag = ev.tag;
     match &ev.kind {
-        EventKind::Opened { customer, .. } => format!("#{tag} opened: customer {customer} texted the business line"),
+        EventKind::Opened { customer, .. } => {
+            format!("#{tag} opened: customer {customer} texted the business line")
+        }
         EventKind::CustomerText { .. } => format!("#{tag} customer texted again"),
         EventKind::Forwarded { round, level, to } => {
             let to: Vec<String> = to.iter().map(ToString::to_string).collect();
-            format!("#{tag} forwarded to level {level} (round {round}): {}", to.join(", "))
+            format!(
+                "#{tag} forwarded to level {level} (round {round}): {}",
+                to.join(", ")
+            )
         }
         EventKind::Escalated { from_level, reason } => {
             format!("#{tag} escalating past level {from_level}: {reason:?}")
         }
         EventKind::Repeated { round } => format!("#{tag} starting round {round}"),
-        EventKind::LevelSkipped { level, .. } => format!("#{tag} level {level} skipped: nobody reachable"),
+        EventKind::LevelSkipped { level, .. } => {
+            format!("#{tag} level {level} skipped: nobody reachable")
+        }
         EventKind::Exhausted => format!("#{tag} FAILED: every level of every round tried"),
         EventKind::Acked { by, .. } => format!("#{tag} acknowledged by {by}"),
-        EventKind::DispatcherText { from, route, command } => match command {
+        EventKind::DispatcherText {
+            from,
+            route,
+            command,
+        } => match command {
             Some(c) => format!("#{tag} {from} sent {c:?} (routed by {route:?})"),
             None => format!("#{tag} {from} replied (routed by {route:?})"),
         },
         EventKind::Replied { by } => format!("#{tag} reply from {by} queued to the customer"),
-        EventKind::Sent { leg, sid } => format!("#{tag} leg {leg} accepted by the provider ({sid})"),
-        EventKind::SendFailed { leg, kind, code, will_retry } => format!(
+        EventKind::Sent { leg, sid } => {
+            format!("#{tag} leg {leg} accepted by the provider ({sid})")
+        }
+        EventKind::SendFailed {
+            leg,
+            kind,
+            code,
+            will_retry,
+        } => format!(
             "#{tag} leg {leg} send failed ({kind:?}{}){}",
             code.map(|c| format!(" {c}")).unwrap_or_default(),
             if *will_retry { ", will retry" } else { "" }
         ),
-        EventKind::Delivery { leg, status, code, .. } => format!(
+        EventKind::Delivery {
+            leg, status, code, ..
+        } => format!(
             "#{tag} leg {leg} {status}{}",
             code.map(|c| format!(" (error {c})")).unwrap_or_default()
         ),
-        EventKind::Unreachable { number } => format!("#{tag} {number} unreachable: not texted again"),
+        EventKind::Unreachable { number } => {
+            format!("#{tag} {number} unreachable: not texted again")
+        }
         EventKind::Ignored { reason } => format!("#{tag} ignored: {reason}"),
         EventKind::Closed { by } => format!("#{tag} closed by {by}"),
     }
@@ -273,6 +300,7 @@ pub fn describe(ev: &RelayEvent) -> String {
 impl ProviderMessageId {
     /// For generated ids known to be valid.
     pub(crate) fn from_str_unchecked(s: &str) -> Self {
-        s.parse().unwrap_or_else(|_| unreachable!("generated id {s:?} is valid"))
+        s.parse()
+            .unwrap_or_else(|_| unreachable!("generated id {s:?} is valid"))
     }
 }

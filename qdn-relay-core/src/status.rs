@@ -86,7 +86,8 @@ impl Dispatch {
             FinalStatus::Acked
         } else if self.state() == State::Failed {
             FinalStatus::Failed
-        } else if self.forwarded_past_primary_at().is_some() || (self.round(), self.level()) != (0, 0)
+        } else if self.forwarded_past_primary_at().is_some()
+            || (self.round(), self.level()) != (0, 0)
         {
             FinalStatus::BackupTriggered
         } else {

@@ -126,7 +126,9 @@ impl FromStr for PhoneNumber {
         }
         match digits {
             0..=6 => Err(PhoneNumberError::TooShort { digits }),
-            7..=15 => Ok(NonZeroU64::new(value).map(Self).ok_or(PhoneNumberError::LeadingZero)?),
+            7..=15 => Ok(NonZeroU64::new(value)
+                .map(Self)
+                .ok_or(PhoneNumberError::LeadingZero)?),
             _ => Err(PhoneNumberError::TooLong { digits }),
         }
     }
@@ -471,7 +473,10 @@ mod tests {
             "+16195550100"
         );
         assert_eq!(
-            " +44 20 7946 0958 ".parse::<PhoneNumber>().unwrap().to_string(),
+            " +44 20 7946 0958 "
+                .parse::<PhoneNumber>()
+                .unwrap()
+                .to_string(),
             "+442079460958"
         );
         assert_eq!("".parse::<PhoneNumber>(), Err(PhoneNumberError::Empty));
@@ -546,7 +551,11 @@ mod tests {
 
     #[test]
     fn provider_ids_are_printable_tokens() {
-        assert!("SM0123456789abcdef0123456789abcdef".parse::<ProviderMessageId>().is_ok());
+        assert!(
+            "SM0123456789abcdef0123456789abcdef"
+                .parse::<ProviderMessageId>()
+                .is_ok()
+        );
         assert!("".parse::<ProviderMessageId>().is_err());
         assert!("has space".parse::<ProviderMessageId>().is_err());
         assert!("x".repeat(65).parse::<ProviderMessageId>().is_err());

@@ -1,1 +1,4 @@
+//! The integration tests of qdn-relay-core (one binary).
 
+mod behaviours;
+mod memory_contract;
