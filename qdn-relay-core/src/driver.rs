@@ -71,6 +71,9 @@ pub enum RelayError {
     /// Too many concurrent writers on one dispatch.
     #[error("dispatch {0} is contended: gave up after {MAX_CONFLICT_RETRIES} conflicts")]
     Contended(DispatchId),
+    /// Too many concurrent texts racing to open a dispatch for one customer.
+    #[error("opening a dispatch for {0} is contended: gave up after {MAX_CONFLICT_RETRIES} conflicts")]
+    ContendedOpen(PhoneNumber),
 }
 
 impl RelayError {
@@ -98,6 +101,15 @@ pub struct SweepReport {
     pub unchanged: usize,
     /// Dispatches whose handling failed, with the error.
     pub errors: Vec<(DispatchId, RelayError)>,
+    /// The due query itself failed (the sweep stopped there).
+    pub query_error: Option<StoreError>,
+}
+
+impl SweepReport {
+    /// Whether anything failed.
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty() && self.query_error.is_none()
+    }
 }
 
 /// The relay: routes inputs to dispatches, saves transitions with
@@ -233,7 +245,7 @@ where
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(RelayError::Contended(DispatchId::from_u128(0)))
+        Err(RelayError::ContendedOpen(text.from))
     }
 
     /// A dispatcher's text, routed by tag, else to their only open dispatch,
@@ -328,7 +340,7 @@ where
                 Ok(d) => d,
                 Err(e) => {
                     tracing::error!(error = %e, "sweep: due query failed");
-                    report.errors.push((DispatchId::from_u128(0), e.into()));
+                    report.query_error = Some(e);
                     return report;
                 }
             };

@@ -166,6 +166,9 @@ impl Simulation {
                 self.clock.set(next);
             }
             let report = self.relay.sweep().await;
+            if let Some(e) = report.query_error {
+                return Err(SimError::Relay(e.into()));
+            }
             if let Some((_, e)) = report.errors.into_iter().next() {
                 return Err(e.into());
             }

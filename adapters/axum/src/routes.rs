@@ -1,0 +1,428 @@
+//! The handlers.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use qdn_relay_core::{DashboardAction, Dispatch, ListFilter, RelayError};
+use qdn_relay_twilio::{Form, InboundWebhook, StatusCallback, twiml_empty, twiml_message};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::{ApiError, AppState};
+
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+const FORM: &str = "application/x-www-form-urlencoded";
+const JSON: &str = "application/json";
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .unwrap_or("")
+}
+
+fn body(b: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    b.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "request body is over the size limit",
+            )
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+fn twiml(xml: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], xml).into_response()
+}
+
+impl AppState {
+    /// The URL Twilio signed: the configured public base URL, else the Host
+    /// header, plus the path and query as the client sent them.
+    fn signed_url(&self, uri: &Uri, headers: &HeaderMap) -> ApiResult<String> {
+        let pq = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        if let Some(base) = &self.inner.public_url {
+            return Ok(format!("{base}{pq}"));
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| uri.authority().map(|a| a.as_str()))
+            .ok_or_else(|| {
+                ApiError::bad_request("no Host header to check the signature against")
+            })?;
+        let proto = headers
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+            .map(|p| p.split(',').next().unwrap_or("").trim())
+            .filter(|p| *p == "http" || *p == "https")
+            .unwrap_or("http");
+        Ok(format!("{proto}://{host}{pq}"))
+    }
+
+    /// A form posted by Twilio, its signature checked.
+    fn twilio_form(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> ApiResult<Form> {
+        if content_type(headers) != FORM {
+            return Err(ApiError::media_type(FORM));
+        }
+        let form = Form::parse(body);
+        let url = self.signed_url(uri, headers)?;
+        let sig = headers
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok());
+        self.inner
+            .validator
+            .validate_form(&url, form.pairs(), sig)
+            .map_err(|e| {
+                tracing::warn!(url = %url, error = %e, "webhook signature rejected");
+                ApiError::signature(&e)
+            })?;
+        Ok(form)
+    }
+
+    fn check_bearer(&self, headers: &HeaderMap, query_token: Option<&str>) -> ApiResult<()> {
+        let Some(expected) = &self.inner.dashboard_token else {
+            return Err(ApiError::unauthorized(
+                "dashboard routes are disabled: the server has no RELAY_DASHBOARD_TOKEN",
+            ));
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .or(query_token)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
+        if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized("invalid dashboard token"))
+        }
+    }
+
+    async fn find(&self, key: &str) -> ApiResult<Dispatch> {
+        self.inner.relay.find(key).await?.ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no dispatch {key:?} (a dispatch id, an open tag, or an inbound MessageSid)"
+            ))
+        })
+    }
+}
+
+/// What a dispatcher is told, in TwiML, when their text could not be used.
+fn dispatcher_notice(e: &RelayError) -> Option<String> {
+    match e {
+        RelayError::NoOpenDispatch { tag: Some(t), .. } => {
+            Some(format!("No open dispatch #{t}. Your text was not sent."))
+        }
+        RelayError::NoOpenDispatch { tag: None, .. } => {
+            Some("You have no open dispatch. Your text was not sent.".to_owned())
+        }
+        RelayError::Input(e) => Some(format!("Not sent: {e}.")),
+        _ => None,
+    }
+}
+
+// ----- Twilio ----------------------------------------------------------------
+
+pub(crate) async fn inbound(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let b = body(b)?;
+    let form = s.twilio_form(&uri, &headers, &b)?;
+    let hook = InboundWebhook::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
+    match s.inner.relay.inbound(hook.into_inbound_text()).await {
+        Ok(_) => Ok(twiml(twiml_empty())),
+        Err(e) => match dispatcher_notice(&e) {
+            Some(notice) => Ok(twiml(twiml_message(&notice))),
+            None => Err(e.into()),
+        },
+    }
+}
+
+pub(crate) async fn status(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let b = body(b)?;
+    let form = s.twilio_form(&uri, &headers, &b)?;
+    let cb = StatusCallback::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
+    s.inner.relay.delivery(cb.into_delivery_report()).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplyJson {
+    job_id: String,
+    body: String,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ActionJson {
+    #[serde(default)]
+    by: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+fn operator(by: Option<String>) -> ApiResult<String> {
+    let by = by.map(|b| b.trim().to_owned()).filter(|b| !b.is_empty());
+    let by = by.unwrap_or_else(|| "dashboard".to_owned());
+    if by.chars().count() > 64 || by.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "\"by\" must be 1 to 64 printable characters",
+        ));
+    }
+    Ok(by)
+}
+
+fn parse_json<T: for<'de> Deserialize<'de> + Default>(
+    headers: &HeaderMap,
+    b: &[u8],
+) -> ApiResult<T> {
+    if b.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    if content_type(headers) != JSON {
+        return Err(ApiError::media_type(JSON));
+    }
+    serde_json::from_slice(b).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// A dispatcher's text (Twilio form, signed) or a dashboard reply (JSON,
+/// bearer).
+pub(crate) async fn reply(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let b = body(b)?;
+    match content_type(&headers) {
+        FORM => {
+            let form = s.twilio_form(&uri, &headers, &b)?;
+            let hook = InboundWebhook::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
+            match s
+                .inner
+                .relay
+                .dispatcher_text(hook.into_inbound_text())
+                .await
+            {
+                Ok(_) => Ok(twiml(twiml_empty())),
+                Err(e) => match dispatcher_notice(&e) {
+                    Some(notice) => Ok(twiml(twiml_message(&notice))),
+                    None => Err(e.into()),
+                },
+            }
+        }
+        JSON => {
+            s.check_bearer(&headers, None)?;
+            let r: ReplyJson = serde_json::from_slice(&b)
+                .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+            let by = operator(r.by)?;
+            let d = s.find(&r.job_id).await?;
+            s.inner
+                .relay
+                .dashboard(d.id(), DashboardAction::Reply { by, body: r.body })
+                .await?;
+            status_of(&s, d.id().to_string()).await
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("expected Content-Type {FORM} (Twilio) or {JSON} (dashboard)"),
+        )),
+    }
+}
+
+// ----- dashboard ---------------------------------------------------------------
+
+async fn status_of(s: &AppState, key: String) -> ApiResult {
+    let d = s.find(&key).await?;
+    Ok(Json(d.status()).into_response())
+}
+
+pub(crate) async fn dispatch_status(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> ApiResult {
+    s.check_bearer(&headers, None)?;
+    status_of(&s, job_id).await
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    s.check_bearer(&headers, None)?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let filter = match q.status.as_deref() {
+        None | Some("open") => ListFilter::Open,
+        Some("all") => ListFilter::All,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "status must be \"open\" or \"all\", got {other:?}"
+            )));
+        }
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 500"));
+    }
+    let ds = s
+        .inner
+        .relay
+        .store()
+        .list(filter, limit)
+        .await
+        .map_err(|e| ApiError::relay(&e.into()))?;
+    let items: Vec<_> = ds.iter().map(Dispatch::status).collect();
+    Ok(Json(json!({ "dispatches": items })).into_response())
+}
+
+async fn action(
+    s: AppState,
+    headers: HeaderMap,
+    job_id: String,
+    b: Result<Bytes, BytesRejection>,
+    make: impl FnOnce(String, Option<String>) -> ApiResult<DashboardAction>,
+) -> ApiResult {
+    s.check_bearer(&headers, None)?;
+    let b = body(b)?;
+    let a: ActionJson = parse_json(&headers, &b)?;
+    let by = operator(a.by)?;
+    let d = s.find(&job_id).await?;
+    s.inner.relay.dashboard(d.id(), make(by, a.body)?).await?;
+    status_of(&s, d.id().to_string()).await
+}
+
+pub(crate) async fn ack(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    action(s, headers, job_id, b, |by, _| {
+        Ok(DashboardAction::Ack { by })
+    })
+    .await
+}
+
+pub(crate) async fn dashboard_reply(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    action(s, headers, job_id, b, |by, body| {
+        let body = body.ok_or_else(|| ApiError::bad_request("missing \"body\""))?;
+        Ok(DashboardAction::Reply { by, body })
+    })
+    .await
+}
+
+pub(crate) async fn close(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    action(s, headers, job_id, b, |by, _| {
+        Ok(DashboardAction::Close { by })
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub(crate) struct EventsQuery {
+    #[serde(default)]
+    access_token: Option<String>,
+}
+
+/// Server-sent events: one `event:` per relay event, its JSON as `data:`.
+pub(crate) async fn events(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    s.check_bearer(&headers, q.access_token.as_deref())?;
+    let stream = BroadcastStream::new(s.inner.events.subscribe()).map(|item| {
+        Ok(match item {
+            Ok(ev) => Event::default()
+                .event(ev.kind.name())
+                .json_data(&*ev)
+                .unwrap_or_else(|_| Event::default().comment("unserialisable event")),
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                Event::default().event("lagged").data(n.to_string())
+            }
+        })
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+pub(crate) async fn health(State(s): State<AppState>) -> Response {
+    let relay = s.inner.relay.clone();
+    let now = relay.clock().now();
+    match relay.store().due(now, 1).await {
+        Ok(_) => Json(json!({"status": "ok"})).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: store failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+pub(crate) async fn options() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(header::ALLOW, "GET, POST, OPTIONS")],
+    )
+        .into_response()
+}
+
+pub(crate) async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route {}", uri.path()))
+}

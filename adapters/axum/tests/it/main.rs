@@ -1,0 +1,699 @@
+//! The router, driven with real HTTP requests through `tower::ServiceExt`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use qdn_relay_axum::{AppState, EventHub, HttpConfig, MaintenanceSink, router};
+use qdn_relay_core::{
+    Clock, FanoutSink, ManualClock, MemoryStore, PhoneNumber, Policy, RecordingProvider, Relay,
+    SmsProvider, State, Store, Timestamp,
+};
+use qdn_relay_twilio::{Secret, SignatureValidator};
+use serde_json::Value;
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-auth-token";
+const DASH: &str = "dashboard-token-0123456789";
+const LINE: &str = "+16195550000";
+const CUSTOMER: &str = "+16195550100";
+const PRIMARY: &str = "+16195550101";
+const BACKUP: &str = "+18583354807";
+const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+
+fn n(s: &str) -> PhoneNumber {
+    s.parse().expect("number")
+}
+
+struct App {
+    router: Router,
+    store: Arc<MemoryStore>,
+    provider: Arc<RecordingProvider>,
+    clock: Arc<ManualClock>,
+    relay: Arc<qdn_relay_axum::DynRelay>,
+    hub: EventHub,
+    _dir: tempfile::TempDir,
+    maintenance: std::path::PathBuf,
+}
+
+fn app_with(config: HttpConfig) -> App {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let maintenance = dir.path().join("maintenance.json");
+    let store = Arc::new(MemoryStore::new());
+    let provider = Arc::new(RecordingProvider::new());
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_767_603_600_000)));
+    let hub = EventHub::default();
+    let sink = FanoutSink(vec![
+        Box::new(hub.clone()),
+        Box::new(MaintenanceSink::new(maintenance.clone())),
+    ]);
+    let policy = Policy::simple(n(PRIMARY), n(BACKUP), Duration::from_secs(900)).expect("policy");
+    let relay: Arc<qdn_relay_axum::DynRelay> = Arc::new(
+        Relay::<dyn Store, dyn SmsProvider, dyn Clock>::builder(
+            store.clone() as Arc<dyn Store>,
+            provider.clone() as Arc<dyn SmsProvider>,
+            clock.clone() as Arc<dyn Clock>,
+        )
+        .line(n(LINE), policy)
+        .sink(Arc::new(sink))
+        .seed(1)
+        .build(),
+    );
+    let state = AppState::new(
+        relay.clone(),
+        SignatureValidator::new(Secret::new(TOKEN)),
+        hub.clone(),
+        config,
+    )
+    .expect("state");
+    App {
+        router: router(state),
+        store,
+        provider,
+        clock,
+        relay,
+        hub,
+        _dir: dir,
+        maintenance,
+    }
+}
+
+fn app() -> App {
+    app_with(HttpConfig {
+        dashboard_token: Some(Secret::new(DASH)),
+        cors_origins: vec!["https://dash.example.com".into()],
+        body_limit: 8 * 1024,
+        ..HttpConfig::default()
+    })
+}
+
+fn form(pairs: &[(&str, &str)]) -> (Vec<(String, String)>, String) {
+    let owned: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let body = form_encode(&owned);
+    (owned, body)
+}
+
+fn form_encode(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn signed(path: &str, pairs: &[(&str, &str)]) -> Request<Body> {
+    signed_at("http://relay.test", path, "relay.test", pairs)
+}
+
+fn signed_at(base: &str, path: &str, host: &str, pairs: &[(&str, &str)]) -> Request<Body> {
+    let (owned, body) = form(pairs);
+    let sig =
+        SignatureValidator::new(Secret::new(TOKEN)).sign_form(&format!("{base}{path}"), &owned);
+    Request::post(path)
+        .header(header::HOST, host)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("X-Twilio-Signature", sig)
+        .body(Body::from(body))
+        .expect("request")
+}
+
+fn text(sid: &str, from: &str, body: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("MessageSid", sid.to_owned()),
+        ("AccountSid", ACCOUNT.to_owned()),
+        ("From", from.to_owned()),
+        ("To", LINE.to_owned()),
+        ("Body", body.to_owned()),
+        ("NumMedia", "0".to_owned()),
+    ]
+}
+
+fn pairs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+    v.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+fn sid(n: u32) -> String {
+    format!("SM{n:032x}")
+}
+
+async fn send(app: &App, req: Request<Body>) -> (StatusCode, String, axum::http::HeaderMap) {
+    let res = app.router.clone().oneshot(req).await.expect("response");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned(), headers)
+}
+
+fn dash(method: &str, uri: &str, body: Option<Value>) -> Request<Body> {
+    let b = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {DASH}"));
+    match body {
+        Some(v) => b
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(v.to_string()))
+            .expect("req"),
+        None => b.body(Body::empty()).expect("req"),
+    }
+}
+
+async fn inbound(app: &App, n: u32, from: &str, body: &str) -> (StatusCode, String) {
+    let t = text(&sid(n), from, body);
+    let (s, b, _) = send(app, signed("/sms/inbound", &pairs(&t))).await;
+    (s, b)
+}
+
+#[tokio::test]
+async fn signed_inbound_is_forwarded_and_answered_with_empty_twiml() {
+    let app = app();
+    let (status, body) = inbound(&app, 1, CUSTOMER, "Need a dumpster").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("<Response/>") || body.contains("<Response></Response>"),
+        "{body}"
+    );
+    assert_eq!(app.store.len(), 1);
+    let sent = app.provider.accepted_to(n(PRIMARY));
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0]
+            .message
+            .body
+            .ends_with("+16195550100: Need a dumpster")
+    );
+}
+
+#[tokio::test]
+async fn missing_or_forged_signature_is_403_and_stores_nothing() {
+    let app = app();
+    let t = text(&sid(1), CUSTOMER, "hello");
+    let (_, body) = form(&pairs(&t));
+    let unsigned = Request::post("/sms/inbound")
+        .header(header::HOST, "relay.test")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body.clone()))
+        .expect("req");
+    let (s, b, _) = send(&app, unsigned).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert!(b.contains("invalid_signature"));
+    // Signed for another body.
+    let mut forged = signed("/sms/inbound", &pairs(&t));
+    *forged.body_mut() = Body::from(body.replace("hello", "hellO"));
+    let (s, _, _) = send(&app, forged).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Signed for another host.
+    let other_host = signed_at("http://evil.test", "/sms/inbound", "relay.test", &pairs(&t));
+    let (s, _, _) = send(&app, other_host).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(app.store.is_empty());
+    assert!(app.provider.sent().is_empty());
+}
+
+#[tokio::test]
+async fn the_public_url_wins_over_the_host_header() {
+    let app = app_with(HttpConfig {
+        public_url: Some("https://relay.example.com/prod/".into()),
+        ..HttpConfig::default()
+    });
+    let t = text(&sid(1), CUSTOMER, "hello");
+    // Twilio signed the public URL; the request arrives with an internal Host.
+    let req = signed_at(
+        "https://relay.example.com/prod",
+        "/sms/inbound",
+        "10.0.0.7:8080",
+        &pairs(&t),
+    );
+    let (s, b, _) = send(&app, req).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let req = signed_at(
+        "http://10.0.0.7:8080",
+        "/sms/inbound",
+        "10.0.0.7:8080",
+        &pairs(&text(&sid(2), CUSTOMER, "x")),
+    );
+    let (s, _, _) = send(&app, req).await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "the Host header is not trusted when a public URL is set"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_4xx_and_change_nothing() {
+    let app = app();
+    // Missing From, signed.
+    let mut t = text(&sid(1), CUSTOMER, "hello");
+    t.retain(|(k, _)| *k != "From");
+    let (s, b, _) = send(&app, signed("/sms/inbound", &pairs(&t))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let v: Value = serde_json::from_str(&b).expect("json error");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("From"),
+        "{b}"
+    );
+    // Invalid number.
+    let t = text(&sid(2), "6195550100", "hello");
+    let (s, b, _) = send(&app, signed("/sms/inbound", &pairs(&t))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    // JSON to a Twilio route.
+    let req = Request::post("/sms/inbound")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{}"))
+        .expect("req");
+    let (s, _, _) = send(&app, req).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Over the body limit.
+    let big = "x".repeat(20 * 1024);
+    let t = text(&sid(3), CUSTOMER, &big);
+    let (s, b, _) = send(&app, signed("/sms/inbound", &pairs(&t))).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
+    // To an unknown business line.
+    let mut t = text(&sid(4), CUSTOMER, "hello");
+    t[3].1 = "+15555550123".into();
+    let (s, b, _) = send(&app, signed("/sms/inbound", &pairs(&t))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(b.contains("unknown_line"));
+    assert!(app.store.is_empty());
+    assert!(app.provider.sent().is_empty());
+}
+
+#[tokio::test]
+async fn the_same_message_sid_twice_forwards_once() {
+    let app = app();
+    for _ in 0..3 {
+        let (s, _) = inbound(&app, 1, CUSTOMER, "hello").await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    assert_eq!(app.provider.accepted_to(n(PRIMARY)).len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_status_callback_escalates_at_once() {
+    let app = app();
+    inbound(&app, 1, CUSTOMER, "hello").await;
+    let leg_sid = app.provider.accepted_to(n(PRIMARY))[0]
+        .result
+        .clone()
+        .expect("sid")
+        .to_string();
+    let cb = [
+        ("MessageSid", leg_sid.as_str()),
+        ("AccountSid", ACCOUNT),
+        ("MessageStatus", "undelivered"),
+        ("ErrorCode", "30003"),
+        ("From", LINE),
+        ("To", PRIMARY),
+    ];
+    for _ in 0..2 {
+        let (s, b, _) = send(&app, signed("/sms/status", &cb)).await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    }
+    assert_eq!(
+        app.provider.accepted_to(n(BACKUP)).len(),
+        1,
+        "once, despite the retried callback"
+    );
+    // A callback for a message the relay never sent.
+    let unknown = [
+        ("MessageSid", "SMffffffffffffffffffffffffffffffff"),
+        ("AccountSid", ACCOUNT),
+        ("MessageStatus", "delivered"),
+    ];
+    let (s, _, _) = send(&app, signed("/sms/status", &unknown)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_dispatcher_reply_reaches_the_customer_and_acks() {
+    let app = app();
+    inbound(&app, 1, CUSTOMER, "hello").await;
+    // Via the business line's inbound webhook...
+    let (s, _) = inbound(&app, 2, PRIMARY, "On my way").await;
+    assert_eq!(s, StatusCode::OK);
+    // ... and via the reply webhook.
+    let t = text(&sid(3), PRIMARY, "10 minutes out");
+    let (s, b, _) = send(&app, signed("/sms/reply", &pairs(&t))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let to_customer: Vec<String> = app
+        .provider
+        .accepted_to(n(CUSTOMER))
+        .into_iter()
+        .map(|s| s.message.body)
+        .collect();
+    assert_eq!(
+        to_customer,
+        vec!["On my way".to_owned(), "10 minutes out".to_owned()]
+    );
+    let d = &app.store.all()[0];
+    assert_eq!(d.state(), State::Acked);
+}
+
+#[tokio::test]
+async fn a_dispatcher_with_no_open_dispatch_is_told_in_twiml() {
+    let app = app();
+    let (s, b) = inbound(&app, 1, PRIMARY, "hello?").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        b.contains("<Message>") && b.contains("no open dispatch"),
+        "{b}"
+    );
+    assert!(app.provider.sent().is_empty());
+}
+
+#[tokio::test]
+async fn dashboard_routes_need_the_bearer_token() {
+    let app = app();
+    inbound(&app, 1, CUSTOMER, "hello").await;
+    let id = app.store.all()[0].id().to_string();
+    let uri = format!("/sms/dispatch-status/{id}");
+    let (s, _, h) = send(&app, Request::get(&uri).body(Body::empty()).expect("req")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.get(header::WWW_AUTHENTICATE).map(|v| v.to_str().ok()),
+        Some(Some("Bearer"))
+    );
+    let wrong = Request::get(&uri)
+        .header(header::AUTHORIZATION, "Bearer nope-nope-nope-nope")
+        .body(Body::empty())
+        .expect("req");
+    assert_eq!(send(&app, wrong).await.0, StatusCode::UNAUTHORIZED);
+    let (s, b, _) = send(&app, dash("GET", &uri, None)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // Without a configured token, dashboard routes are closed.
+    let closed = app_with(HttpConfig::default());
+    let (s, b, _) = send(&closed, dash("GET", "/sms/dispatches", None)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(b.contains("RELAY_DASHBOARD_TOKEN"));
+}
+
+#[tokio::test]
+async fn status_json_by_id_tag_and_message_sid_with_seed_fields() {
+    let app = app();
+    inbound(&app, 1, CUSTOMER, "Need a dumpster").await;
+    let d = app.store.all()[0].clone();
+    for key in [d.id().to_string(), d.tag().to_string(), sid(1)] {
+        let (s, b, _) = send(
+            &app,
+            dash("GET", &format!("/sms/dispatch-status/{key}"), None),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{key}: {b}");
+        let v: Value = serde_json::from_str(&b).expect("json");
+        assert_eq!(v["message_id"], sid(1));
+        assert_eq!(v["customer_phone"], CUSTOMER);
+        assert_eq!(v["body"], "Need a dumpster");
+        assert_eq!(v["final_status"], "delivered");
+        assert!(v["forwarded_to_primary_at"].is_string());
+        assert!(v["primary_ack_at"].is_null());
+        assert!(v["forwarded_to_backup_at"].is_null());
+        assert!(v["legs"].is_array() && v["thread"].is_array() && v["events"].is_array());
+    }
+    let (s, b, _) = send(&app, dash("GET", "/sms/dispatch-status/SMnothing", None)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+}
+
+#[tokio::test]
+async fn dashboard_actions_ack_reply_close_and_list() {
+    let app = app();
+    inbound(&app, 1, CUSTOMER, "hello").await;
+    inbound(&app, 2, "+16195550111", "hi").await;
+    let (s, b, _) = send(&app, dash("GET", "/sms/dispatches?status=open", None)).await;
+    assert_eq!(s, StatusCode::OK);
+    let v: Value = serde_json::from_str(&b).expect("json");
+    assert_eq!(v["dispatches"].as_array().map(Vec::len), Some(2));
+    let (s, _, _) = send(&app, dash("GET", "/sms/dispatches?status=bogus", None)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    let key = sid(1);
+    let (s, b, _) = send(
+        &app,
+        dash(
+            "POST",
+            &format!("/sms/dispatches/{key}/ack"),
+            Some(serde_json::json!({"by": "ana"})),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: Value = serde_json::from_str(&b).expect("json");
+    assert_eq!(v["final_status"], "acked");
+    assert_eq!(v["ack"]["by"]["id"], "ana");
+
+    let (s, b, _) = send(
+        &app,
+        dash(
+            "POST",
+            &format!("/sms/dispatches/{key}/reply"),
+            Some(serde_json::json!({"by": "ana", "body": "We're on it"})),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        app.provider.accepted_to(n(CUSTOMER))[0].message.body,
+        "We're on it"
+    );
+    // The dashboard's JSON reply on /sms/reply.
+    let (s, b, _) = send(
+        &app,
+        dash(
+            "POST",
+            "/sms/reply",
+            Some(serde_json::json!({"job_id": key, "body": "Arriving 3pm"})),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(app.provider.accepted_to(n(CUSTOMER)).len(), 2);
+    let (s, b, _) = send(
+        &app,
+        dash(
+            "POST",
+            &format!("/sms/dispatches/{key}/reply"),
+            Some(serde_json::json!({"by": "ana"})),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, b, _) = send(
+        &app,
+        dash(
+            "POST",
+            &format!("/sms/dispatches/{key}/ack"),
+            Some(serde_json::json!({"who": "x"})),
+        ),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "unknown fields are refused: {b}"
+    );
+
+    let (s, _, _) = send(
+        &app,
+        dash("POST", &format!("/sms/dispatches/{key}/close"), None),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b, _) = send(
+        &app,
+        dash("POST", &format!("/sms/dispatches/{key}/ack"), None),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    let (s, b, _) = send(&app, dash("GET", "/sms/dispatches?status=open", None)).await;
+    assert_eq!(s, StatusCode::OK);
+    let v: Value = serde_json::from_str(&b).expect("json");
+    assert_eq!(v["dispatches"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn cors_only_for_allowed_origins_and_options_everywhere() {
+    let app = app();
+    let preflight = |origin: &str| {
+        Request::builder()
+            .method("OPTIONS")
+            .uri("/sms/dispatches")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization")
+            .body(Body::empty())
+            .expect("req")
+    };
+    let (s, _, h) = send(&app, preflight("https://dash.example.com")).await;
+    assert!(s.is_success());
+    assert_eq!(
+        h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .and_then(|v| v.to_str().ok()),
+        Some("https://dash.example.com")
+    );
+    let (_, _, h) = send(&app, preflight("https://evil.example.com")).await;
+    assert!(h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+    for path in [
+        "/sms/inbound",
+        "/sms/status",
+        "/sms/reply",
+        "/sms/dispatch-status/K7",
+        "/health",
+        "/sms/events",
+    ] {
+        let req = Request::builder()
+            .method("OPTIONS")
+            .uri(path)
+            .body(Body::empty())
+            .expect("req");
+        let (s, _, _) = send(&app, req).await;
+        assert!(s.is_success(), "{path}: {s}");
+    }
+}
+
+#[tokio::test]
+async fn health_and_unknown_routes() {
+    let app = app();
+    let (s, b, _) = send(
+        &app,
+        Request::get("/health").body(Body::empty()).expect("req"),
+    )
+    .await;
+    assert_eq!((s, b.as_str()), (StatusCode::OK, r#"{"status":"ok"}"#));
+    let (s, b, _) = send(
+        &app,
+        Request::get("/nope").body(Body::empty()).expect("req"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(b.contains("no route"));
+}
+
+#[tokio::test]
+async fn the_event_stream_carries_relay_events() {
+    let app = app();
+    let req = Request::get(format!("/sms/events?access_token={DASH}"))
+        .body(Body::empty())
+        .expect("req");
+    let res = app.router.clone().oneshot(req).await.expect("res");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    assert_eq!(app.hub.subscribers(), 1);
+    inbound(&app, 1, CUSTOMER, "hello").await;
+    let mut body = res.into_body();
+    let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("an event in time")
+        .expect("a frame")
+        .expect("ok frame");
+    let text = String::from_utf8_lossy(frame.data_ref().expect("data")).into_owned();
+    assert!(text.contains("event: opened"), "{text}");
+    assert!(text.contains("\"customer\":\"+16195550100\""), "{text}");
+    let unauth = Request::get("/sms/events")
+        .body(Body::empty())
+        .expect("req");
+    assert_eq!(send(&app, unauth).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn maintenance_json_tracks_open_dispatches() {
+    let app = app();
+    inbound(&app, 1, CUSTOMER, "hello").await;
+    let read = || -> Value {
+        serde_json::from_slice(&std::fs::read(&app.maintenance).expect("file")).expect("whole JSON")
+    };
+    let v = read();
+    let open = v["open_dispatches"].as_object().expect("object");
+    assert_eq!(open.len(), 1);
+    let entry = open.values().next().expect("entry");
+    assert_eq!(entry["customer_phone"], CUSTOMER);
+    assert_eq!(entry["final_status"], "delivered");
+    app.clock.advance(Duration::from_secs(900));
+    app.relay.sweep().await;
+    assert_eq!(
+        read()["open_dispatches"]
+            .as_object()
+            .expect("o")
+            .values()
+            .next()
+            .expect("e")["final_status"],
+        "backup_triggered"
+    );
+    let id = app.store.all()[0].id();
+    app.relay
+        .dashboard(
+            id,
+            qdn_relay_core::DashboardAction::Close { by: "ana".into() },
+        )
+        .await
+        .expect("close");
+    let v = read();
+    assert!(v["open_dispatches"].as_object().expect("o").is_empty());
+    assert!(v["recent_events"].as_array().is_some_and(|e| e.len() >= 4));
+    // No temp file left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(app.maintenance.parent().expect("dir"))
+        .expect("dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[test]
+fn invalid_http_config_is_refused() {
+    use qdn_relay_axum::ConfigError;
+    let make = |c: HttpConfig| {
+        let store = Arc::new(MemoryStore::new()) as Arc<dyn Store>;
+        let provider = Arc::new(RecordingProvider::new()) as Arc<dyn SmsProvider>;
+        let clock = Arc::new(ManualClock::default()) as Arc<dyn Clock>;
+        let relay = Arc::new(Relay::builder(store, provider, clock).build());
+        AppState::new(
+            relay,
+            SignatureValidator::new(Secret::new(TOKEN)),
+            EventHub::default(),
+            c,
+        )
+    };
+    let bad_url = make(HttpConfig {
+        public_url: Some("relay.example.com".into()),
+        ..HttpConfig::default()
+    });
+    assert!(matches!(bad_url, Err(ConfigError::PublicUrl(_))));
+    let bad_origin = make(HttpConfig {
+        cors_origins: vec!["https://x.com/path".into()],
+        ..HttpConfig::default()
+    });
+    assert!(matches!(bad_origin, Err(ConfigError::CorsOrigin(_))));
+    let weak = make(HttpConfig {
+        dashboard_token: Some(Secret::new("short")),
+        ..HttpConfig::default()
+    });
+    assert!(matches!(weak, Err(ConfigError::WeakToken)));
+}
