@@ -17,3 +17,7 @@ pub use qdn_relay_core as core;
 /// `twilio-client` feature) the REST client.
 #[cfg(feature = "twilio")]
 pub use qdn_relay_twilio as twilio;
+
+/// The embedded SQLite store.
+#[cfg(feature = "sqlite")]
+pub use qdn_relay_sqlite as sqlite;

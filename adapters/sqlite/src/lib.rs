@@ -1,0 +1,107 @@
+//! # qdn-relay-sqlite
+//!
+//! The embedded default [`Store`](qdn_relay_core::Store) of qdn-relay: one
+//! SQLite file (SQLite is compiled in; no system library is needed).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), qdn_relay_sqlite::OpenError> {
+//! use qdn_relay_sqlite::SqliteStore;
+//! let store = SqliteStore::open("relay.db").await?;
+//! # let _ = store; Ok(()) }
+//! ```
+//!
+//! [`SqliteStore::open`] switches the file to write-ahead logging
+//! (`journal_mode=WAL`, `synchronous=NORMAL`), sets a busy timeout and
+//! `foreign_keys=ON` on every connection, and creates or migrates the
+//! schema. [`SqliteStore::open_in_memory`] gives a private in-memory
+//! database with the same schema and behaviour, for tests.
+//!
+//! ## Schema
+//!
+//! The database's `user_version` is the schema version
+//! ([`SCHEMA_VERSION`], 1 now). Migrations are an append-only list, run in
+//! order inside one `BEGIN IMMEDIATE` transaction on open; a file whose
+//! version is newer than this build knows is refused with
+//! [`OpenError::NewerSchema`] and left untouched.
+//!
+//! - `dispatches`: one row per dispatch. `id` (the ULID as text, so text
+//!   order is creation order) is the primary key; `version`, `state`,
+//!   `is_open`, `line`, `customer`, `tag`, `deadline` (milliseconds, `NULL`
+//!   when nothing is due), `opened_at`, `updated_at`, `job_id` are copied
+//!   out of the dispatch for the indexes; `record` is the whole dispatch as
+//!   JSON, the one source read back.
+//! - `inbound_sids (sid PRIMARY KEY → dispatch)`: every inbound message id
+//!   of every dispatch; the primary key is the "one dispatch per inbound
+//!   message id" rule.
+//! - `leg_sids (sid PRIMARY KEY → dispatch)`: the provider ids of outbound
+//!   texts, for status callbacks.
+//! - `notified (dispatch, dispatcher, last_notified_at)`: who was texted
+//!   about a dispatch and when last; rows exist only while the dispatch is
+//!   open.
+//!
+//! ## Indexes, one per query of the port
+//!
+//! | query | index |
+//! |---|---|
+//! | `get` | the primary key of `dispatches` |
+//! | `by_inbound_sid`, `by_leg_sid` | the side tables' primary keys, then `dispatches`' |
+//! | `open_for_customer` | `UNIQUE (line, customer) WHERE is_open = 1`: also the "one open dispatch per customer and line" rule |
+//! | `open_by_tag` | `UNIQUE (tag) WHERE is_open = 1`: also the "one open dispatch per tag" rule |
+//! | `due` | `(deadline, id) WHERE deadline IS NOT NULL`: a range scan that reads only due rows, already in order, covering (the table is not touched) |
+//! | `open_for_dispatcher` | `notified (dispatcher, last_notified_at DESC, dispatch DESC)`: in the order asked for |
+//! | `list(All)` | the primary key, backwards |
+//! | `list(Open)` | `(id) WHERE is_open = 1`, backwards |
+//!
+//! The side tables also have an index on `dispatch`, used when a save
+//! replaces a dispatch's rows. The partial indexes keep closed dispatches
+//! (most of the file, over time) out of every open-only lookup, and
+//! dispatches with nothing pending out of the due index.
+//!
+//! ## Concurrency
+//!
+//! SQLite calls block, and the [`Store`](qdn_relay_core::Store) port is
+//! async: every call runs on Tokio's blocking pool
+//! ([`tokio::task::spawn_blocking`]) and never on the async executor.
+//! A file store keeps one writer connection behind a mutex and a few
+//! read-only connections ([`SqliteOptions::readers`], 4 by default) on a
+//! free list; WAL lets the readers run alongside the writer, each read
+//! seeing the last committed save. An in-memory store has one connection
+//! that serves both, since an in-memory database belongs to its connection.
+//!
+//! `save` runs as one `BEGIN IMMEDIATE` transaction: it takes the write
+//! lock first, then checks the version and the uniqueness rules, writes the
+//! row, replaces the side-table rows and commits. A failed check returns
+//! before anything is written and the transaction rolls back, so a failed
+//! save changes nothing. Because the checks run under the write lock, they
+//! hold against other processes sharing the file too (they wait up to the
+//! busy timeout for the lock).
+//!
+//! ## Error mapping
+//!
+//! | SQLite | [`StoreError`](qdn_relay_core::StoreError) |
+//! |---|---|
+//! | stored version differs, or the id exists on create | `Conflict { reason: Version { expected, found } }` |
+//! | another open dispatch for (line, customer) | `Conflict { reason: OpenCustomer }` |
+//! | another open dispatch holds the tag | `Conflict { reason: Tag(tag) }` |
+//! | another dispatch holds an inbound message id | `Conflict { reason: InboundSid(sid) }` |
+//! | `d.version() != expected + 1` | `Invalid` (nothing touches the database) |
+//! | `SQLITE_BUSY`, `SQLITE_LOCKED` (a lock held past the busy timeout) | `Backend { retryable: true }` |
+//! | any other SQLite error | `Backend { retryable: false }` |
+//! | a `record` that is not a dispatch's JSON, or disagrees with its row; a column of the wrong type | `Corrupt` |
+//!
+//! The conflicts are found by queries inside the save's transaction, not by
+//! reading constraint names out of error messages; the unique indexes stay
+//! as a second line of defence. Errors are told apart by SQLite's result
+//! codes, never by their text.
+
+mod error;
+mod pool;
+mod schema;
+mod store;
+
+pub use error::OpenError;
+pub use schema::SCHEMA_VERSION;
+pub use store::{SqliteOptions, SqliteStore};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,560 @@
+//! [`SqliteStore`]: the [`Store`] port on SQLite.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use qdn_relay_core::{
+    ConflictReason, Dispatch, DispatchId, Due, ListFilter, PhoneNumber, ProviderMessageId, Store,
+    StoreError, Tag, Timestamp,
+};
+use rusqlite::{Connection, OptionalExtension, Params, TransactionBehavior, params};
+
+use crate::error::{self, OpenError};
+use crate::pool::Pool;
+
+/// How a file-backed [`SqliteStore`] is opened.
+///
+/// ```
+/// use std::time::Duration;
+/// use qdn_relay_sqlite::SqliteOptions;
+/// let options = SqliteOptions::default()
+///     .readers(2)
+///     .busy_timeout(Duration::from_secs(2));
+/// assert_eq!(options.readers, 2);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SqliteOptions {
+    /// How many read-only connections to keep besides the writer (default
+    /// 4). With 0, reads share the writer connection.
+    pub readers: usize,
+    /// How long a connection waits for a lock that another connection or
+    /// process holds before the operation fails with a retryable
+    /// [`StoreError::Backend`] (default 5 s).
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            readers: 4,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// Sets [`SqliteOptions::readers`].
+    pub fn readers(mut self, n: usize) -> Self {
+        self.readers = n;
+        self
+    }
+
+    /// Sets [`SqliteOptions::busy_timeout`].
+    pub fn busy_timeout(mut self, d: Duration) -> Self {
+        self.busy_timeout = d;
+        self
+    }
+}
+
+/// A [`Store`] in an SQLite database: a file in WAL mode, or a private
+/// in-memory database for tests. Cheap to clone: clones share the
+/// connections.
+///
+/// Every method runs its SQLite work on Tokio's blocking pool
+/// ([`tokio::task::spawn_blocking`]), so it must be called inside a Tokio
+/// runtime; it never blocks the async executor.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: Arc<Pool>,
+    path: Option<Arc<PathBuf>>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field(
+                "path",
+                &self.path.as_deref().map(|p| p.display().to_string()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the database file at `path` (creating it if needed) with the
+    /// default [`SqliteOptions`]: switches it to WAL, creates or migrates
+    /// the schema, and opens the connections.
+    ///
+    /// Fails with [`OpenError::NewerSchema`] if the file was written by a
+    /// newer build.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// [`SqliteStore::open`] with explicit options.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<Self, OpenError> {
+        let path = path.as_ref().to_owned();
+        let p = path.clone();
+        let pool = tokio::task::spawn_blocking(move || {
+            Pool::open_file(&p, options.readers, options.busy_timeout)
+        })
+        .await
+        .map_err(OpenError::Task)??;
+        Ok(Self {
+            pool: Arc::new(pool),
+            path: Some(Arc::new(path)),
+        })
+    }
+
+    /// A private, empty in-memory database on a single connection, with
+    /// the same schema and behaviour as a file (except durability and
+    /// parallel reads). For tests.
+    pub async fn open_in_memory() -> Result<Self, OpenError> {
+        let pool = tokio::task::spawn_blocking(Pool::open_in_memory)
+            .await
+            .map_err(OpenError::Task)??;
+        Ok(Self {
+            pool: Arc::new(pool),
+            path: None,
+        })
+    }
+
+    /// The database file, or `None` in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref().map(PathBuf::as_path)
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = Arc::clone(&self.pool);
+        tokio::task::spawn_blocking(move || pool.read(f))
+            .await
+            .map_err(error::join)?
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = Arc::clone(&self.pool);
+        tokio::task::spawn_blocking(move || pool.write(f))
+            .await
+            .map_err(error::join)?
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SQL. Every query is answered from an index; `tests::plans` checks each
+// with EXPLAIN QUERY PLAN.
+
+pub(crate) const GET: &str = "SELECT id, version, record FROM dispatches WHERE id = ?1";
+pub(crate) const BY_INBOUND_SID: &str = "SELECT d.id, d.version, d.record FROM inbound_sids s \
+     JOIN dispatches d ON d.id = s.dispatch WHERE s.sid = ?1";
+pub(crate) const BY_LEG_SID: &str = "SELECT d.id, d.version, d.record FROM leg_sids s \
+     JOIN dispatches d ON d.id = s.dispatch WHERE s.sid = ?1";
+pub(crate) const OPEN_FOR_CUSTOMER: &str = "SELECT id, version, record FROM dispatches \
+     WHERE line = ?1 AND customer = ?2 AND is_open = 1";
+pub(crate) const OPEN_BY_TAG: &str =
+    "SELECT id, version, record FROM dispatches WHERE tag = ?1 AND is_open = 1";
+pub(crate) const OPEN_FOR_DISPATCHER: &str = "SELECT d.id, d.version, d.record FROM notified n \
+     JOIN dispatches d ON d.id = n.dispatch WHERE n.dispatcher = ?1 \
+     ORDER BY n.last_notified_at DESC, n.dispatch DESC LIMIT ?2";
+pub(crate) const DUE: &str = "SELECT deadline, id FROM dispatches \
+     WHERE deadline IS NOT NULL AND deadline <= ?1 ORDER BY deadline, id LIMIT ?2";
+pub(crate) const LIST_ALL: &str =
+    "SELECT id, version, record FROM dispatches ORDER BY id DESC LIMIT ?1";
+pub(crate) const LIST_OPEN: &str = "SELECT id, version, record FROM dispatches \
+     WHERE is_open = 1 ORDER BY id DESC LIMIT ?1";
+
+const VERSION_OF: &str = "SELECT version FROM dispatches WHERE id = ?1";
+const OTHER_OPEN_CUSTOMER: &str =
+    "SELECT id FROM dispatches WHERE line = ?1 AND customer = ?2 AND is_open = 1 AND id <> ?3";
+const OTHER_OPEN_TAG: &str =
+    "SELECT id FROM dispatches WHERE tag = ?1 AND is_open = 1 AND id <> ?2";
+const INBOUND_OWNER: &str = "SELECT dispatch FROM inbound_sids WHERE sid = ?1";
+const INSERT: &str = "INSERT INTO dispatches \
+     (id, version, state, is_open, line, customer, tag, deadline, opened_at, updated_at, job_id, record) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+const UPDATE: &str = "UPDATE dispatches SET version = ?2, state = ?3, is_open = ?4, line = ?5, \
+     customer = ?6, tag = ?7, deadline = ?8, opened_at = ?9, updated_at = ?10, job_id = ?11, \
+     record = ?12 WHERE id = ?1 AND version = ?13";
+const DELETE_INBOUND: &str = "DELETE FROM inbound_sids WHERE dispatch = ?1";
+// Within one dispatch a sid may repeat; across dispatches the check above
+// has already refused the save.
+const INSERT_INBOUND: &str =
+    "INSERT INTO inbound_sids (sid, dispatch) VALUES (?1, ?2) ON CONFLICT (sid) DO NOTHING";
+const DELETE_LEGS: &str = "DELETE FROM leg_sids WHERE dispatch = ?1";
+// Provider ids are not a uniqueness rule of the port: the latest save wins,
+// as in the reference store.
+const INSERT_LEG: &str = "INSERT INTO leg_sids (sid, dispatch) VALUES (?1, ?2) \
+     ON CONFLICT (sid) DO UPDATE SET dispatch = excluded.dispatch";
+const DELETE_NOTIFIED: &str = "DELETE FROM notified WHERE dispatch = ?1";
+const INSERT_NOTIFIED: &str =
+    "INSERT INTO notified (dispatch, dispatcher, last_notified_at) VALUES (?1, ?2, ?3)";
+
+// ---------------------------------------------------------------------------
+// Rows
+
+/// Everything `save` writes, taken from the dispatch before the blocking
+/// task so it owns its data.
+struct Row {
+    id: DispatchId,
+    key: String,
+    expected: i64,
+    version: i64,
+    state: &'static str,
+    is_open: bool,
+    line: String,
+    customer: String,
+    tag: Tag,
+    deadline: Option<i64>,
+    opened_at: i64,
+    updated_at: i64,
+    job_id: Option<String>,
+    record: String,
+    inbound: Vec<ProviderMessageId>,
+    legs: Vec<String>,
+    /// (dispatcher, last notified at); empty unless open.
+    notified: Vec<(String, i64)>,
+}
+
+impl Row {
+    fn new(d: &Dispatch, expected: u64) -> Result<Self, StoreError> {
+        let id = d.id();
+        let invalid = |message: String| StoreError::Invalid { id, message };
+        if expected.checked_add(1) != Some(d.version()) {
+            return Err(invalid(format!(
+                "dispatch version {} is not expected version {expected} + 1",
+                d.version()
+            )));
+        }
+        let version = i64::try_from(d.version())
+            .map_err(|_| invalid(format!("version {} is too large to store", d.version())))?;
+        let record = serde_json::to_string(d)
+            .map_err(|e| invalid(format!("cannot serialize the dispatch: {e}")))?;
+        let is_open = d.state().is_open();
+        let notified = if is_open {
+            d.notified()
+                .into_iter()
+                .filter_map(|n| Some((n.to_string(), d.last_notified_at(n)?.as_millis())))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            id,
+            key: id.to_string(),
+            expected: version - 1,
+            version,
+            state: d.state().as_str(),
+            is_open,
+            line: d.line().to_string(),
+            customer: d.customer().to_string(),
+            tag: d.tag(),
+            deadline: d.next_deadline().map(Timestamp::as_millis),
+            opened_at: d.opened_at().as_millis(),
+            updated_at: d.updated_at().as_millis(),
+            job_id: d.job_id().map(str::to_owned),
+            record,
+            inbound: d.inbound_sids().cloned().collect(),
+            legs: d.leg_sids().map(ToString::to_string).collect(),
+            notified,
+        })
+    }
+
+    /// The whole save, inside one `BEGIN IMMEDIATE` transaction: nothing is
+    /// written unless every check passed.
+    fn save(&self, conn: &mut Connection) -> Result<(), StoreError> {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(error::map)?;
+        let conflict = |reason| StoreError::Conflict {
+            id: self.id,
+            reason,
+        };
+
+        // The version.
+        let found: Option<i64> = tx
+            .prepare_cached(VERSION_OF)
+            .and_then(|mut s| s.query_row([&self.key], |r| r.get(0)).optional())
+            .map_err(error::map)?;
+        let version_ok = match found {
+            None => self.expected == 0,
+            Some(v) => self.expected != 0 && v == self.expected,
+        };
+        if !version_ok {
+            return Err(conflict(ConflictReason::Version {
+                expected: u64::try_from(self.expected).unwrap_or_default(),
+                found: found.and_then(|v| u64::try_from(v).ok()),
+            }));
+        }
+
+        // Uniqueness, in the reference store's order. The transaction holds
+        // the write lock, so nothing can change between check and write.
+        if self.is_open {
+            let other: Option<String> = tx
+                .prepare_cached(OTHER_OPEN_CUSTOMER)
+                .and_then(|mut s| {
+                    s.query_row(params![self.line, self.customer, self.key], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(error::map)?;
+            if other.is_some() {
+                return Err(conflict(ConflictReason::OpenCustomer));
+            }
+            let other: Option<String> = tx
+                .prepare_cached(OTHER_OPEN_TAG)
+                .and_then(|mut s| {
+                    s.query_row(params![self.tag.to_string(), self.key], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(error::map)?;
+            if other.is_some() {
+                return Err(conflict(ConflictReason::Tag(self.tag)));
+            }
+        }
+        {
+            let mut owner = tx.prepare_cached(INBOUND_OWNER).map_err(error::map)?;
+            for sid in &self.inbound {
+                let other: Option<String> = owner
+                    .query_row([sid.as_str()], |r| r.get(0))
+                    .optional()
+                    .map_err(error::map)?;
+                if other.is_some_and(|o| o != self.key) {
+                    return Err(conflict(ConflictReason::InboundSid(sid.clone())));
+                }
+            }
+        }
+
+        // The record.
+        let changed = if self.expected == 0 {
+            tx.prepare_cached(INSERT).and_then(|mut s| {
+                s.execute(params![
+                    self.key,
+                    self.version,
+                    self.state,
+                    self.is_open,
+                    self.line,
+                    self.customer,
+                    self.tag.to_string(),
+                    self.deadline,
+                    self.opened_at,
+                    self.updated_at,
+                    self.job_id,
+                    self.record,
+                ])
+            })
+        } else {
+            tx.prepare_cached(UPDATE).and_then(|mut s| {
+                s.execute(params![
+                    self.key,
+                    self.version,
+                    self.state,
+                    self.is_open,
+                    self.line,
+                    self.customer,
+                    self.tag.to_string(),
+                    self.deadline,
+                    self.opened_at,
+                    self.updated_at,
+                    self.job_id,
+                    self.record,
+                    self.expected,
+                ])
+            })
+        }
+        .map_err(error::map)?;
+        if changed != 1 {
+            // Unreachable while the check above holds the lock; kept so a
+            // lost update can never pass silently.
+            return Err(conflict(ConflictReason::Version {
+                expected: u64::try_from(self.expected).unwrap_or_default(),
+                found: found.and_then(|v| u64::try_from(v).ok()),
+            }));
+        }
+
+        // The lookup tables: replace this dispatch's rows.
+        self.replace(
+            &tx,
+            DELETE_INBOUND,
+            INSERT_INBOUND,
+            self.inbound.iter().map(|s| s.as_str()),
+        )?;
+        self.replace(
+            &tx,
+            DELETE_LEGS,
+            INSERT_LEG,
+            self.legs.iter().map(String::as_str),
+        )?;
+        tx.prepare_cached(DELETE_NOTIFIED)
+            .and_then(|mut s| s.execute([&self.key]))
+            .map_err(error::map)?;
+        if !self.notified.is_empty() {
+            let mut ins = tx.prepare_cached(INSERT_NOTIFIED).map_err(error::map)?;
+            for (n, at) in &self.notified {
+                ins.execute(params![self.key, n, at]).map_err(error::map)?;
+            }
+        }
+
+        tx.commit().map_err(error::map)
+    }
+
+    fn replace<'a>(
+        &self,
+        tx: &Connection,
+        delete: &str,
+        insert: &str,
+        sids: impl Iterator<Item = &'a str>,
+    ) -> Result<(), StoreError> {
+        tx.prepare_cached(delete)
+            .and_then(|mut s| s.execute([&self.key]))
+            .map_err(error::map)?;
+        let mut ins = tx.prepare_cached(insert).map_err(error::map)?;
+        for sid in sids {
+            ins.execute([sid, &self.key]).map_err(error::map)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads `(id, version, record)` rows into dispatches; a record that does
+/// not parse, or disagrees with its row, is [`StoreError::Corrupt`].
+fn dispatches(conn: &Connection, sql: &str, p: impl Params) -> Result<Vec<Dispatch>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(error::map)?;
+    let rows = stmt
+        .query_map(p, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(error::map)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, version, record) = row.map_err(error::map)?;
+        out.push(parse(&id, version, &record)?);
+    }
+    Ok(out)
+}
+
+fn dispatch(conn: &Connection, sql: &str, p: impl Params) -> Result<Option<Dispatch>, StoreError> {
+    Ok(dispatches(conn, sql, p)?.into_iter().next())
+}
+
+fn parse(id: &str, version: i64, record: &str) -> Result<Dispatch, StoreError> {
+    let corrupt = |what: String| {
+        tracing::warn!(dispatch = id, "corrupt sqlite record: {what}");
+        StoreError::Corrupt(format!("dispatch {id}: {what}"))
+    };
+    let d: Dispatch =
+        serde_json::from_str(record).map_err(|e| corrupt(format!("record does not parse: {e}")))?;
+    if d.id().to_string() != id {
+        return Err(corrupt(format!("record holds dispatch {}", d.id())));
+    }
+    if i64::try_from(d.version()).ok() != Some(version) {
+        return Err(corrupt(format!(
+            "record has version {}, row has {version}",
+            d.version()
+        )));
+    }
+    Ok(d)
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, id: DispatchId) -> Result<Option<Dispatch>, StoreError> {
+        let key = id.to_string();
+        self.read(move |c| dispatch(c, GET, [key])).await
+    }
+
+    async fn save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
+        let row = Row::new(d, expected)?;
+        self.write(move |c| row.save(c)).await
+    }
+
+    async fn by_inbound_sid(
+        &self,
+        sid: &ProviderMessageId,
+    ) -> Result<Option<Dispatch>, StoreError> {
+        let sid = sid.as_str().to_owned();
+        self.read(move |c| dispatch(c, BY_INBOUND_SID, [sid])).await
+    }
+
+    async fn by_leg_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError> {
+        let sid = sid.as_str().to_owned();
+        self.read(move |c| dispatch(c, BY_LEG_SID, [sid])).await
+    }
+
+    async fn open_for_customer(
+        &self,
+        line: PhoneNumber,
+        customer: PhoneNumber,
+    ) -> Result<Option<Dispatch>, StoreError> {
+        let (line, customer) = (line.to_string(), customer.to_string());
+        self.read(move |c| dispatch(c, OPEN_FOR_CUSTOMER, [line, customer]))
+            .await
+    }
+
+    async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError> {
+        let tag = tag.to_string();
+        self.read(move |c| dispatch(c, OPEN_BY_TAG, [tag])).await
+    }
+
+    async fn open_for_dispatcher(
+        &self,
+        dispatcher: PhoneNumber,
+        n: usize,
+    ) -> Result<Vec<Dispatch>, StoreError> {
+        let dispatcher = dispatcher.to_string();
+        self.read(move |c| dispatches(c, OPEN_FOR_DISPATCHER, params![dispatcher, limit(n)]))
+            .await
+    }
+
+    async fn due(&self, now: Timestamp, n: usize) -> Result<Vec<Due>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(DUE).map_err(error::map)?;
+            let rows = stmt
+                .query_map(params![now.as_millis(), limit(n)], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(error::map)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (deadline, id) = row.map_err(error::map)?;
+                let id = id
+                    .parse::<DispatchId>()
+                    .map_err(|e| StoreError::Corrupt(format!("due row: {e}")))?;
+                out.push(Due {
+                    deadline: Timestamp::from_millis(deadline),
+                    id,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list(&self, filter: ListFilter, n: usize) -> Result<Vec<Dispatch>, StoreError> {
+        let sql = match filter {
+            ListFilter::Open => LIST_OPEN,
+            ListFilter::All => LIST_ALL,
+        };
+        self.read(move |c| dispatches(c, sql, [limit(n)])).await
+    }
+}

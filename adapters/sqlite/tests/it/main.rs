@@ -1,0 +1,7 @@
+//! The integration tests of qdn-relay-sqlite (one binary).
+
+mod common;
+mod concurrency;
+mod contract;
+mod durability;
+mod errors;
