@@ -155,7 +155,7 @@ impl SqliteStore {
 }
 
 // ---------------------------------------------------------------------------
-// SQL. Every query is answered from an index; `tests::plans` checks each
+// SQL. Every query is answered from an index; the crate's `tests` module checks each
 // with EXPLAIN QUERY PLAN.
 
 pub(crate) const GET: &str = "SELECT id, version, record FROM dispatches WHERE id = ?1";
