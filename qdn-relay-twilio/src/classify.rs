@@ -1,0 +1,160 @@
+//! Twilio error codes, classified once for REST answers and status
+//! callbacks alike. The table is in the crate documentation.
+
+use qdn_relay_core::{ErrorClass, SendErrorKind};
+
+/// How the relay treats a Twilio error code, wherever it comes from (a REST
+/// error body or a status callback's `ErrorCode`).
+///
+/// Codes not in the table are [`ErrorClass::Unknown`]: the relay moves on
+/// to the next level but does not retry the same number. See the crate
+/// documentation for the table and why each code is where it is.
+///
+/// ```
+/// use qdn_relay_core::ErrorClass;
+/// use qdn_relay_twilio::classify;
+/// assert_eq!(classify(30003), ErrorClass::RetryLater);
+/// assert_eq!(classify(21610), ErrorClass::Unreachable);
+/// assert_eq!(classify(30007), ErrorClass::Filtered);
+/// assert_eq!(classify(20003), ErrorClass::Config);
+/// assert_eq!(classify(12345), ErrorClass::Unknown);
+/// ```
+pub fn classify(code: u32) -> ErrorClass {
+    match code {
+        // Transient: the same number may work later.
+        20429 // Too Many Requests
+        | 30001 // Queue overflow
+        | 30003 // Unreachable destination handset (off, no signal)
+        | 30008 // Unknown error (Twilio: try resending)
+        | 30009 // Missing segment
+        | 30022 // US A2P 10DLC rate limits exceeded
+        | 30023 // US A2P 10DLC daily message cap reached
+        | 30410 // Provider timeout
+        => ErrorClass::RetryLater,
+
+        // This number cannot receive our texts.
+        21211 // Invalid 'To' phone number
+        | 21408 // SMS not enabled for the 'To' number's region (geo permissions)
+        | 21608 // 'To' not verified (trial account)
+        | 21610 // Recipient unsubscribed (replied STOP)
+        | 21612 // 'To' not reachable via SMS from this sender
+        | 21614 // 'To' is not a mobile (SMS-capable) number
+        | 30004 // Message blocked by the recipient or carrier
+        | 30005 // Unknown or inactive destination handset
+        | 30006 // Landline or unreachable carrier
+        => ErrorClass::Unreachable,
+
+        // The carrier filtered the content.
+        30007 => ErrorClass::Filtered,
+
+        // The relay's configuration is wrong: nothing works until fixed.
+        20003 // Authentication failed
+        | 20005 // Account not active
+        | 20008 // Test credentials cannot do this
+        | 20404 // Resource not found (the account path: wrong Account SID)
+        | 21212 // Invalid 'From' phone number
+        | 21603 // 'From' is required
+        | 21606 // 'From' is not a message-capable number of this account
+        | 30002 // Account suspended
+        | 30010 // Message price exceeds max price
+        | 30032 // Toll-free number not verified
+        | 30034 // US A2P 10DLC: unregistered number
+        => ErrorClass::Config,
+
+        _ => ErrorClass::Unknown,
+    }
+}
+
+/// How the REST client reports a Twilio error answer: from the HTTP status
+/// and the error body's `code`, through [`classify`].
+///
+/// - 429 or code 20429: [`SendErrorKind::Retryable`] (nothing was sent).
+/// - 5xx: [`SendErrorKind::MaybeSent`], whatever the code (the request got
+///   there; Twilio may have queued it).
+/// - 3xx: [`SendErrorKind::Config`] (the API base URL points somewhere
+///   that redirects; Twilio's API never does).
+/// - a classified code: `RetryLater` → `Retryable`, `Unreachable`,
+///   `Filtered` and `Config` as themselves.
+/// - 401, 403 and 404 without a classified code: `Config` (wrong
+///   credentials, permissions, Account SID or base URL: the only path the
+///   client calls is the account's `Messages.json`).
+/// - any other 4xx: [`SendErrorKind::Rejected`].
+///
+/// ```
+/// use qdn_relay_core::SendErrorKind;
+/// use qdn_relay_twilio::send_error_kind;
+/// assert_eq!(send_error_kind(400, Some(21211)), SendErrorKind::Unreachable);
+/// assert_eq!(send_error_kind(503, None), SendErrorKind::MaybeSent);
+/// assert_eq!(send_error_kind(400, Some(21617)), SendErrorKind::Rejected);
+/// ```
+pub fn send_error_kind(http_status: u16, code: Option<u32>) -> SendErrorKind {
+    if http_status >= 500 {
+        return SendErrorKind::MaybeSent;
+    }
+    if http_status == 429 || code == Some(20429) {
+        return SendErrorKind::Retryable;
+    }
+    if (300..400).contains(&http_status) {
+        return SendErrorKind::Config;
+    }
+    match code.map(classify) {
+        Some(ErrorClass::RetryLater) => SendErrorKind::Retryable,
+        Some(ErrorClass::Unreachable) => SendErrorKind::Unreachable,
+        Some(ErrorClass::Filtered) => SendErrorKind::Filtered,
+        Some(ErrorClass::Config) => SendErrorKind::Config,
+        _ if matches!(http_status, 401 | 403 | 404) => SendErrorKind::Config,
+        _ => SendErrorKind::Rejected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_of_the_brief() {
+        for c in [30003, 20429, 30001, 30008] {
+            assert_eq!(classify(c), ErrorClass::RetryLater, "{c}");
+        }
+        for c in [21211, 21610, 21614, 30006, 30005] {
+            assert_eq!(classify(c), ErrorClass::Unreachable, "{c}");
+        }
+        assert_eq!(classify(30007), ErrorClass::Filtered);
+        for c in [20003, 21606, 21212, 20404] {
+            assert_eq!(classify(c), ErrorClass::Config, "{c}");
+        }
+        for c in [0, 1, 21617, 99999, u32::MAX] {
+            assert_eq!(classify(c), ErrorClass::Unknown, "{c}");
+        }
+    }
+
+    #[test]
+    fn rest_answers() {
+        use SendErrorKind::*;
+        let cases = [
+            (429, None, Retryable),
+            (429, Some(20429), Retryable),
+            (400, Some(20429), Retryable),
+            (400, Some(30001), Retryable),
+            (500, None, MaybeSent),
+            (502, Some(21211), MaybeSent),
+            (503, Some(20429), MaybeSent),
+            (400, Some(21211), Unreachable),
+            (400, Some(21610), Unreachable),
+            (400, Some(30007), Filtered),
+            (401, Some(20003), Config),
+            (401, None, Config),
+            (403, None, Config),
+            (404, Some(20404), Config),
+            (404, None, Config),
+            (400, Some(21606), Config),
+            (301, None, Config),
+            (400, Some(21617), Rejected),
+            (400, None, Rejected),
+            (422, None, Rejected),
+        ];
+        for (status, code, kind) in cases {
+            assert_eq!(send_error_kind(status, code), kind, "{status} {code:?}");
+        }
+    }
+}

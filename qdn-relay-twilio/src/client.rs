@@ -1,0 +1,945 @@
+//! The Twilio REST client (feature `client`): sends texts through the
+//! Messages API and implements [`SmsProvider`].
+//!
+//! - `POST {base}/2010-04-01/Accounts/{AccountSid}/Messages.json` with
+//!   `To`, `From` (or `MessagingServiceSid` when configured), `Body` (cut to
+//!   1,600 characters), `StatusCallback` (when configured) and
+//!   `ValidityPeriod` (when the message has one).
+//! - Basic auth with the Account SID and Auth Token, or with an API Key SID
+//!   and its secret (the Account SID stays in the path).
+//! - Every call has a connect timeout and an overall timeout; the whole
+//!   send, retries included, has a time budget below the core's
+//!   [`OUTBOX_GRACE`].
+//! - Retries only where Twilio guarantees nothing was sent: HTTP 429 /
+//!   error 20429 (after `Retry-After` when given) and connections that
+//!   could not be made, with exponential backoff and jitter, a bounded
+//!   number of attempts and a bounded total time. A 5xx or a timeout after
+//!   the request went out is [`SendErrorKind::MaybeSent`], never retried.
+//! - Secrets are [`Secret`]s: no `Debug`, `Display`, error or log line
+//!   shows them, and error messages from the server are scrubbed of them.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use qdn_relay_core::{
+    OUTBOX_GRACE, OutboundMessage, ProviderMessageId, SendError, SendErrorKind, SendReceipt,
+    SmsProvider, fit_body,
+};
+use tokio::time::Instant;
+
+use crate::classify::send_error_kind;
+use crate::secret::Secret;
+use crate::sid::{AccountSid, ApiKeySid, MessagingServiceSid};
+
+/// Twilio's API base URL.
+pub const DEFAULT_API_BASE: &str = "https://api.twilio.com";
+/// Default overall timeout of one HTTP call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Twilio's longest `ValidityPeriod`, in seconds.
+pub const MAX_VALIDITY_SECS: u32 = 36_000;
+
+/// The longest error body read, and the most of it quoted in a message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+const MAX_QUOTED: usize = 300;
+
+/// How the client authenticates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Credentials {
+    /// The account's Auth Token (basic auth as Account SID : Auth Token).
+    AuthToken(Secret),
+    /// An API key (basic auth as API Key SID : API Secret).
+    ApiKey {
+        /// The key's SID (`SK…`).
+        key: ApiKeySid,
+        /// The key's secret.
+        secret: Secret,
+    },
+}
+
+impl Credentials {
+    fn secret(&self) -> &Secret {
+        match self {
+            Credentials::AuthToken(s) | Credentials::ApiKey { secret: s, .. } => s,
+        }
+    }
+}
+
+/// When and how often a send is retried (only where nothing was sent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (at least 1).
+    pub max_attempts: u32,
+    /// The first backoff; doubled after each attempt.
+    pub base_delay: Duration,
+    /// The longest backoff (before jitter).
+    pub max_delay: Duration,
+    /// The time budget of one send, retries and waits included. Must stay
+    /// below [`OUTBOX_GRACE`]; a retry that would not start before it runs
+    /// out is not made.
+    pub max_total: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(4),
+            max_total: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries: one attempt.
+    pub fn none() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// The backoff before attempt `attempt + 1`: exponential, capped, with
+    /// "equal jitter" (between half and all of it).
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+        let d = exp.min(self.max_delay);
+        let half = d / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+}
+
+/// Why a configuration was refused. The message names the setting (the
+/// environment variable, when there is one) and never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A required setting is absent.
+    #[error("{var} is not set{hint}")]
+    Missing {
+        /// The environment variable.
+        var: &'static str,
+        /// What else would do.
+        hint: &'static str,
+    },
+    /// A setting's value is not valid.
+    #[error("invalid {var}: {reason}")]
+    Invalid {
+        /// The environment variable or setting.
+        var: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("could not build the HTTP client: {0}")]
+    Http(String),
+}
+
+/// Everything the client needs. Build it with [`TwilioConfig::new`] or
+/// [`TwilioConfig::from_env`], then adjust the public fields.
+///
+/// `Debug` shows the Account SID and the kind of credentials, never the
+/// token or secret.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TwilioConfig {
+    /// The account (in every REST path).
+    pub account_sid: AccountSid,
+    /// How to authenticate.
+    pub credentials: Credentials,
+    /// The API base URL (`TWILIO_API_BASE`, default
+    /// [`DEFAULT_API_BASE`]): `http://` or `https://`, no trailing slash
+    /// needed.
+    pub api_base: String,
+    /// Send through this Messaging Service (`MessagingServiceSid`) instead
+    /// of the message's `From`.
+    pub messaging_service_sid: Option<MessagingServiceSid>,
+    /// Where Twilio posts status callbacks (`StatusCallback`).
+    pub status_callback: Option<String>,
+    /// Connect timeout of one call.
+    pub connect_timeout: Duration,
+    /// Overall timeout of one call (connect, send, answer).
+    pub timeout: Duration,
+    /// Retries.
+    pub retry: RetryPolicy,
+}
+
+fn env_value(lookup: &impl Fn(&str) -> Option<String>, var: &str) -> Option<String> {
+    lookup(var)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+impl TwilioConfig {
+    /// A configuration with the defaults: Twilio's API, a 5 s connect and
+    /// 15 s overall timeout, 3 attempts within 30 s.
+    pub fn new(account_sid: AccountSid, credentials: Credentials) -> Self {
+        Self {
+            account_sid,
+            credentials,
+            api_base: DEFAULT_API_BASE.to_owned(),
+            messaging_service_sid: None,
+            status_callback: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            timeout: DEFAULT_TIMEOUT,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Reads the configuration from the environment:
+    ///
+    /// - `TWILIO_ACCOUNT_SID` (required);
+    /// - `TWILIO_API_KEY` and `TWILIO_API_SECRET`, or else
+    ///   `TWILIO_AUTH_TOKEN`;
+    /// - `TWILIO_API_BASE` (optional, default [`DEFAULT_API_BASE`]);
+    /// - `TWILIO_MESSAGING_SERVICE_SID` (optional).
+    ///
+    /// Empty variables count as unset; values are trimmed.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()))
+    }
+
+    /// As [`TwilioConfig::from_env`], reading variables through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let account = env_value(&lookup, "TWILIO_ACCOUNT_SID").ok_or(ConfigError::Missing {
+            var: "TWILIO_ACCOUNT_SID",
+            hint: "",
+        })?;
+        let account_sid = account
+            .parse()
+            .map_err(|e: crate::SidError| ConfigError::Invalid {
+                var: "TWILIO_ACCOUNT_SID",
+                reason: e.to_string(),
+            })?;
+        let key = env_value(&lookup, "TWILIO_API_KEY");
+        let secret = env_value(&lookup, "TWILIO_API_SECRET");
+        let credentials = match (key, secret) {
+            (Some(key), Some(secret)) => Credentials::ApiKey {
+                key: key
+                    .parse()
+                    .map_err(|e: crate::SidError| ConfigError::Invalid {
+                        var: "TWILIO_API_KEY",
+                        reason: e.to_string(),
+                    })?,
+                secret: Secret::new(secret),
+            },
+            (Some(_), None) => {
+                return Err(ConfigError::Missing {
+                    var: "TWILIO_API_SECRET",
+                    hint: " (TWILIO_API_KEY is set and needs its secret)",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing {
+                    var: "TWILIO_API_KEY",
+                    hint: " (TWILIO_API_SECRET is set and needs its key SID)",
+                });
+            }
+            (None, None) => match env_value(&lookup, "TWILIO_AUTH_TOKEN") {
+                Some(token) => Credentials::AuthToken(Secret::new(token)),
+                None => {
+                    return Err(ConfigError::Missing {
+                        var: "TWILIO_AUTH_TOKEN",
+                        hint: " (or set TWILIO_API_KEY and TWILIO_API_SECRET)",
+                    });
+                }
+            },
+        };
+        let mut config = Self::new(account_sid, credentials);
+        if let Some(base) = env_value(&lookup, "TWILIO_API_BASE") {
+            config.api_base = normalize_base(&base)?;
+        }
+        if let Some(ms) = env_value(&lookup, "TWILIO_MESSAGING_SERVICE_SID") {
+            config.messaging_service_sid =
+                Some(
+                    ms.parse()
+                        .map_err(|e: crate::SidError| ConfigError::Invalid {
+                            var: "TWILIO_MESSAGING_SERVICE_SID",
+                            reason: e.to_string(),
+                        })?,
+                );
+        }
+        Ok(config)
+    }
+
+    /// Checks the settings the type system does not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        normalize_base(&self.api_base)?;
+        let invalid = |var, reason: &str| {
+            Err(ConfigError::Invalid {
+                var,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.credentials.secret().is_empty() {
+            return invalid("TWILIO_AUTH_TOKEN", "the token or secret is empty");
+        }
+        if let Some(cb) = &self.status_callback
+            && !(cb.starts_with("https://") || cb.starts_with("http://"))
+        {
+            return invalid(
+                "status_callback",
+                "must be an absolute http:// or https:// URL",
+            );
+        }
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
+            return invalid("timeout", "timeouts must be longer than zero");
+        }
+        if self.retry.max_attempts == 0 {
+            return invalid("retry.max_attempts", "at least one attempt is needed");
+        }
+        if self.retry.max_total >= OUTBOX_GRACE {
+            return invalid(
+                "retry.max_total",
+                "a send must finish well within the relay's outbox grace period (60 s)",
+            );
+        }
+        if self.timeout > self.retry.max_total {
+            return invalid(
+                "timeout",
+                "one call's timeout cannot exceed the send's total budget (retry.max_total)",
+            );
+        }
+        Ok(())
+    }
+}
+
+fn normalize_base(base: &str) -> Result<String, ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        var: "TWILIO_API_BASE",
+        reason: reason.to_owned(),
+    };
+    let base = base.trim().trim_end_matches('/');
+    let rest = base
+        .strip_prefix("https://")
+        .or_else(|| base.strip_prefix("http://"))
+        .ok_or_else(|| invalid("must start with http:// or https://"))?;
+    if rest.is_empty() || rest.contains(['?', '#', ' ']) {
+        return Err(invalid("must be a base URL like https://api.twilio.com"));
+    }
+    if rest.split('/').next().unwrap_or_default().contains('@') {
+        return Err(invalid("must not carry user information"));
+    }
+    Ok(base.to_owned())
+}
+
+/// A message Twilio accepted (the fields of its answer the relay reads).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Message {
+    /// The message's SID (`SM…` or `MM…`): status callbacks carry it.
+    pub sid: ProviderMessageId,
+    /// Its status at creation (`queued`, `accepted`, …), informational only:
+    /// delivery is reported by status callbacks.
+    pub status: Option<String>,
+    /// How many segments Twilio counted.
+    pub num_segments: Option<u32>,
+}
+
+impl Message {
+    /// Reads a Messages API answer. Only `sid` is required.
+    fn from_json(body: &[u8]) -> Result<Self, String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("answer is not JSON: {e}"))?;
+        let sid = v
+            .get("sid")
+            .and_then(|s| s.as_str())
+            .ok_or("answer has no sid")?
+            .parse()
+            .map_err(|e| format!("answer's sid is not valid: {e}"))?;
+        let num_segments = match v.get("num_segments") {
+            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            _ => None,
+        };
+        Ok(Self {
+            sid,
+            status: v.get("status").and_then(|s| s.as_str()).map(str::to_owned),
+            num_segments,
+        })
+    }
+}
+
+/// Twilio's JSON error body.
+#[derive(serde::Deserialize)]
+struct ApiError {
+    code: Option<u32>,
+    message: Option<String>,
+    more_info: Option<String>,
+}
+
+/// A failed attempt: the error, and whether this client may retry it.
+struct Failure {
+    error: SendError,
+    retry_here: bool,
+    retry_after: Option<Duration>,
+}
+
+/// The Twilio REST client. Cheap to clone (the connection pool is
+/// shared).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use qdn_relay_twilio::{TwilioClient, TwilioConfig};
+/// let client = TwilioClient::new(TwilioConfig::from_env()?)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TwilioClient {
+    http: reqwest::Client,
+    config: TwilioConfig,
+    messages_url: String,
+    user: String,
+    /// The base64 of `user:secret`, scrubbed from messages like the secret.
+    basic: Secret,
+}
+
+impl fmt::Debug for TwilioClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TwilioClient")
+            .field("messages_url", &self.messages_url)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TwilioClient {
+    /// A client for `config` (checked with [`TwilioConfig::validate`]).
+    pub fn new(mut config: TwilioConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        config.api_base = normalize_base(&config.api_base)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("qdn-relay-twilio/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ConfigError::Http(e.to_string()))?;
+        let messages_url = format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            config.api_base, config.account_sid
+        );
+        let user = match &config.credentials {
+            Credentials::AuthToken(_) => config.account_sid.to_string(),
+            Credentials::ApiKey { key, .. } => key.to_string(),
+        };
+        let basic = Secret::new(
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{user}:{}", config.credentials.secret().expose())),
+        );
+        Ok(Self {
+            http,
+            config,
+            messages_url,
+            user,
+            basic,
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &TwilioConfig {
+        &self.config
+    }
+
+    /// The form the client posts for `msg`, in order: `To`, `From` or
+    /// `MessagingServiceSid`, `Body` (cut to 1,600 characters),
+    /// `StatusCallback` and `ValidityPeriod` (clamped to 1..=36000) when
+    /// set.
+    pub fn message_form(&self, msg: &OutboundMessage) -> Vec<(&'static str, String)> {
+        let mut form = vec![("To", msg.to.to_string())];
+        match &self.config.messaging_service_sid {
+            Some(ms) => form.push(("MessagingServiceSid", ms.to_string())),
+            None => form.push(("From", msg.from.to_string())),
+        }
+        form.push(("Body", fit_body(&msg.body)));
+        if let Some(cb) = &self.config.status_callback {
+            form.push(("StatusCallback", cb.clone()));
+        }
+        if let Some(v) = msg.validity_secs {
+            form.push(("ValidityPeriod", v.clamp(1, MAX_VALIDITY_SECS).to_string()));
+        }
+        form
+    }
+
+    /// Sends `msg`. On success the [`Message`] Twilio created; its status
+    /// is informational (delivery comes by status callback).
+    pub async fn create_message(&self, msg: &OutboundMessage) -> Result<Message, SendError> {
+        let form = self.message_form(msg);
+        let result = self.post_message_form(&form).await;
+        match &result {
+            Ok(m) => tracing::debug!(
+                dispatch = %msg.dispatch,
+                leg = msg.leg,
+                sid = %m.sid,
+                "twilio accepted the message"
+            ),
+            Err(e) => tracing::warn!(
+                dispatch = %msg.dispatch,
+                leg = msg.leg,
+                kind = ?e.kind,
+                code = ?e.code,
+                error = %e.message,
+                "twilio send failed"
+            ),
+        }
+        result
+    }
+
+    /// Posts `params` as given to the Messages API, with the client's
+    /// authentication, timeouts and retries: the low-level form of
+    /// [`TwilioClient::create_message`] (no `Body` fitting, nothing added).
+    pub async fn post_message_form<K, V>(&self, params: &[(K, V)]) -> Result<Message, SendError>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let body = {
+            let mut s = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in params {
+                s.append_pair(k.as_ref(), v.as_ref());
+            }
+            s.finish()
+        };
+        let retry = &self.config.retry;
+        let deadline = Instant::now() + retry.max_total;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let per_call = self.config.timeout.min(remaining);
+            let sent = self
+                .http
+                .post(&self.messages_url)
+                .basic_auth(&self.user, Some(self.config.credentials.secret().expose()))
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .header(reqwest::header::ACCEPT, "application/json")
+                .body(body.clone())
+                .timeout(per_call)
+                .send()
+                .await;
+            let failure = match sent {
+                Ok(resp) => match self.read_answer(resp).await {
+                    Ok(m) => return Ok(m),
+                    Err(f) => f,
+                },
+                Err(e) => self.transport_failure(&e),
+            };
+            if !failure.retry_here || attempt >= retry.max_attempts {
+                return Err(failure.error);
+            }
+            let delay = failure
+                .retry_after
+                .unwrap_or_else(|| retry.backoff(attempt));
+            // Only retry if the next attempt can start (with a second to
+            // spare) before the budget runs out.
+            if Instant::now() + delay + Duration::from_secs(1) > deadline {
+                return Err(failure.error);
+            }
+            tracing::info!(
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                kind = ?failure.error.kind,
+                code = ?failure.error.code,
+                error = %failure.error.message,
+                "twilio send not made, retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Replaces any occurrence of the secret (or of the basic-auth
+    /// credentials) in a server-provided message.
+    fn scrub(&self, s: &str) -> String {
+        let mut s = s.to_owned();
+        for secret in [self.config.credentials.secret(), &self.basic] {
+            if !secret.is_empty() {
+                s = s.replace(secret.expose(), "[redacted]");
+            }
+        }
+        s
+    }
+
+    async fn read_answer(&self, mut resp: reqwest::Response) -> Result<Message, Failure> {
+        let status = resp.status();
+        let retry_after = retry_after(resp.headers());
+        let mut body = Vec::new();
+        let read: Result<(), reqwest::Error> = async {
+            while let Some(chunk) = resp.chunk().await? {
+                let room = MAX_ERROR_BODY.saturating_sub(body.len());
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() >= MAX_ERROR_BODY && !status.is_success() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if status.is_success() {
+            let outcome = match read {
+                Ok(()) => Message::from_json(&body),
+                Err(e) => Err(format!("reading the answer failed: {e}")),
+            };
+            return outcome.map_err(|why| Failure {
+                error: SendError::new(
+                    SendErrorKind::MaybeSent,
+                    format!("Twilio answered HTTP {} but {why}", status.as_u16()),
+                ),
+                retry_here: false,
+                retry_after: None,
+            });
+        }
+        let parsed: Option<ApiError> = serde_json::from_slice(&body).ok();
+        let code = parsed.as_ref().and_then(|p| p.code);
+        let kind = send_error_kind(status.as_u16(), code);
+        let message = match &parsed {
+            Some(ApiError {
+                message: Some(m),
+                more_info,
+                ..
+            }) => {
+                let mut s = format!("Twilio answered HTTP {}", status.as_u16());
+                if let Some(c) = code {
+                    s.push_str(&format!(" error {c}"));
+                }
+                s.push_str(&format!(": {m}"));
+                if let Some(info) = more_info {
+                    s.push_str(&format!(" ({info})"));
+                }
+                s
+            }
+            _ => {
+                let summary = problem_summary(&body).unwrap_or_else(|| {
+                    String::from_utf8_lossy(&body)
+                        .trim()
+                        .chars()
+                        .take(MAX_QUOTED)
+                        .collect()
+                });
+                if summary.is_empty() {
+                    format!("Twilio answered HTTP {}", status.as_u16())
+                } else {
+                    format!("Twilio answered HTTP {}: {summary}", status.as_u16())
+                }
+            }
+        };
+        let mut error = SendError::new(kind, self.scrub(&message));
+        error.code = code;
+        let retry_here =
+            kind == SendErrorKind::Retryable && (status.as_u16() == 429 || code == Some(20429));
+        if kind == SendErrorKind::Retryable {
+            error.retry_after_ms = retry_after.map(|d| d.as_millis() as u64);
+        }
+        Err(Failure {
+            error,
+            retry_here,
+            retry_after,
+        })
+    }
+
+    fn transport_failure(&self, e: &reqwest::Error) -> Failure {
+        // The error's text names the URL (no secret in it), and sources.
+        let mut detail = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            detail.push_str(": ");
+            detail.push_str(&s.to_string());
+            src = s.source();
+        }
+        let detail = self.scrub(&detail);
+        if e.is_connect() {
+            Failure {
+                error: SendError::new(
+                    SendErrorKind::Retryable,
+                    format!("could not connect to the Twilio API: {detail}"),
+                ),
+                retry_here: true,
+                retry_after: None,
+            }
+        } else if e.is_builder() {
+            Failure {
+                error: SendError::new(
+                    SendErrorKind::Config,
+                    format!("could not build the request: {detail}"),
+                ),
+                retry_here: false,
+                retry_after: None,
+            }
+        } else if e.is_timeout() {
+            Failure {
+                error: SendError::new(
+                    SendErrorKind::MaybeSent,
+                    format!(
+                        "no answer from the Twilio API in time; the message may have been sent: {detail}"
+                    ),
+                ),
+                retry_here: false,
+                retry_after: None,
+            }
+        } else {
+            Failure {
+                error: SendError::new(
+                    SendErrorKind::MaybeSent,
+                    format!(
+                        "the request to the Twilio API failed after it was sent; the message may have been sent: {detail}"
+                    ),
+                ),
+                retry_here: false,
+                retry_after: None,
+            }
+        }
+    }
+}
+
+/// Summarises an RFC 7807 problem body (what a gateway or a mock such as
+/// Prism answers instead of Twilio's error body): its title, then each
+/// validation message, or its detail.
+fn problem_summary(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let title = v.get("title")?.as_str()?;
+    let mut s = title.to_owned();
+    let validation: Vec<&str> = v
+        .get("validation")
+        .and_then(|x| x.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.get("message").and_then(|m| m.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !validation.is_empty() {
+        s.push_str(": ");
+        s.push_str(&validation.join("; "));
+    } else if let Some(detail) = v.get("detail").and_then(|d| d.as_str()) {
+        s.push_str(": ");
+        s.push_str(detail);
+    }
+    Some(s.chars().take(MAX_QUOTED * 2).collect())
+}
+
+/// Reads `Retry-After`: delta-seconds or an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[async_trait]
+impl SmsProvider for TwilioClient {
+    async fn send(&self, msg: &OutboundMessage) -> Result<SendReceipt, SendError> {
+        self.create_message(msg)
+            .await
+            .map(|m| SendReceipt { sid: m.sid })
+    }
+
+    fn name(&self) -> &str {
+        "twilio"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AC: &str = "AC0123456789abcdef0123456789abcdef";
+    const SK: &str = "SK0123456789abcdef0123456789abcdef";
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn from_env_reads_auth_token_or_api_key() {
+        let c = TwilioConfig::from_lookup(env(&[
+            ("TWILIO_ACCOUNT_SID", AC),
+            ("TWILIO_AUTH_TOKEN", " tok \n"),
+        ]))
+        .unwrap();
+        assert_eq!(c.credentials, Credentials::AuthToken(Secret::new("tok")));
+        assert_eq!(c.api_base, DEFAULT_API_BASE);
+        let c = TwilioConfig::from_lookup(env(&[
+            ("TWILIO_ACCOUNT_SID", AC),
+            ("TWILIO_AUTH_TOKEN", "tok"),
+            ("TWILIO_API_KEY", SK),
+            ("TWILIO_API_SECRET", "sec"),
+            ("TWILIO_API_BASE", "http://127.0.0.1:4010/"),
+            (
+                "TWILIO_MESSAGING_SERVICE_SID",
+                "MG0123456789abcdef0123456789abcdef",
+            ),
+        ]))
+        .unwrap();
+        assert!(matches!(c.credentials, Credentials::ApiKey { .. }));
+        assert_eq!(c.api_base, "http://127.0.0.1:4010");
+        assert!(c.messaging_service_sid.is_some());
+    }
+
+    #[test]
+    fn from_env_errors_name_the_variable() {
+        let err = |vars: &[(&str, &str)]| {
+            TwilioConfig::from_lookup(env(vars))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(err(&[]), "TWILIO_ACCOUNT_SID is not set");
+        assert_eq!(
+            err(&[("TWILIO_ACCOUNT_SID", AC)]),
+            "TWILIO_AUTH_TOKEN is not set (or set TWILIO_API_KEY and TWILIO_API_SECRET)"
+        );
+        assert_eq!(
+            err(&[("TWILIO_ACCOUNT_SID", AC), ("TWILIO_AUTH_TOKEN", "   ")]),
+            "TWILIO_AUTH_TOKEN is not set (or set TWILIO_API_KEY and TWILIO_API_SECRET)"
+        );
+        assert!(
+            err(&[("TWILIO_ACCOUNT_SID", "tok-by-mistake")])
+                .starts_with("invalid TWILIO_ACCOUNT_SID:")
+        );
+        assert!(!err(&[("TWILIO_ACCOUNT_SID", "tok-by-mistake")]).contains("tok-by-mistake"));
+        assert_eq!(
+            err(&[("TWILIO_ACCOUNT_SID", AC), ("TWILIO_API_KEY", SK)]),
+            "TWILIO_API_SECRET is not set (TWILIO_API_KEY is set and needs its secret)"
+        );
+        assert_eq!(
+            err(&[("TWILIO_ACCOUNT_SID", AC), ("TWILIO_API_SECRET", "s3cr3t")]),
+            "TWILIO_API_KEY is not set (TWILIO_API_SECRET is set and needs its key SID)"
+        );
+        assert!(
+            err(&[
+                ("TWILIO_ACCOUNT_SID", AC),
+                ("TWILIO_API_KEY", "nope"),
+                ("TWILIO_API_SECRET", "s3cr3t")
+            ])
+            .starts_with("invalid TWILIO_API_KEY:")
+        );
+        assert_eq!(
+            err(&[
+                ("TWILIO_ACCOUNT_SID", AC),
+                ("TWILIO_AUTH_TOKEN", "t"),
+                ("TWILIO_API_BASE", "api.twilio.com")
+            ]),
+            "invalid TWILIO_API_BASE: must start with http:// or https://"
+        );
+        assert_eq!(
+            err(&[
+                ("TWILIO_ACCOUNT_SID", AC),
+                ("TWILIO_AUTH_TOKEN", "t"),
+                ("TWILIO_API_BASE", "https://u:p@api.twilio.com")
+            ]),
+            "invalid TWILIO_API_BASE: must not carry user information"
+        );
+        assert!(
+            err(&[
+                ("TWILIO_ACCOUNT_SID", AC),
+                ("TWILIO_AUTH_TOKEN", "t"),
+                ("TWILIO_MESSAGING_SERVICE_SID", "MGnope")
+            ])
+            .starts_with("invalid TWILIO_MESSAGING_SERVICE_SID:")
+        );
+    }
+
+    #[test]
+    fn defaults_stay_within_the_outbox_grace() {
+        let c = TwilioConfig::new(AC.parse().unwrap(), Credentials::AuthToken("t".into()));
+        assert_eq!(c.timeout, Duration::from_secs(15));
+        assert!(c.retry.max_total * 2 <= OUTBOX_GRACE);
+        assert!(c.validate().is_ok());
+        let mut bad = c.clone();
+        bad.retry.max_total = OUTBOX_GRACE;
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("retry.max_total")
+        );
+        let mut bad = c.clone();
+        bad.timeout = Duration::from_secs(31);
+        assert!(bad.validate().is_err());
+        let mut bad = c.clone();
+        bad.retry.max_attempts = 0;
+        assert!(bad.validate().is_err());
+        let mut bad = c;
+        bad.status_callback = Some("/sms/status".into());
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let p = RetryPolicy::default();
+        for _ in 0..100 {
+            let d1 = p.backoff(1);
+            assert!(d1 >= Duration::from_millis(125) && d1 <= Duration::from_millis(250));
+            let d3 = p.backoff(3);
+            assert!(d3 >= Duration::from_millis(500) && d3 <= Duration::from_millis(1000));
+            let d20 = p.backoff(20);
+            assert!(d20 >= Duration::from_secs(2) && d20 <= Duration::from_secs(4));
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(reqwest::header::RETRY_AFTER, "2".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn problem_bodies_are_summarised() {
+        let body = br#"{"type":"https://stoplight.io/prism/errors#UNPROCESSABLE_ENTITY","title":"Invalid request","status":422,"detail":"Your request is not valid","validation":[{"location":["body"],"severity":"Error","code":"required","message":"Request body must have required property 'To'"}]}"#;
+        assert_eq!(
+            problem_summary(body).as_deref(),
+            Some("Invalid request: Request body must have required property 'To'")
+        );
+        assert_eq!(
+            problem_summary(br#"{"title":"Unauthorized","detail":"no auth"}"#).as_deref(),
+            Some("Unauthorized: no auth")
+        );
+        assert_eq!(problem_summary(b"oops"), None);
+        assert_eq!(problem_summary(br#"{"code":1}"#), None);
+    }
+
+    #[test]
+    fn message_answers_need_a_sid() {
+        let m = Message::from_json(
+            br#"{"sid":"SM0123456789abcdef0123456789abcdef","status":"queued","num_segments":"2"}"#,
+        )
+        .unwrap();
+        assert_eq!(m.sid.as_str(), "SM0123456789abcdef0123456789abcdef");
+        assert_eq!(m.status.as_deref(), Some("queued"));
+        assert_eq!(m.num_segments, Some(2));
+        assert!(Message::from_json(br#"{"status":"queued"}"#).is_err());
+        assert!(Message::from_json(br#"{"sid":null}"#).is_err());
+        assert!(Message::from_json(b"<html>").is_err());
+    }
+}
