@@ -304,8 +304,9 @@ where
         self.apply(id, None, Input::Dashboard(action)).await
     }
 
-    /// Finds a dispatch by id, by its tag (open dispatches), or by the
-    /// message id of any inbound text in it.
+    /// Finds a dispatch by id, by its tag (open dispatches), by a
+    /// customer's number (their open dispatch), or by the message id of any
+    /// inbound text in it.
     pub async fn find(&self, key: &str) -> Result<Option<Dispatch>, RelayError> {
         let key = key.trim();
         if let Ok(id) = key.parse::<DispatchId>()
@@ -317,6 +318,14 @@ where
             && let Some(d) = self.store.open_by_tag(tag).await?
         {
             return Ok(Some(d));
+        }
+        if let Ok(customer) = key.parse::<PhoneNumber>() {
+            for line in self.lines.keys() {
+                if let Some(d) = self.store.open_for_customer(*line, customer).await? {
+                    return Ok(Some(d));
+                }
+            }
+            return Ok(None);
         }
         if let Ok(sid) = key.parse::<ProviderMessageId>() {
             return Ok(self.store.by_inbound_sid(&sid).await?);

@@ -123,7 +123,7 @@ impl AppState {
     async fn find(&self, key: &str) -> ApiResult<Dispatch> {
         self.inner.relay.find(key).await?.ok_or_else(|| {
             ApiError::not_found(format!(
-                "no dispatch {key:?} (a dispatch id, an open tag, or an inbound MessageSid)"
+                "no dispatch {key:?} (a dispatch id, an open tag, a customer number with an open dispatch, or an inbound MessageSid)"
             ))
         })
     }
