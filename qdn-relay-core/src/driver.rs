@@ -401,7 +401,7 @@ where
 
     async fn free_tag(&self, seed: u64) -> Result<Tag, RelayError> {
         let mut last = Tag::candidate(seed, 0);
-        for attempt in 0..24 {
+        for attempt in 0..32 {
             last = Tag::candidate(seed, attempt);
             if self.store.open_by_tag(last).await?.is_none() {
                 return Ok(last);

@@ -318,7 +318,8 @@ serde_via_str!(DispatchId, "dispatch id");
 // Tag
 
 /// A short human tag for a dispatch, like `K7`: one letter (no `I` or `O`)
-/// and a number from 1 to 999. Unique among open dispatches, so a dispatcher
+/// and a number from 1 to 9999 (short ones first; longer ones only when the
+/// short ones are taken). Unique among open dispatches, so a dispatcher
 /// can write `#K7 on my way`. Parsing ignores case and a leading `#`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tag {
@@ -330,24 +331,25 @@ const TAG_LETTERS: &[u8; 24] = b"ABCDEFGHJKLMNPQRSTUVWXYZ";
 
 /// Why a string is not a tag.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid tag {0:?}: expected a letter and a number from 1 to 999, like K7")]
+#[error("invalid tag {0:?}: expected a letter and a number from 1 to 9999, like K7")]
 pub struct TagError(String);
 
 impl Tag {
     /// The `attempt`-th candidate tag for a new dispatch, drawn from `seed`.
     ///
-    /// Early attempts come from the two-character space (`K7`); later ones
-    /// widen to three and four characters so a crowded relay still finds a
-    /// free tag quickly.
+    /// Early attempts come from the two-character space (`K7`, 216 tags);
+    /// later ones widen to three, four and five characters (240,000 tags in
+    /// all) so a crowded relay still finds a free tag quickly.
     pub fn candidate(seed: u64, attempt: u32) -> Tag {
         let mut x = seed ^ (u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         x = splitmix(x);
         let letter = TAG_LETTERS[(x % 24) as usize];
         let r = (x >> 8) as u16;
         let number = match attempt {
-            0..=5 => 1 + r % 9,
-            6..=11 => 10 + r % 90,
-            _ => 100 + r % 900,
+            0..=3 => 1 + r % 9,
+            4..=7 => 10 + r % 90,
+            8..=11 => 100 + r % 900,
+            _ => 1000 + r % 9000,
         };
         Tag { letter, number }
     }
@@ -360,7 +362,7 @@ impl Tag {
         let t = t.strip_prefix('#')?;
         let end = t
             .char_indices()
-            .find(|&(i, c)| !(c.is_ascii_alphanumeric()) || (i > 4))
+            .find(|&(i, c)| !(c.is_ascii_alphanumeric()) || (i > 5))
             .map_or(t.len(), |(i, _)| i);
         let tag: Tag = t[..end].parse().ok()?;
         let rest = t[end..].strip_prefix(']').unwrap_or(&t[end..]);
@@ -401,7 +403,7 @@ impl FromStr for Tag {
             return Err(err());
         }
         let digits = chars.as_str();
-        if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err());
         }
         if digits.starts_with('0') {
@@ -536,14 +538,15 @@ mod tests {
         assert_eq!(t.to_string(), "K7");
         assert!("K0".parse::<Tag>().is_err());
         assert!("I7".parse::<Tag>().is_err());
-        assert!("K1000".parse::<Tag>().is_err());
+        assert_eq!("k1000".parse::<Tag>().map(|t| t.to_string()), Ok("K1000".to_owned()));
+        assert!("K10000".parse::<Tag>().is_err());
         let (tag, rest) = Tag::strip_prefix("#K7 on my way").unwrap();
         assert_eq!((tag.to_string().as_str(), rest), ("K7", "on my way"));
         let (tag, rest) = Tag::strip_prefix("[#b12]: ACK").unwrap();
         assert_eq!((tag.to_string().as_str(), rest), ("B12", "ACK"));
         assert!(Tag::strip_prefix("on my way #K7").is_none());
         assert!(Tag::strip_prefix("#hello there").is_none());
-        for attempt in 0..20 {
+        for attempt in 0..40 {
             let c = Tag::candidate(42, attempt);
             assert_eq!(c.to_string().parse::<Tag>().unwrap(), c);
         }
