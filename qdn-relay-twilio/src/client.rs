@@ -312,6 +312,23 @@ impl TwilioConfig {
     }
 }
 
+/// One line for a startup log: the account, how it authenticates and where
+/// it sends (never the token or secret).
+impl fmt::Display for TwilioConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Twilio account {} ", self.account_sid)?;
+        match &self.credentials {
+            Credentials::AuthToken(_) => f.write_str("with its auth token")?,
+            Credentials::ApiKey { key, .. } => write!(f, "with API key {key}")?,
+        }
+        write!(f, " at {}", self.api_base)?;
+        if let Some(ms) = &self.messaging_service_sid {
+            write!(f, " through messaging service {ms}")?;
+        }
+        Ok(())
+    }
+}
+
 fn normalize_base(base: &str) -> Result<String, ConfigError> {
     let invalid = |reason: &str| ConfigError::Invalid {
         var: "TWILIO_API_BASE",
@@ -408,6 +425,12 @@ impl fmt::Debug for TwilioClient {
             .field("messages_url", &self.messages_url)
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for TwilioClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Twilio REST client for {}", self.config)
     }
 }
 

@@ -541,9 +541,12 @@ async fn secrets_never_reach_debug_errors_or_logs() {
     let mut errors = Vec::new();
     for c in [config(&server.uri()), api_key_config(&server.uri())] {
         assert_no_secret("config Debug", &format!("{c:?}"));
+        assert_no_secret("config Display", &format!("{c}"));
+        assert!(format!("{c}").starts_with(&format!("Twilio account {AC} with ")));
         assert_no_secret("credentials Debug", &format!("{:?}", c.credentials));
         let client: TwilioClient = client(c);
         assert_no_secret("client Debug", &format!("{client:?}"));
+        assert_no_secret("client Display", &format!("{client}"));
         errors.push(client.send(&message("hi")).await.expect_err("400"));
     }
     // And the transport failures.

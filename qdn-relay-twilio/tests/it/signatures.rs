@@ -312,3 +312,12 @@ fn signing_reproduces_the_vectors() {
         );
     }
 }
+
+#[test]
+fn the_validator_never_shows_its_tokens() {
+    let v = SignatureValidator::new(Secret::new("primary-t0ken"))
+        .with_secondary(Secret::new("secondary-t0ken"));
+    let shown = format!("{v:?}");
+    assert!(!shown.contains("t0ken"), "{shown}");
+    assert!(shown.contains("[redacted]"), "{shown}");
+}
