@@ -36,11 +36,13 @@ use qdn_relay_core::{Clock, Relay, SmsProvider, Store};
 use qdn_relay_twilio::{Secret, SignatureValidator};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+pub mod config;
 mod error;
 mod events;
 mod maintenance;
 mod routes;
 
+pub use config::{RelaySettings, SettingsError};
 pub use error::ApiError;
 pub use events::EventHub;
 pub use maintenance::MaintenanceSink;
@@ -121,9 +123,28 @@ impl AppState {
         events: EventHub,
         config: HttpConfig,
     ) -> Result<Self, ConfigError> {
-        let public_url = match config.public_url {
+        let (public_url, cors) = Self::check_http(&config)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                relay,
+                validator,
+                public_url,
+                dashboard_token: config.dashboard_token,
+                events,
+                cors,
+                body_limit: config.body_limit.max(1024),
+            }),
+        })
+    }
+
+    /// Checks an [`HttpConfig`]: the normalised public URL and the CORS
+    /// origins as header values.
+    pub(crate) fn check_http(
+        config: &HttpConfig,
+    ) -> Result<(Option<String>, Vec<HeaderValue>), ConfigError> {
+        let public_url = match &config.public_url {
             None => None,
-            Some(u) => Some(normalize_public_url(&u)?),
+            Some(u) => Some(normalize_public_url(u)?),
         };
         if let Some(t) = &config.dashboard_token
             && t.expose().chars().count() < 16
@@ -143,17 +164,7 @@ impl AppState {
             let hv = HeaderValue::from_str(o).ok().filter(|_| valid);
             cors.push(hv.ok_or_else(|| ConfigError::CorsOrigin(o.to_owned()))?);
         }
-        Ok(Self {
-            inner: Arc::new(Inner {
-                relay,
-                validator,
-                public_url,
-                dashboard_token: config.dashboard_token,
-                events,
-                cors,
-                body_limit: config.body_limit.max(1024),
-            }),
-        })
+        Ok((public_url, cors))
     }
 
     /// The relay behind the routes.

@@ -9,11 +9,10 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use async_trait::async_trait;
 use clap::Args;
-use qdn_relay_axum::{AppState, DynRelay, EventHub, HttpConfig, MaintenanceSink, router};
+use qdn_relay_axum::{AppState, DynRelay, EventHub, MaintenanceSink, RelaySettings, router};
 use qdn_relay_core::{
-    Clock, EventSink, FanoutSink, ListFilter, OutboundMessage, PhoneNumber, Policy,
-    ProviderMessageId, Relay, SendError, SendErrorKind, SendReceipt, SmsProvider, Store,
-    SystemClock, TracingSink, parse_duration,
+    Clock, EventSink, FanoutSink, ListFilter, OutboundMessage, ProviderMessageId, Relay, SendError,
+    SendErrorKind, SendReceipt, SmsProvider, Store, SystemClock, TracingSink, parse_duration,
 };
 use qdn_relay_sqlite::SqliteStore;
 use qdn_relay_twilio::{Secret, SignatureValidator, TwilioClient, TwilioConfig};
@@ -82,50 +81,36 @@ pub struct ServeArgs {
     twilio_api_base: Option<String>,
 }
 
-fn required(v: &Option<String>, var: &str, flag: &str, example: &str) -> anyhow::Result<String> {
-    match v.as_deref().map(str::trim) {
-        Some(s) if !s.is_empty() => Ok(s.to_owned()),
-        _ => bail!("{var} (or {flag}) is required, e.g. {example}"),
+impl ServeArgs {
+    /// Reads a setting the way the environment would hold it: flags (which
+    /// clap already filled from the environment) by their variable's name.
+    fn lookup(&self, var: &str) -> Option<String> {
+        match var {
+            "QDN_TWILIO_NUMBER" => self.line.clone(),
+            "RELAY_CHAIN" => self.chain.clone(),
+            "RELAY_ACK_TIMEOUT" => Some(self.ack_timeout.clone()),
+            "RELAY_PUBLIC_URL" => self.public_url.clone(),
+            "RELAY_DASHBOARD_TOKEN" => self.dashboard_token.clone(),
+            "RELAY_CORS_ORIGINS" => self.cors_origins.clone(),
+            "TWILIO_ACCOUNT_SID" if self.dry_run => None,
+            "TWILIO_ACCOUNT_SID" => self.twilio_account_sid.clone(),
+            "TWILIO_AUTH_TOKEN" => self.twilio_auth_token.clone(),
+            "TWILIO_AUTH_TOKEN_SECONDARY" => self.twilio_auth_token_secondary.clone(),
+            "TWILIO_API_KEY" => self.twilio_api_key.clone(),
+            "TWILIO_API_SECRET" => self.twilio_api_secret.clone(),
+            "TWILIO_API_BASE" => self.twilio_api_base.clone(),
+            other => std::env::var(other).ok(),
+        }
     }
 }
 
-fn number(var: &str, s: &str) -> anyhow::Result<PhoneNumber> {
-    s.trim()
-        .parse()
-        .map_err(|e| anyhow!("{var}: {s:?} is not a phone number: {e}"))
-}
-
-/// The relay's settings, checked.
-struct Settings {
-    line: PhoneNumber,
-    chain: Vec<PhoneNumber>,
-    policy: Policy,
+/// Where to listen and how often to sweep.
+struct Local {
     listen: SocketAddr,
     sweep_every: Duration,
 }
 
-fn settings(a: &ServeArgs) -> anyhow::Result<Settings> {
-    let line = number(
-        "QDN_TWILIO_NUMBER",
-        &required(&a.line, "QDN_TWILIO_NUMBER", "--line", "+16195550000")?,
-    )?;
-    let chain_s = required(
-        &a.chain,
-        "RELAY_CHAIN",
-        "--chain",
-        "+16195550101,+18583354807",
-    )?;
-    let chain = chain_s
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| number("RELAY_CHAIN", s))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if chain.contains(&line) {
-        bail!("RELAY_CHAIN must not contain the business line {line} (it would text itself)");
-    }
-    let timeout = parse_duration(&a.ack_timeout).map_err(|e| anyhow!("RELAY_ACK_TIMEOUT: {e}"))?;
-    let policy = Policy::chain(&chain, timeout)
-        .map_err(|e| anyhow!("RELAY_CHAIN / RELAY_ACK_TIMEOUT: {e}"))?;
+fn local(a: &ServeArgs, ack_timeout: Duration) -> anyhow::Result<Local> {
     let listen: SocketAddr = a.listen.parse().map_err(|e| {
         anyhow!(
             "RELAY_LISTEN: {:?} is not an address like 127.0.0.1:8080: {e}",
@@ -134,15 +119,12 @@ fn settings(a: &ServeArgs) -> anyhow::Result<Settings> {
     })?;
     let sweep_every = match &a.sweep_interval {
         Some(s) => parse_duration(s).map_err(|e| anyhow!("RELAY_SWEEP_INTERVAL: {e}"))?,
-        None => (timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5)),
+        None => (ack_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5)),
     };
     if sweep_every.is_zero() {
         bail!("RELAY_SWEEP_INTERVAL must be more than zero");
     }
-    Ok(Settings {
-        line,
-        chain,
-        policy,
+    Ok(Local {
         listen,
         sweep_every,
     })
@@ -192,36 +174,35 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         )
         .with_target(false)
         .init();
-    let s = settings(&a)?;
-    let dry_run = a.dry_run
-        || a.twilio_account_sid
-            .as_deref()
-            .is_none_or(|v| v.trim().is_empty());
+    let settings = RelaySettings::from_lookup(|k| a.lookup(k))?;
+    let l = local(&a, settings.ack_timeout)?;
+    let dry_run = settings.dry_run;
 
     // The token webhooks are signed with.
-    let env_token = a.twilio_auth_token.clone().filter(|t| !t.trim().is_empty());
-    let (auth_token, generated_token) = match env_token {
-        Some(t) => (t, false),
-        None if dry_run => (dev::random_token(), true),
-        None => bail!("TWILIO_AUTH_TOKEN is required to check Twilio's webhook signatures"),
+    let (validator, auth_token, generated_token) = match settings.validator() {
+        Some(v) => (
+            v,
+            settings.auth_token.clone().map(|t| t.expose().to_owned()),
+            false,
+        ),
+        None if dry_run => {
+            let t = dev::random_token();
+            (
+                SignatureValidator::new(Secret::new(t.clone())),
+                Some(t),
+                true,
+            )
+        }
+        None => bail!("TWILIO_AUTH_TOKEN: required to check Twilio's webhook signatures"),
     };
-    let mut validator = SignatureValidator::new(Secret::new(auth_token.clone()));
-    if let Some(sec) = a
-        .twilio_auth_token_secondary
-        .clone()
-        .filter(|t| !t.trim().is_empty())
-    {
-        validator = validator.with_secondary(Secret::new(sec));
+    let mut http = settings.http.clone();
+    if http.dashboard_token.is_none() && dry_run {
+        http.dashboard_token = Some(Secret::new(dev::random_token()));
     }
-    let dashboard_token = match a.dashboard_token.clone().filter(|t| !t.trim().is_empty()) {
-        Some(t) => Some(t),
-        None if dry_run => Some(dev::random_token()),
-        None => None,
-    };
-    let public_url = a.public_url.clone().filter(|u| !u.trim().is_empty());
+    let public_url = http.public_url.clone();
     let callback_base = public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{}", s.listen))
+        .unwrap_or_else(|| format!("http://{}", l.listen))
         .trim_end_matches('/')
         .to_owned();
 
@@ -229,17 +210,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let provider: Arc<dyn SmsProvider> = if dry_run {
         Arc::new(DryRunProvider::new())
     } else {
-        let lookup = |k: &str| -> Option<String> {
-            match k {
-                "TWILIO_ACCOUNT_SID" => a.twilio_account_sid.clone(),
-                "TWILIO_AUTH_TOKEN" => a.twilio_auth_token.clone(),
-                "TWILIO_API_KEY" => a.twilio_api_key.clone(),
-                "TWILIO_API_SECRET" => a.twilio_api_secret.clone(),
-                "TWILIO_API_BASE" => a.twilio_api_base.clone(),
-                other => std::env::var(other).ok(),
-            }
-        };
-        let mut config = TwilioConfig::from_lookup(lookup)?;
+        let mut config = TwilioConfig::from_lookup(|k| a.lookup(k))?;
         config.status_callback = Some(format!("{callback_base}/sms/status"));
         Arc::new(TwilioClient::new(config)?)
     };
@@ -262,42 +233,23 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let relay: Arc<DynRelay> = Arc::new(
         Relay::builder(store, provider, clock)
-            .line(s.line, s.policy.clone())
+            .line(settings.line, settings.policy.clone())
             .sink(Arc::new(FanoutSink(sinks)))
             .build(),
     );
-    let cors_origins = a
-        .cors_origins
-        .as_deref()
-        .map(|s| {
-            s.split(',')
-                .map(|o| o.trim().to_owned())
-                .filter(|o| !o.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
-    let state = AppState::new(
-        relay.clone(),
-        validator,
-        hub,
-        HttpConfig {
-            public_url: public_url.clone(),
-            dashboard_token: dashboard_token.clone().map(Secret::new),
-            cors_origins,
-            ..HttpConfig::default()
-        },
-    )?;
+    let dashboard_token = http.dashboard_token.as_ref().map(|t| t.expose().to_owned());
+    let state = AppState::new(relay.clone(), validator, hub, http)?;
 
-    let listener = tokio::net::TcpListener::bind(s.listen)
+    let listener = tokio::net::TcpListener::bind(l.listen)
         .await
-        .with_context(|| format!("RELAY_LISTEN: cannot listen on {}", s.listen))?;
+        .with_context(|| format!("RELAY_LISTEN: cannot listen on {}", l.listen))?;
     let bound = listener.local_addr()?;
     let url = format!("http://{bound}");
 
     // Tell the user what is running.
-    let chain: Vec<String> = s.chain.iter().map(ToString::to_string).collect();
+    let chain: Vec<String> = settings.chain.iter().map(ToString::to_string).collect();
     tracing::info!(
-        line = %s.line, chain = %chain.join(" → "), ack_timeout = %a.ack_timeout, db = %a.db.display(),
+        line = %settings.line, chain = %chain.join(" → "), ack_timeout = %a.ack_timeout, db = %a.db.display(),
         "qdn-relay listening on {url}"
     );
     if dry_run {
@@ -305,15 +257,13 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
             "DRY-RUN: no Twilio account configured (TWILIO_ACCOUNT_SID unset or --dry-run); texts are logged and recorded, not sent"
         );
     }
+    let auth_token = auth_token.unwrap_or_default();
     if generated_token {
         tracing::warn!(
             "webhook signatures are checked with a local development token: {auth_token}"
         );
     }
-    if a.dashboard_token
-        .as_deref()
-        .is_none_or(|t| t.trim().is_empty())
-    {
+    if settings.http.dashboard_token.is_none() {
         match &dashboard_token {
             Some(t) => tracing::warn!("dashboard token (development): {t}"),
             None => tracing::warn!("RELAY_DASHBOARD_TOKEN unset: dashboard routes answer 401"),
@@ -324,7 +274,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
             url: url.clone(),
             auth_token: auth_token.clone(),
             dashboard_token: dashboard_token.clone(),
-            line: s.line.to_string(),
+            line: settings.line.to_string(),
             chain,
             public_url,
         };
@@ -340,7 +290,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let sweeper = {
         let relay = relay.clone();
         let mut stop = stop_rx.clone();
-        let every = s.sweep_every;
+        let every = l.sweep_every;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
