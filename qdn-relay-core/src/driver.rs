@@ -72,7 +72,9 @@ pub enum RelayError {
     #[error("dispatch {0} is contended: gave up after {MAX_CONFLICT_RETRIES} conflicts")]
     Contended(DispatchId),
     /// Too many concurrent texts racing to open a dispatch for one customer.
-    #[error("opening a dispatch for {0} is contended: gave up after {MAX_CONFLICT_RETRIES} conflicts")]
+    #[error(
+        "opening a dispatch for {0} is contended: gave up after {MAX_CONFLICT_RETRIES} conflicts"
+    )]
     ContendedOpen(PhoneNumber),
 }
 

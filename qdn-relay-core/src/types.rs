@@ -538,7 +538,10 @@ mod tests {
         assert_eq!(t.to_string(), "K7");
         assert!("K0".parse::<Tag>().is_err());
         assert!("I7".parse::<Tag>().is_err());
-        assert_eq!("k1000".parse::<Tag>().map(|t| t.to_string()), Ok("K1000".to_owned()));
+        assert_eq!(
+            "k1000".parse::<Tag>().map(|t| t.to_string()),
+            Ok("K1000".to_owned())
+        );
         assert!("K10000".parse::<Tag>().is_err());
         let (tag, rest) = Tag::strip_prefix("#K7 on my way").unwrap();
         assert_eq!((tag.to_string().as_str(), rest), ("K7", "on my way"));
