@@ -2,3 +2,4 @@
 
 mod behaviours;
 mod memory_contract;
+mod props;
