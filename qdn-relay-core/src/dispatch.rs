@@ -11,7 +11,8 @@ use crate::input::{
     Actor, Command, DashboardAction, DeliveryError, DeliveryReport, DeliveryStatus, ErrorClass,
     InboundText, Input, Media, RouteReason, SendError, SendErrorKind, fit_body, fit_chars,
 };
-use crate::policy::Policy;
+use crate::policy::{OverLimit, Policy, WhenClosed};
+use crate::safety::OPT_OUT_ERROR_CODES;
 use crate::types::{DispatchId, PhoneNumber, ProviderMessageId, Tag, Timestamp, splitmix};
 
 /// How long a pending send may stay unanswered before a sweep treats its
@@ -112,6 +113,63 @@ pub struct Leg {
     /// The error's class, if it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<ErrorClass>,
+    /// Why the relay did not send it (status [`DeliveryStatus::Skipped`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<SkipReason>,
+    /// How many times a rate limit held it back.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deferrals: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Why the relay did not send a text it had queued (behaviours B7, B8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// The recipient opted out (texted `STOP`, or a send failed with an
+    /// opt-out error); nothing is sent to them until they text `START`.
+    OptedOut,
+    /// The recipient cannot receive texts (an earlier failure said so).
+    Unreachable,
+    /// A forward held back or re-sent after its level went off duty.
+    OffDuty,
+    /// Over a rate limit with the policy's `over_limit = "drop"`.
+    OverLimit,
+    /// An identical text went to the same number within the policy's
+    /// repeat-suppression window (an auto-reply loop).
+    Repeat,
+    /// Merged into another delayed text to the same number (digest).
+    Merged {
+        /// The leg that carried it.
+        into: u32,
+    },
+    /// The recipient is a business or relay line (a loop).
+    Loop,
+    /// Held back by a rate limit until the dispatch had moved on (acked,
+    /// closed, or escalated past the step it was for).
+    Stale,
+}
+
+impl SkipReason {
+    /// A phrase for notices and events: "{number} {phrase}".
+    pub fn describe(self) -> &'static str {
+        match self {
+            SkipReason::OptedOut => {
+                "opted out (texted STOP): nothing reaches them until they text START"
+            }
+            SkipReason::Unreachable => "cannot receive texts",
+            SkipReason::OffDuty => "is off duty",
+            SkipReason::OverLimit => "is over the rate limit",
+            SkipReason::Repeat => "was sent the same text moments ago (repeat suppressed)",
+            SkipReason::Merged { .. } => "gets it merged into another text",
+            SkipReason::Loop => "is a relay line (a loop)",
+            SkipReason::Stale => "no longer needs it",
+        }
+    }
 }
 
 /// Direction of a thread entry.
@@ -207,6 +265,9 @@ pub enum InputError {
     /// A text from the business line to itself.
     #[error("text from the business line to itself")]
     Loop,
+    /// The number cannot be texted (it opted out or is unreachable).
+    #[error("{0} cannot receive texts (opted out or unreachable)")]
+    Unreachable(PhoneNumber),
 }
 
 /// One customer conversation being routed through the escalation chain.
@@ -256,6 +317,10 @@ pub struct Dispatch {
     closed_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     unreachable: Vec<PhoneNumber>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    opted_out: Vec<PhoneNumber>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    holding_until: Option<Timestamp>,
     events: Vec<RelayEvent>,
     #[serde(default)]
     events_dropped: u32,
@@ -282,7 +347,7 @@ impl Dispatch {
         text: InboundText,
         now: Timestamp,
     ) -> Result<(Dispatch, Vec<Effect>), InputError> {
-        if text.from == text.to {
+        if text.from == text.to || policy.relay_lines().contains(&text.from) {
             return Err(InputError::Loop);
         }
         let mut d = Dispatch {
@@ -303,6 +368,8 @@ impl Dispatch {
             ack: None,
             closed_at: None,
             unreachable: Vec::new(),
+            opted_out: Vec::new(),
+            holding_until: None,
             events: Vec::with_capacity(4),
             events_dropped: 0,
             deadline: None,
@@ -348,6 +415,14 @@ impl Dispatch {
             }
             Input::Dashboard(a) => self.on_dashboard(now, a, &mut fx)?,
             Input::Timeout => self.on_timeout(now, &mut fx),
+            Input::SendDeferred { leg, until } => {
+                self.on_send_deferred(now, leg, until, &mut fx)?
+            }
+            Input::SendBlocked { leg, reason } => {
+                self.on_send_blocked(now, leg, reason, &mut fx)?
+            }
+            Input::OptOut(n) => self.on_opt_out(now, n, &mut fx)?,
+            Input::OptIn(n) => self.on_opt_in(now, n, &mut fx)?,
         }
         if !out.is_empty() {
             self.finish(now);
@@ -389,7 +464,7 @@ impl Dispatch {
             leg: None,
             media: t.media,
         });
-        for to in self.current_holders() {
+        for to in self.current_holders(now) {
             self.new_leg(now, to, Purpose::FollowUp, body.clone(), fx);
         }
         Ok(())
@@ -506,6 +581,9 @@ impl Dispatch {
                 if body.trim().is_empty() {
                     return Err(InputError::EmptyBody);
                 }
+                if self.why_not(self.customer).is_some() {
+                    return Err(InputError::Unreachable(self.customer));
+                }
                 let by = Actor::Operator(by);
                 self.record_ack(now, by.clone(), AckVia::Dashboard, fx);
                 self.reply(now, by, body.trim().to_owned(), fx);
@@ -527,7 +605,7 @@ impl Dispatch {
             .position(|l| l.sid.as_ref() == Some(&r.sid))
             .ok_or_else(|| InputError::UnknownMessage(r.sid.clone()))?;
         let leg = &mut self.legs[i];
-        if r.status.rank() <= leg.status.rank() {
+        if leg.status.is_failure() || r.status.rank() <= leg.status.rank() {
             return Ok(()); // duplicate or out-of-order report: status only moves forward
         }
         leg.status = r.status;
@@ -553,7 +631,12 @@ impl Dispatch {
             },
         );
         if r.status.is_failure() {
-            self.after_leg_failed(now, i, class == Some(ErrorClass::Unreachable), fx);
+            let unreachable = class == Some(ErrorClass::Unreachable);
+            if unreachable && code.is_some_and(|c| OPT_OUT_ERROR_CODES.contains(&c)) {
+                let to = self.legs[i].to;
+                self.mark_opted_out(now, to, code, fx);
+            }
+            self.after_leg_failed(now, i, unreachable, fx);
         }
         Ok(())
     }
@@ -618,7 +701,12 @@ impl Dispatch {
                     },
                 );
                 if failed {
-                    self.after_leg_failed(now, i, e.kind == SendErrorKind::Unreachable, fx);
+                    let unreachable = e.kind == SendErrorKind::Unreachable;
+                    if unreachable && e.code.is_some_and(|c| OPT_OUT_ERROR_CODES.contains(&c)) {
+                        let to = self.legs[i].to;
+                        self.mark_opted_out(now, to, e.code, fx);
+                    }
+                    self.after_leg_failed(now, i, unreachable, fx);
                 }
             }
         }
@@ -631,7 +719,7 @@ impl Dispatch {
             if l.status != DeliveryStatus::Pending || l.retry_at.is_none_or(|t| t > now) {
                 continue;
             }
-            if l.attempts >= MAX_SEND_ATTEMPTS {
+            if l.attempts >= MAX_SEND_ATTEMPTS || self.unreachable.contains(&l.to) {
                 let l = &mut self.legs[i];
                 l.status = DeliveryStatus::Failed;
                 l.retry_at = None;
@@ -649,6 +737,16 @@ impl Dispatch {
                 );
                 self.after_leg_failed(now, i, false, fx);
             } else {
+                if let Some(reason) = self.why_not_resend(now, i) {
+                    self.skip_leg(now, i, reason, fx);
+                    self.after_leg_failed(now, i, false, fx);
+                    continue;
+                }
+                if self.legs[i].deferrals > 0
+                    && self.policy.throttle().over_limit == OverLimit::Digest
+                {
+                    self.merge_into(now, i, fx);
+                }
                 let l = &mut self.legs[i];
                 l.attempts += 1;
                 l.retry_at = Some(now.plus(OUTBOX_GRACE));
@@ -658,58 +756,279 @@ impl Dispatch {
             }
         }
         if self.state == State::Open && self.level_deadline.is_some_and(|t| t <= now) {
-            self.escalate(now, EscalationReason::Timeout, fx);
+            if self.holding_until.is_some() {
+                // The window the dispatch waited for opened: the same step.
+                self.holding_until = None;
+                self.enter_step(now, self.round, self.level, fx);
+            } else {
+                self.escalate(now, EscalationReason::Timeout, fx);
+            }
         }
+    }
+
+    fn on_send_deferred(
+        &mut self,
+        now: Timestamp,
+        leg: u32,
+        until: Timestamp,
+        fx: &mut Fx<'_>,
+    ) -> Result<(), InputError> {
+        let i = leg as usize;
+        let l = self.legs.get(i).ok_or(InputError::UnknownLeg(leg))?;
+        if l.status != DeliveryStatus::Pending {
+            return Ok(());
+        }
+        if self.policy.throttle().over_limit == OverLimit::Drop && l.purpose != Purpose::Reply {
+            self.skip_leg(now, i, SkipReason::OverLimit, fx);
+            self.after_leg_failed(now, i, false, fx);
+            return Ok(());
+        }
+        let until = until.max(now.plus(Duration::from_millis(1)));
+        let l = &mut self.legs[i];
+        // It was not handed to a provider: the attempt is given back.
+        l.attempts = l.attempts.saturating_sub(1);
+        l.deferrals += 1;
+        l.retry_at = Some(until);
+        l.updated_at = now;
+        self.emit(now, fx, EventKind::Deferred { leg, until });
+        Ok(())
+    }
+
+    fn on_send_blocked(
+        &mut self,
+        now: Timestamp,
+        leg: u32,
+        reason: SkipReason,
+        fx: &mut Fx<'_>,
+    ) -> Result<(), InputError> {
+        let i = leg as usize;
+        let l = self.legs.get(i).ok_or(InputError::UnknownLeg(leg))?;
+        if l.status != DeliveryStatus::Pending {
+            return Ok(());
+        }
+        let (to, purpose) = (l.to, l.purpose);
+        if reason == SkipReason::OptedOut {
+            self.mark_opted_out(now, to, None, fx);
+        }
+        self.skip_leg(now, i, reason, fx);
+        // A dispatcher whose reply was refused is told so.
+        let author = self.thread.iter().find_map(|e| match &e.from {
+            Actor::Phone(p) if e.leg == Some(leg) => Some(*p),
+            _ => None,
+        });
+        if let (Purpose::Reply, Some(dispatcher)) = (purpose, author) {
+            let note = format!(
+                "[{} #{}] Not sent: {} {}.",
+                self.policy.label(),
+                self.tag,
+                to,
+                reason.describe()
+            );
+            self.new_leg(now, dispatcher, Purpose::Notice, note, fx);
+        }
+        self.after_leg_failed(now, i, false, fx);
+        Ok(())
+    }
+
+    fn on_opt_out(
+        &mut self,
+        now: Timestamp,
+        n: PhoneNumber,
+        fx: &mut Fx<'_>,
+    ) -> Result<(), InputError> {
+        if !self.state.is_open() {
+            return Err(InputError::NotOpen(self.state.as_str()));
+        }
+        if self.opted_out.contains(&n) {
+            return Ok(());
+        }
+        self.mark_opted_out(now, n, None, fx);
+        if n == self.customer {
+            let note = format!(
+                "{}: texted STOP. Replies cannot reach them until they text START.",
+                self.header()
+            );
+            for to in self.current_holders(now) {
+                self.new_leg(now, to, Purpose::Notice, note.clone(), fx);
+            }
+        } else if self.state == State::Open && self.current_step_unreachable() {
+            self.escalate(now, EscalationReason::NoReachableTarget, fx);
+        }
+        Ok(())
+    }
+
+    fn on_opt_in(
+        &mut self,
+        now: Timestamp,
+        n: PhoneNumber,
+        fx: &mut Fx<'_>,
+    ) -> Result<(), InputError> {
+        if !self.state.is_open() {
+            return Err(InputError::NotOpen(self.state.as_str()));
+        }
+        let Some(pos) = self.opted_out.iter().position(|&o| o == n) else {
+            return Ok(());
+        };
+        self.opted_out.remove(pos);
+        self.emit(now, fx, EventKind::OptedIn { number: n });
+        Ok(())
     }
 
     // ----- transitions ----------------------------------------------------
 
     /// Moves to `(round, level)`, skipping levels with nobody reachable,
-    /// repeating the chain per policy, failing past the last round.
-    fn enter_step(&mut self, now: Timestamp, mut round: u32, mut level: u32, fx: &mut Fx<'_>) {
+    /// passing over levels that are off duty for the next one on duty (B7),
+    /// repeating the chain per policy, failing past the last round. If
+    /// nobody is on duty before the chain runs out, it holds instead: for
+    /// the first off-duty level ([`WhenClosed::Hold`]) or for the one that
+    /// comes on duty first ([`WhenClosed::Skip`]).
+    fn enter_step(&mut self, now: Timestamp, round: u32, level: u32, fx: &mut Fx<'_>) {
         let policy = Arc::clone(&self.policy);
+        self.holding_until = None;
+        let (plan, mut passed) = self.plan_step(&policy, now, round, level);
+        let plan = match plan {
+            Plan::Exhausted { hold: Some(h) } => {
+                // Nobody is on duty before the chain runs out: hold for a
+                // window instead of failing.
+                passed.truncate(h.events_before);
+                Plan::Hold {
+                    round: h.round,
+                    level: h.level,
+                    until: h.until,
+                }
+            }
+            other => other,
+        };
+        for kind in passed {
+            self.emit(now, fx, kind);
+        }
+        match plan {
+            Plan::Exhausted { .. } => {
+                self.state = State::Failed;
+                self.level_deadline = None;
+                self.emit(now, fx, EventKind::Exhausted);
+            }
+            Plan::Hold {
+                round,
+                level,
+                until,
+            } => {
+                self.round = round;
+                self.level = level;
+                self.level_deadline = Some(until);
+                self.holding_until = Some(until);
+                self.emit(
+                    now,
+                    fx,
+                    EventKind::Holding {
+                        round,
+                        level,
+                        until,
+                    },
+                );
+            }
+            Plan::Forward {
+                round,
+                level,
+                targets,
+            } => {
+                let spec = &policy.levels()[level as usize];
+                self.round = round;
+                self.level = level;
+                self.level_deadline = Some(now.plus(spec.timeout));
+                self.emit(
+                    now,
+                    fx,
+                    EventKind::Forwarded {
+                        round,
+                        level,
+                        to: targets.clone(),
+                    },
+                );
+                let body = self.escalation_body();
+                for to in targets {
+                    self.new_leg(now, to, Purpose::Forward { round, level }, body.clone(), fx);
+                }
+            }
+        }
+    }
+
+    /// Decides where [`Dispatch::enter_step`] lands, changing nothing; also
+    /// returns the events of the levels passed over on the way.
+    fn plan_step(
+        &self,
+        policy: &Policy,
+        now: Timestamp,
+        mut round: u32,
+        mut level: u32,
+    ) -> (Plan, Vec<EventKind>) {
         let levels = policy.levels();
+        let mut events = Vec::new();
+        let mut best: Option<HoldAt> = None;
         loop {
             if level as usize >= levels.len() {
                 level = 0;
                 round += 1;
                 if round >= policy.rounds() {
-                    self.state = State::Failed;
-                    self.level_deadline = None;
-                    self.emit(now, fx, EventKind::Exhausted);
-                    return;
+                    return (Plan::Exhausted { hold: best }, events);
                 }
-                self.emit(now, fx, EventKind::Repeated { round });
+                events.push(EventKind::Repeated { round });
             }
             let spec = &levels[level as usize];
-            let targets: Vec<PhoneNumber> = spec
+            let reachable: Vec<PhoneNumber> = spec
                 .targets
                 .iter()
                 .copied()
                 .filter(|&t| self.can_text(t))
                 .collect();
-            if targets.is_empty() {
-                self.emit(now, fx, EventKind::LevelSkipped { round, level });
+            if reachable.is_empty() {
+                events.push(EventKind::LevelSkipped { round, level });
                 level += 1;
                 continue;
             }
-            self.round = round;
-            self.level = level;
-            self.level_deadline = Some(now.plus(spec.timeout));
-            self.emit(
-                now,
-                fx,
-                EventKind::Forwarded {
+            let on_duty: Vec<PhoneNumber> = reachable
+                .iter()
+                .copied()
+                .filter(|&t| policy.on_duty(level as usize, t, now))
+                .collect();
+            if !on_duty.is_empty() {
+                let plan = Plan::Forward {
                     round,
                     level,
-                    to: targets.clone(),
-                },
-            );
-            let body = self.escalation_body();
-            for to in targets {
-                self.new_leg(now, to, Purpose::Forward { round, level }, body.clone(), fx);
+                    targets: on_duty,
+                };
+                return (plan, events);
             }
-            return;
+            let opens_at = reachable
+                .iter()
+                .filter_map(|&t| policy.next_on_duty(level as usize, t, now))
+                .filter(|&t| t > now)
+                .min();
+            // If no later level is on duty either, the dispatch holds: for
+            // this first off-duty level (hold), or for whichever opens
+            // first (skip).
+            let better = match policy.when_closed() {
+                WhenClosed::Hold => best.is_none(),
+                WhenClosed::Skip => best
+                    .as_ref()
+                    .is_none_or(|b| opens_at.is_some_and(|u| u < b.until)),
+            };
+            if let Some(until) = opens_at
+                && better
+            {
+                best = Some(HoldAt {
+                    round,
+                    level,
+                    until,
+                    events_before: events.len(),
+                });
+            }
+            events.push(EventKind::LevelOffDuty {
+                round,
+                level,
+                opens_at,
+            });
+            level += 1;
         }
     }
 
@@ -751,6 +1070,7 @@ impl Dispatch {
         if self.state == State::Open {
             self.state = State::Acked;
             self.level_deadline = None;
+            self.holding_until = None;
         }
         self.emit(now, fx, EventKind::Acked { by, level });
         true
@@ -759,6 +1079,7 @@ impl Dispatch {
     fn close(&mut self, now: Timestamp, by: Actor, fx: &mut Fx<'_>) {
         self.state = State::Closed;
         self.level_deadline = None;
+        self.holding_until = None;
         self.closed_at = Some(now);
         self.emit(now, fx, EventKind::Closed { by });
     }
@@ -770,12 +1091,25 @@ impl Dispatch {
         self.thread.push(ThreadEntry {
             at: now,
             direction: Direction::Outbound,
-            from: by,
+            from: by.clone(),
             body,
             sid: None,
-            leg: Some(leg),
+            leg,
             media: Vec::new(),
         });
+        // A dispatcher whose reply cannot reach the customer is told so.
+        if let (None, Some(reason), Actor::Phone(dispatcher)) =
+            (leg, self.why_not(self.customer), by)
+        {
+            let note = format!(
+                "[{} #{}] Not sent: {} {}.",
+                self.policy.label(),
+                self.tag,
+                self.customer,
+                reason.describe()
+            );
+            self.new_leg(now, dispatcher, Purpose::Notice, note, fx);
+        }
     }
 
     fn ignored(&mut self, now: Timestamp, fx: &mut Fx<'_>, reason: &str) {
@@ -810,6 +1144,10 @@ impl Dispatch {
         }
     }
 
+    /// Queues a text, unless `to` is unreachable in this dispatch, opted
+    /// out or a relay line, or was sent the same text within the policy's
+    /// repeat-suppression window (then an event says so and nothing is
+    /// queued).
     fn new_leg(
         &mut self,
         now: Timestamp,
@@ -817,7 +1155,20 @@ impl Dispatch {
         purpose: Purpose,
         body: String,
         fx: &mut Fx<'_>,
-    ) -> u32 {
+    ) -> Option<u32> {
+        if self.unreachable.contains(&to) {
+            self.ignored(now, fx, &format!("not texted: {to} is unreachable"));
+            return None;
+        }
+        if let Some(reason) = self.why_not(to) {
+            self.ignored(now, fx, &format!("not texted: {to} {}", reason.describe()));
+            return None;
+        }
+        if self.is_repeat(now, to, purpose, &body) {
+            let reason = SkipReason::Repeat.describe();
+            self.ignored(now, fx, &format!("not texted: {to} {reason}"));
+            return None;
+        }
         let index = self.legs.len() as u32;
         self.legs.push(Leg {
             index,
@@ -833,10 +1184,117 @@ impl Dispatch {
             updated_at: now,
             error_code: None,
             error_class: None,
+            skipped: None,
+            deferrals: 0,
         });
         let msg = self.outbound(index as usize);
         fx.out.push(Effect::Send(msg));
-        index
+        Some(index)
+    }
+
+    /// Marks a pending leg skipped: it is never sent.
+    fn skip_leg(&mut self, now: Timestamp, i: usize, reason: SkipReason, fx: &mut Fx<'_>) {
+        let l = &mut self.legs[i];
+        l.status = DeliveryStatus::Skipped;
+        l.skipped = Some(reason);
+        l.retry_at = None;
+        l.updated_at = now;
+        let (leg, to) = (l.index, l.to);
+        self.emit(now, fx, EventKind::Skipped { leg, to, reason });
+    }
+
+    /// Whether an identical text went to `to` within the policy's
+    /// repeat-suppression window. Forwards are never repeats: each is an
+    /// escalation step.
+    fn is_repeat(&self, now: Timestamp, to: PhoneNumber, purpose: Purpose, body: &str) -> bool {
+        let Some(window) = self.policy.suppress_repeats() else {
+            return false;
+        };
+        !matches!(purpose, Purpose::Forward { .. })
+            && self.legs.iter().any(|l| {
+                l.to == to
+                    && l.skipped.is_none()
+                    && !matches!(l.purpose, Purpose::Forward { .. })
+                    && l.body == body
+                    && now.since(l.created_at) < window
+            })
+    }
+
+    /// Records that `n` opted out (once).
+    fn mark_opted_out(
+        &mut self,
+        now: Timestamp,
+        n: PhoneNumber,
+        code: Option<u32>,
+        fx: &mut Fx<'_>,
+    ) {
+        if !self.opted_out.contains(&n) {
+            self.opted_out.push(n);
+            self.emit(now, fx, EventKind::OptedOut { number: n, code });
+        }
+    }
+
+    /// Why a pending leg that falls due must not be (re)sent now.
+    fn why_not_resend(&self, now: Timestamp, i: usize) -> Option<SkipReason> {
+        let l = &self.legs[i];
+        if let Some(reason) = self.why_not(l.to) {
+            return Some(reason);
+        }
+        if let Purpose::Forward { level, .. } = l.purpose
+            && !self.policy.on_duty(level as usize, l.to, now)
+        {
+            return Some(SkipReason::OffDuty);
+        }
+        if l.deferrals > 0 {
+            let current = Purpose::Forward {
+                round: self.round,
+                level: self.level,
+            };
+            let stale = match l.purpose {
+                Purpose::Forward { .. } => self.state != State::Open || l.purpose != current,
+                Purpose::FollowUp => !self.current_holders(now).contains(&l.to),
+                Purpose::Reply | Purpose::Notice => false,
+            };
+            if stale {
+                return Some(SkipReason::Stale);
+            }
+        }
+        None
+    }
+
+    /// Merges the dispatch's other delayed follow-ups and notices to the
+    /// same number into leg `i` (throttle digest). Forwards and replies are
+    /// never merged away; a forward may carry the others.
+    fn merge_into(&mut self, now: Timestamp, i: usize, fx: &mut Fx<'_>) {
+        let to = self.legs[i].to;
+        if self.legs[i].purpose == Purpose::Reply {
+            return;
+        }
+        let others: Vec<usize> = (0..self.legs.len())
+            .filter(|&j| {
+                let l = &self.legs[j];
+                j != i
+                    && l.to == to
+                    && l.status == DeliveryStatus::Pending
+                    && l.deferrals > 0
+                    && matches!(l.purpose, Purpose::FollowUp | Purpose::Notice)
+            })
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        let mut body = self.legs[i].body.clone();
+        for &j in &others {
+            body.push('\n');
+            body.push_str(&self.legs[j].body);
+        }
+        self.legs[i].body = fit_body(&body);
+        let into = self.legs[i].index;
+        for &j in &others {
+            self.skip_leg(now, j, SkipReason::Merged { into }, fx);
+        }
+        let legs = others.iter().map(|&j| self.legs[j].index).collect();
+        self.emit(now, fx, EventKind::Merged { into, legs });
     }
 
     fn outbound(&self, i: usize) -> OutboundMessage {
@@ -905,13 +1363,39 @@ impl Dispatch {
             .any(|l| l.to == n && matches!(l.purpose, Purpose::Forward { .. } | Purpose::FollowUp))
     }
 
+    /// Whether a dispatcher may be texted: not the customer, and nothing
+    /// says not to.
     fn can_text(&self, n: PhoneNumber) -> bool {
-        n != self.line && n != self.customer && !self.unreachable.contains(&n)
+        n != self.customer && self.why_not(n).is_none()
+    }
+
+    /// Why nothing may be sent to `n`, if so.
+    fn why_not(&self, n: PhoneNumber) -> Option<SkipReason> {
+        if n == self.line || self.policy.relay_lines().contains(&n) {
+            Some(SkipReason::Loop)
+        } else if self.opted_out.contains(&n) {
+            Some(SkipReason::OptedOut)
+        } else if self.unreachable.contains(&n) {
+            Some(SkipReason::Unreachable)
+        } else {
+            None
+        }
+    }
+
+    /// Whether every text of the current step failed or went to someone
+    /// who can no longer be texted (false while holding: no texts yet).
+    fn current_step_unreachable(&self) -> bool {
+        let current = Purpose::Forward {
+            round: self.round,
+            level: self.level,
+        };
+        let mut legs = self.legs.iter().filter(|l| l.purpose == current).peekable();
+        legs.peek().is_some() && legs.all(|l| l.status.is_failure() || !self.can_text(l.to))
     }
 
     /// Who gets a customer's later texts: the acker if a dispatcher acked,
-    /// else the current step's targets that did not fail.
-    fn current_holders(&self) -> Vec<PhoneNumber> {
+    /// else the current step's targets that did not fail and are on duty.
+    fn current_holders(&self, now: Timestamp) -> Vec<PhoneNumber> {
         if let Some(Ack {
             by: Actor::Phone(p),
             ..
@@ -926,7 +1410,11 @@ impl Dispatch {
         };
         let mut out: Vec<PhoneNumber> = Vec::new();
         for l in self.legs.iter().filter(|l| l.purpose == current) {
-            if !l.status.is_failure() && self.can_text(l.to) && !out.contains(&l.to) {
+            if !l.status.is_failure()
+                && self.can_text(l.to)
+                && !out.contains(&l.to)
+                && self.policy.on_duty(self.level as usize, l.to, now)
+            {
                 out.push(l.to);
             }
         }
@@ -1047,6 +1535,20 @@ impl Dispatch {
     pub fn unreachable(&self) -> &[PhoneNumber] {
         &self.unreachable
     }
+    /// Numbers that opted out (texted `STOP` or failed with an opt-out
+    /// error): not texted by this dispatch until they opt back in.
+    pub fn opted_out(&self) -> &[PhoneNumber] {
+        &self.opted_out
+    }
+    /// While open and waiting for a level's on-duty window: when it opens
+    /// (also the level deadline).
+    pub fn holding_until(&self) -> Option<Timestamp> {
+        if self.state == State::Open {
+            self.holding_until
+        } else {
+            None
+        }
+    }
     /// Its recent events (at most [`MAX_KEPT_EVENTS`]).
     pub fn events(&self) -> &[RelayEvent] {
         &self.events
@@ -1126,4 +1628,29 @@ fn retry_backoff(id: DispatchId, leg: u32, attempts: u32, retry_after_ms: Option
     let jitter = splitmix(id.as_u128() as u64 ^ (u64::from(leg) << 32) ^ u64::from(attempts))
         % (base / 4 + 1);
     Duration::from_millis((base + jitter).max(retry_after_ms.unwrap_or(0)))
+}
+
+/// Where [`Dispatch::enter_step`] lands.
+enum Plan {
+    Forward {
+        round: u32,
+        level: u32,
+        targets: Vec<PhoneNumber>,
+    },
+    Hold {
+        round: u32,
+        level: u32,
+        until: Timestamp,
+    },
+    Exhausted {
+        hold: Option<HoldAt>,
+    },
+}
+
+/// The off-duty step that opens first, seen while planning (skip mode).
+struct HoldAt {
+    round: u32,
+    level: u32,
+    until: Timestamp,
+    events_before: usize,
 }

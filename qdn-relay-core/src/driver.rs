@@ -3,11 +3,14 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use crate::dispatch::{Dispatch, InputError};
-use crate::event::Effect;
+use crate::dispatch::{Dispatch, InputError, SkipReason};
+use crate::event::{Effect, EventKind, OutboundMessage};
 use crate::input::{DashboardAction, DeliveryReport, InboundText, Input, RouteReason};
 use crate::policy::Policy;
 use crate::ports::{Clock, EventSink, NullSink, SmsProvider, Store, StoreError};
+use crate::safety::{
+    Admission, Keyword, MemoryOptOuts, MemoryRateLimiter, OptOuts, RateKey, RateLimiter,
+};
 use crate::types::{DispatchId, PhoneNumber, ProviderMessageId, Tag, Timestamp, splitmix};
 
 /// How many times a transition is re-run after a version conflict.
@@ -26,13 +29,31 @@ pub enum Outcome {
     Applied(DispatchId),
     /// Nothing to do: a duplicate webhook or callback, an early timeout.
     Unchanged(DispatchId),
+    /// An opt-out or opt-in keyword (`STOP`, `START`): recorded for the
+    /// number, and passed to its open dispatches (the first one touched, if
+    /// any). It is not forwarded as a text.
+    Keyword {
+        /// Who texted it.
+        from: PhoneNumber,
+        /// Which.
+        keyword: Keyword,
+        /// The first open dispatch it changed.
+        dispatch: Option<DispatchId>,
+    },
 }
 
 impl Outcome {
-    /// The dispatch it concerned.
+    /// The dispatch it concerned; for a [`Outcome::Keyword`] that changed
+    /// no dispatch, the nil id (see [`Outcome::dispatch_id`]).
     pub fn dispatch(self) -> DispatchId {
+        self.dispatch_id().unwrap_or(DispatchId::from_u128(0))
+    }
+
+    /// The dispatch it concerned, if any.
+    pub fn dispatch_id(self) -> Option<DispatchId> {
         match self {
-            Outcome::Opened(d) | Outcome::Applied(d) | Outcome::Unchanged(d) => d,
+            Outcome::Opened(d) | Outcome::Applied(d) | Outcome::Unchanged(d) => Some(d),
+            Outcome::Keyword { dispatch, .. } => dispatch,
         }
     }
 }
@@ -129,11 +150,24 @@ impl SweepReport {
 /// outcome is fed back as another input). Call [`Relay::sweep`] regularly
 /// (every few seconds on a server, every minute from a scheduler): it fires
 /// every due deadline and finishes sends left pending by a crash.
+///
+/// # Safety checks before every send (B8)
+///
+/// Just before a text goes to the provider the driver checks, in order:
+/// that it is not to one of the relay's own lines (a loop); that its
+/// recipient has not opted out ([`OptOuts`]); that the dispatch's policy's
+/// rate limits allow it ([`RateLimiter`]). A refused text is fed back as
+/// [`Input::SendBlocked`] or [`Input::SendDeferred`], so it is recorded on
+/// the dispatch, never silently lost. Texts of `STOP` / `START` update
+/// [`OptOuts`] and the sender's open dispatches; a send that fails with an
+/// opt-out error ([`crate::OPT_OUT_ERROR_CODES`]) does too.
 pub struct Relay<S: ?Sized, P: ?Sized, C: ?Sized> {
     store: Arc<S>,
     provider: Arc<P>,
     clock: Arc<C>,
     sink: Arc<dyn EventSink>,
+    opt_outs: Arc<dyn OptOuts>,
+    limiter: Arc<dyn RateLimiter>,
     lines: HashMap<PhoneNumber, Arc<Policy>>,
     rng: Mutex<u64>,
     sweep_batch: usize,
@@ -163,6 +197,8 @@ where
                 provider,
                 clock,
                 sink: Arc::new(NullSink),
+                opt_outs: Arc::new(MemoryOptOuts::new()),
+                limiter: Arc::new(MemoryRateLimiter::new()),
                 lines: HashMap::new(),
                 rng: Mutex::new(seed),
                 sweep_batch: 256,
@@ -195,11 +231,24 @@ where
         self.lines.keys().copied()
     }
 
-    /// A text to a business line: a dispatcher's if the sender is a target
-    /// of the line's policy or was texted about an open dispatch, else a
+    /// Who opted out.
+    pub fn opt_outs(&self) -> &Arc<dyn OptOuts> {
+        &self.opt_outs
+    }
+
+    /// A text to a business line: an opt-out or opt-in keyword (see
+    /// [`Relay::keyword`]); a dispatcher's if the sender is a target of the
+    /// line's policy or was texted about an open dispatch; else a
     /// customer's.
     pub async fn inbound(&self, text: InboundText) -> Result<Outcome, RelayError> {
         let policy = self.line_policy(&text)?;
+        match Keyword::parse(&text.body) {
+            Some(Keyword::OptOut) => return self.keyword(text, Keyword::OptOut).await,
+            Some(Keyword::OptIn) if self.is_opted_out(text.from).await => {
+                return self.keyword(text, Keyword::OptIn).await;
+            }
+            _ => {}
+        }
         let is_dispatcher = policy.is_target(text.from)
             || !self
                 .store
@@ -211,6 +260,67 @@ where
         } else {
             self.customer_text(text).await
         }
+    }
+
+    /// An opt-out (`STOP`) or opt-in (`START`) text (behaviour B8). It is
+    /// recorded in [`OptOuts`] and passed to the sender's open dispatches on
+    /// the line, as customer or as dispatcher, but never forwarded as a
+    /// text: after `STOP` nothing is sent to the number until `START`. A
+    /// customer's `STOP` tells whoever holds their dispatch that replies
+    /// will not reach them; a dispatcher's `STOP` escalates the dispatches
+    /// that were waiting on them alone. Twilio answers the keyword itself.
+    pub async fn keyword(
+        &self,
+        text: InboundText,
+        keyword: Keyword,
+    ) -> Result<Outcome, RelayError> {
+        self.line_policy(&text)?;
+        let from = text.from;
+        let now = self.clock.now();
+        let recorded = match keyword {
+            Keyword::OptOut => self.opt_outs.opt_out(from, now).await,
+            Keyword::OptIn => self.opt_outs.opt_in(from).await,
+        };
+        if let Err(e) = recorded {
+            // Twilio keeps its own opt-out list; the dispatches below still
+            // learn it. Retrying the webhook is the caller's choice.
+            tracing::error!(number = %from, error = %e, "could not record an opt-out keyword");
+        }
+        let mut ids: Vec<DispatchId> = Vec::new();
+        if let Some(d) = self.store.open_for_customer(text.to, from).await? {
+            ids.push(d.id());
+        }
+        for d in self.store.open_for_dispatcher(from, 64).await? {
+            if d.line() == text.to && !ids.contains(&d.id()) {
+                ids.push(d.id());
+            }
+        }
+        let mut first = None;
+        for id in ids {
+            let input = match keyword {
+                Keyword::OptOut => Input::OptOut(from),
+                Keyword::OptIn => Input::OptIn(from),
+            };
+            match self.apply(id, None, input).await {
+                Ok(Outcome::Applied(id)) => {
+                    first.get_or_insert(id);
+                }
+                Ok(_) | Err(RelayError::Input(InputError::NotOpen(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Outcome::Keyword {
+            from,
+            keyword,
+            dispatch: first,
+        })
+    }
+
+    async fn is_opted_out(&self, n: PhoneNumber) -> bool {
+        self.opt_outs.is_opted_out(n).await.unwrap_or_else(|e| {
+            tracing::warn!(number = %n, error = %e, "opt-out lookup failed");
+            false
+        })
     }
 
     /// A customer's text: joins their open dispatch on the line, or opens
@@ -237,7 +347,7 @@ where
             d.set_version(1);
             match self.store.save(&d, 0).await {
                 Ok(()) => {
-                    self.run_effects(id, effects).await;
+                    self.run_effects(id, &policy, effects).await;
                     return Ok(Outcome::Opened(id));
                 }
                 Err(e) if e.is_conflict() => {
@@ -383,9 +493,14 @@ where
         if self.lines.contains_key(&text.from) {
             return Err(RelayError::Loop(text.from));
         }
-        self.lines
+        let policy = self
+            .lines
             .get(&text.to)
-            .ok_or(RelayError::UnknownLine(text.to))
+            .ok_or(RelayError::UnknownLine(text.to))?;
+        if policy.relay_lines().contains(&text.from) {
+            return Err(RelayError::Loop(text.from));
+        }
+        Ok(policy)
     }
 
     fn next_random(&self) -> u64 {
@@ -419,17 +534,18 @@ where
         at: Option<Timestamp>,
         input: Input,
     ) -> Result<Outcome, RelayError> {
-        let (outcome, effects) = self.transition(id, at, input).await?;
-        self.run_effects(id, effects).await;
+        let (outcome, effects, policy) = self.transition(id, at, input).await?;
+        self.run_effects(id, &policy, effects).await;
         Ok(outcome)
     }
 
+    /// Load → handle → save; also returns the dispatch's policy snapshot.
     async fn transition(
         &self,
         id: DispatchId,
         at: Option<Timestamp>,
         input: Input,
-    ) -> Result<(Outcome, Vec<Effect>), RelayError> {
+    ) -> Result<(Outcome, Vec<Effect>, Arc<Policy>), RelayError> {
         for _ in 0..MAX_CONFLICT_RETRIES {
             let mut d = self
                 .store
@@ -439,12 +555,13 @@ where
             let now = at.unwrap_or_else(|| self.clock.now());
             let expected = d.version();
             let effects = d.handle(now, input.clone())?;
+            let policy = Arc::clone(d.policy());
             if effects.is_empty() {
-                return Ok((Outcome::Unchanged(id), effects));
+                return Ok((Outcome::Unchanged(id), effects, policy));
             }
             d.set_version(expected + 1);
             match self.store.save(&d, expected).await {
-                Ok(()) => return Ok((Outcome::Applied(id), effects)),
+                Ok(()) => return Ok((Outcome::Applied(id), effects, policy)),
                 Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -457,6 +574,14 @@ where
         for effect in effects {
             match effect {
                 Effect::Publish(ev) => {
+                    if let EventKind::OptedOut {
+                        number,
+                        code: Some(_),
+                    } = &ev.kind
+                        && let Err(e) = self.opt_outs.opt_out(*number, ev.at).await
+                    {
+                        tracing::error!(dispatch = %id, number = %number, error = %e, "could not record an opt-out");
+                    }
                     if let Err(e) = self.sink.publish(&ev).await {
                         tracing::warn!(dispatch = %id, error = %e, "event sink failed");
                     }
@@ -469,7 +594,7 @@ where
     /// Publishes events and sends texts, feeding each send's outcome back.
     /// Failures here never undo a saved transition: a send whose outcome
     /// could not be saved stays pending and the sweep finishes it.
-    async fn run_effects(&self, id: DispatchId, effects: Vec<Effect>) {
+    async fn run_effects(&self, id: DispatchId, policy: &Policy, effects: Vec<Effect>) {
         let mut queue: VecDeque<Effect> = VecDeque::with_capacity(effects.len());
         self.enqueue(id, &mut queue, effects).await;
         let mut sends = 0usize;
@@ -482,22 +607,74 @@ where
                         tracing::warn!(dispatch = %id, "send budget spent; the outbox will finish");
                         break;
                     }
-                    let result = self.provider.send(&msg).await.map(|r| r.sid);
-                    if let Err(e) = &result {
-                        tracing::warn!(dispatch = %id, leg = msg.leg, to = %msg.to, error = %e, "send failed");
-                    }
-                    let input = Input::SendOutcome {
-                        leg: msg.leg,
-                        result,
+                    let input = match self.check(policy, &msg).await {
+                        Some(refused) => refused,
+                        None => {
+                            let result = self.provider.send(&msg).await.map(|r| r.sid);
+                            if let Err(e) = &result {
+                                tracing::warn!(dispatch = %id, leg = msg.leg, to = %msg.to, error = %e, "send failed");
+                            }
+                            Input::SendOutcome {
+                                leg: msg.leg,
+                                result,
+                            }
+                        }
                     };
                     match self.transition(id, None, input).await {
-                        Ok((_, more)) => self.enqueue(id, &mut queue, more).await,
+                        Ok((_, more, _)) => self.enqueue(id, &mut queue, more).await,
                         Err(e) => tracing::error!(
                             dispatch = %id, leg = msg.leg, error = %e,
                             "could not record a send outcome; the sweep will retry the leg"
                         ),
                     }
                 }
+            }
+        }
+    }
+}
+
+impl<S, P, C> Relay<S, P, C>
+where
+    S: Store + ?Sized,
+    P: SmsProvider + ?Sized,
+    C: Clock + ?Sized,
+{
+    /// The safety checks before a send: `Some(input)` to feed back instead
+    /// of sending. A failing port is logged and lets the text go.
+    async fn check(&self, policy: &Policy, msg: &OutboundMessage) -> Option<Input> {
+        let leg = msg.leg;
+        if self.lines.contains_key(&msg.to) || policy.relay_lines().contains(&msg.to) {
+            return Some(Input::SendBlocked {
+                leg,
+                reason: SkipReason::Loop,
+            });
+        }
+        if self.is_opted_out(msg.to).await {
+            return Some(Input::SendBlocked {
+                leg,
+                reason: SkipReason::OptedOut,
+            });
+        }
+        let throttle = policy.throttle();
+        if throttle.is_off() {
+            return None;
+        }
+        let mut claims = Vec::with_capacity(2);
+        if !throttle.per_destination.is_empty() {
+            claims.push((
+                RateKey::Destination(msg.to),
+                throttle.per_destination.clone(),
+            ));
+        }
+        if !throttle.line.is_empty() {
+            claims.push((RateKey::Line(msg.from), throttle.line.clone()));
+        }
+        match self.limiter.acquire(self.clock.now(), &claims).await {
+            Ok(Admission::Admitted) => None,
+            Ok(Admission::NotBefore(until)) => Some(Input::SendDeferred { leg, until }),
+            Err(e) => {
+                tracing::warn!(to = %msg.to, error = %e, "rate limiter failed; sending anyway");
+                None
             }
         }
     }
@@ -518,6 +695,19 @@ where
     /// Where events go (default: nowhere).
     pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
         self.relay.sink = sink;
+        self
+    }
+
+    /// Where opt-outs are kept (default: in memory, lost on restart; use a
+    /// durable one in production).
+    pub fn opt_outs(mut self, opt_outs: Arc<dyn OptOuts>) -> Self {
+        self.relay.opt_outs = opt_outs;
+        self
+    }
+
+    /// Where rate-limit history is kept (default: in memory, per process).
+    pub fn rate_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
+        self.relay.limiter = limiter;
         self
     }
 

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dispatch::SkipReason;
 use crate::input::{Actor, Command, DeliveryStatus, ErrorClass, RouteReason, SendErrorKind};
 use crate::types::{DispatchId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
 
@@ -182,6 +183,65 @@ pub enum EventKind {
         /// By whom.
         by: Actor,
     },
+    /// No level can be texted now: the dispatch waits for a level's next
+    /// on-duty window, then texts it (behaviour B7).
+    Holding {
+        /// The round it will text.
+        round: u32,
+        /// The level it will text.
+        level: u32,
+        /// When the window opens.
+        until: Timestamp,
+    },
+    /// A level was passed over because every reachable target in it was
+    /// off duty.
+    LevelOffDuty {
+        /// The round.
+        round: u32,
+        /// The level.
+        level: u32,
+        /// When it is next on duty, if ever.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opens_at: Option<Timestamp>,
+    },
+    /// A number opted out of texts: it is not texted again until it opts
+    /// back in (behaviour B8).
+    OptedOut {
+        /// The number.
+        number: PhoneNumber,
+        /// The provider's error code, when a send failed with an opt-out
+        /// error (Twilio 21610); none when the number texted `STOP`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<u32>,
+    },
+    /// A number opted back in (`START`).
+    OptedIn {
+        /// The number.
+        number: PhoneNumber,
+    },
+    /// A text was held back by a rate limit; it goes at `until`.
+    Deferred {
+        /// The leg.
+        leg: u32,
+        /// When.
+        until: Timestamp,
+    },
+    /// A text was not sent, and why.
+    Skipped {
+        /// The leg.
+        leg: u32,
+        /// Its recipient.
+        to: PhoneNumber,
+        /// Why.
+        reason: SkipReason,
+    },
+    /// Delayed texts to one number were merged into one (throttle digest).
+    Merged {
+        /// The leg that carries them.
+        into: u32,
+        /// The legs merged into it.
+        legs: Vec<u32>,
+    },
 }
 
 impl EventKind {
@@ -204,6 +264,13 @@ impl EventKind {
             EventKind::Unreachable { .. } => "unreachable",
             EventKind::Ignored { .. } => "ignored",
             EventKind::Closed { .. } => "closed",
+            EventKind::Holding { .. } => "holding",
+            EventKind::LevelOffDuty { .. } => "level_off_duty",
+            EventKind::OptedOut { .. } => "opted_out",
+            EventKind::OptedIn { .. } => "opted_in",
+            EventKind::Deferred { .. } => "deferred",
+            EventKind::Skipped { .. } => "skipped",
+            EventKind::Merged { .. } => "merged",
         }
     }
 }

@@ -5,7 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{PhoneNumber, ProviderMessageId};
+use crate::dispatch::SkipReason;
+use crate::types::{PhoneNumber, ProviderMessageId, Timestamp};
 
 /// The longest body the relay sends, in characters (Twilio's limit for one
 /// message, split into at most 10 segments).
@@ -63,6 +64,9 @@ pub enum DeliveryStatus {
     Failed,
     /// Read by the recipient (channels that report it).
     Read,
+    /// The relay decided not to send it (the recipient opted out, was off
+    /// duty, over a rate limit, ...): [`crate::Leg::skipped`] says why.
+    Skipped,
 }
 
 impl DeliveryStatus {
@@ -74,17 +78,22 @@ impl DeliveryStatus {
                 | DeliveryStatus::Undelivered
                 | DeliveryStatus::Failed
                 | DeliveryStatus::Read
+                | DeliveryStatus::Skipped
         )
     }
 
     /// Whether the message did not reach its recipient.
     pub fn is_failure(self) -> bool {
-        matches!(self, DeliveryStatus::Undelivered | DeliveryStatus::Failed)
+        matches!(
+            self,
+            DeliveryStatus::Undelivered | DeliveryStatus::Failed | DeliveryStatus::Skipped
+        )
     }
 
     /// Progress rank: a report is applied only if it moves this forward.
     /// Every terminal status outranks every non-terminal one; among the
-    /// terminal ones only `Delivered → Read` moves.
+    /// terminal ones only `Delivered → Read` moves (a failed text never
+    /// becomes read: see [`DeliveryStatus::is_failure`]).
     pub fn rank(self) -> u8 {
         match self {
             DeliveryStatus::Pending => 0,
@@ -92,7 +101,10 @@ impl DeliveryStatus {
             DeliveryStatus::Queued => 2,
             DeliveryStatus::Sending => 3,
             DeliveryStatus::Sent => 4,
-            DeliveryStatus::Undelivered | DeliveryStatus::Failed | DeliveryStatus::Delivered => 5,
+            DeliveryStatus::Undelivered
+            | DeliveryStatus::Failed
+            | DeliveryStatus::Delivered
+            | DeliveryStatus::Skipped => 5,
             DeliveryStatus::Read => 6,
         }
     }
@@ -109,6 +121,7 @@ impl DeliveryStatus {
             DeliveryStatus::Undelivered => "undelivered",
             DeliveryStatus::Failed => "failed",
             DeliveryStatus::Read => "read",
+            DeliveryStatus::Skipped => "skipped",
         }
     }
 }
@@ -332,6 +345,28 @@ pub enum Input {
     /// Time passed: act on whatever is due at `now`. Safe to call early,
     /// late or twice.
     Timeout,
+    /// The driver's rate limiter refused a pending leg until `until`: it
+    /// stays pending and is sent then (or merged or dropped, by policy).
+    SendDeferred {
+        /// The leg.
+        leg: u32,
+        /// When the limits allow it.
+        until: Timestamp,
+    },
+    /// The driver refused to send a pending leg (its recipient opted out,
+    /// or it is a relay line): the leg is skipped, never sent.
+    SendBlocked {
+        /// The leg.
+        leg: u32,
+        /// Why.
+        reason: SkipReason,
+    },
+    /// A number opted out of texts (it texted `STOP`): it is not texted
+    /// again by this dispatch; if it was the current level's last
+    /// reachable dispatcher, the dispatch escalates.
+    OptOut(PhoneNumber),
+    /// A number opted back in (`START`).
+    OptIn(PhoneNumber),
 }
 
 /// Builds a body that fits [`MAX_BODY_CHARS`]: if `s` is longer, it is cut

@@ -35,14 +35,17 @@ pub mod failover;
 pub mod input;
 pub mod memory;
 pub mod policy;
+pub mod policy_file;
 pub mod ports;
+pub mod safety;
+pub mod schedule;
 pub mod sim;
 pub mod status;
 pub mod types;
 
 pub use dispatch::{
     Ack, AckVia, Direction, Dispatch, InputError, Leg, MAX_SEND_ATTEMPTS, OUTBOX_GRACE, Purpose,
-    State, ThreadEntry,
+    SkipReason, State, ThreadEntry,
 };
 pub use driver::{MAX_CONFLICT_RETRIES, Outcome, Relay, RelayBuilder, RelayError, SweepReport};
 pub use event::{Effect, EscalationReason, EventKind, OutboundMessage, RelayEvent};
@@ -52,10 +55,19 @@ pub use input::{
     InboundText, Input, MAX_BODY_CHARS, Media, RouteReason, SendError, SendErrorKind, fit_body,
 };
 pub use memory::{MemoryStore, RecordingProvider, RecordingSink, SentText};
-pub use policy::{DEFAULT_ACK_TIMEOUT, Level, Policy, PolicyError, parse_duration};
+pub use policy::{
+    DEFAULT_ACK_TIMEOUT, DEFAULT_SUPPRESS_REPEATS, HoursZone, Level, LevelHours, OverLimit, Person,
+    Policy, PolicyError, Rate, Throttle, WhenClosed, format_duration, parse_duration,
+};
+pub use policy_file::PolicyFileError;
 pub use ports::{
     Clock, ConflictReason, Due, EventSink, FanoutSink, ListFilter, ManualClock, NullSink,
     SendReceipt, SinkError, SmsProvider, Store, StoreError, SystemClock, TracingSink,
 };
+pub use safety::{
+    Admission, Keyword, MemoryOptOuts, MemoryRateLimiter, OPT_OUT_ERROR_CODES, OptOuts, RateKey,
+    RateLimiter, SafetyError,
+};
+pub use schedule::{LocalTime, Weekdays, Window, Zone};
 pub use status::{DispatchStatus, FinalStatus};
 pub use types::{DispatchId, PhoneNumber, PhoneNumberError, ProviderMessageId, Tag, Timestamp};

@@ -1,10 +1,16 @@
-//! Escalation policies: ordered levels of targets with timeouts, repeated.
+//! Escalation policies: ordered levels of targets with timeouts, repeated;
+//! on-duty windows in real time zones (B7); throttling and loop safety
+//! (B8). [`crate::policy_file`] reads them from TOML.
 
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::types::PhoneNumber;
+use crate::schedule::{Window, Zone, any_open, next_opening, open_periods};
+use crate::types::{PhoneNumber, Timestamp};
 
 /// The default time a level has to acknowledge: 15 minutes (the seed's).
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -21,11 +27,38 @@ pub const MAX_TARGETS_PER_LEVEL: usize = 16;
 /// The most extra rounds through the chain.
 pub const MAX_REPEAT: u32 = 10;
 
+/// The most windows one level may have.
+pub const MAX_WINDOWS_PER_LEVEL: usize = 16;
+
+/// The most rate limits per destination or for the line.
+pub const MAX_RATES: usize = 8;
+
+/// The longest period a rate limit may count over, and the longest
+/// repeat-suppression window: 1 day.
+pub const MAX_RATE_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
+/// The repeat-suppression window of a policy file that does not set one.
+pub const DEFAULT_SUPPRESS_REPEATS: Duration = Duration::from_secs(10 * 60);
+
 /// An escalation policy: who is notified, in what order, and how long each
 /// level has to acknowledge before the next one is tried.
 ///
 /// A dispatch copies its policy when it opens ([`crate::Dispatch::policy`]),
-/// so changing the configuration never changes an escalation under way.
+/// so changing the configuration (or editing the policy file) never changes
+/// an escalation under way: windows, throttling and timeouts are those the
+/// dispatch opened with.
+///
+/// Beyond levels and rounds a policy may carry (all off in the constructors
+/// below, so `simple` and `chain` behave exactly as they always did):
+///
+/// - **on-duty windows** per level ([`Policy::with_hours`]) in the policy's
+///   time zone, a fixed zone, or each target's own ([`Person`]); what
+///   happens when a level is off duty is [`WhenClosed`];
+/// - **throttling** ([`Throttle`]): rate limits per destination and for the
+///   sending line, and what to do with a text over the limit;
+/// - **repeat suppression**: an identical follow-up, reply or notice to the
+///   same number within a window is not sent (it breaks auto-reply loops);
+/// - **relay lines**: other relay numbers that are never texted.
 ///
 /// ```
 /// use std::time::Duration;
@@ -43,6 +76,25 @@ pub struct Policy {
     repeat: u32,
     #[serde(default = "default_label")]
     label: String,
+    #[serde(default, skip_serializing_if = "Zone::is_utc")]
+    time_zone: Zone,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    hours: Vec<LevelHours>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    people: BTreeMap<PhoneNumber, Person>,
+    #[serde(default, skip_serializing_if = "WhenClosed::is_skip")]
+    when_closed: WhenClosed,
+    #[serde(default, skip_serializing_if = "Throttle::is_off")]
+    throttle: Throttle,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration_ms",
+        rename = "suppress_repeats_ms"
+    )]
+    suppress_repeats: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    relay_lines: Vec<PhoneNumber>,
 }
 
 fn default_label() -> String {
@@ -107,6 +159,30 @@ pub enum PolicyError {
     /// An empty or over-long label.
     #[error("label must be 1 to 16 printable characters")]
     BadLabel,
+    /// Windows for a level that does not exist, twice for one level, none,
+    /// or too many.
+    #[error(
+        "level {level}: windows must name an existing level once, with 1 to {MAX_WINDOWS_PER_LEVEL} windows"
+    )]
+    BadWindows {
+        /// Index of the level.
+        level: usize,
+    },
+    /// A rate limit of zero texts, a period outside 1 second to 1 day, or
+    /// too many limits.
+    #[error("{0}")]
+    BadRate(String),
+    /// A repeat-suppression window longer than a day or zero.
+    #[error("the repeat-suppression window must be between 1 second and 1 day")]
+    BadSuppressWindow,
+    /// A level targets a relay line (it would forward to itself).
+    #[error("level {level} targets relay line {number} (a loop)")]
+    TargetIsRelayLine {
+        /// Index of the level.
+        level: usize,
+        /// The number.
+        number: PhoneNumber,
+    },
 }
 
 impl Policy {
@@ -117,6 +193,13 @@ impl Policy {
             levels,
             repeat,
             label: default_label(),
+            time_zone: Zone::utc(),
+            hours: Vec::new(),
+            people: BTreeMap::new(),
+            when_closed: WhenClosed::Skip,
+            throttle: Throttle::default(),
+            suppress_repeats: None,
+            relay_lines: Vec::new(),
         };
         p.validate()?;
         Ok(p)
@@ -199,7 +282,88 @@ impl Policy {
         if n == 0 || n > 16 || self.label.chars().any(|c| c.is_control()) {
             return Err(PolicyError::BadLabel);
         }
+        for (i, h) in self.hours.iter().enumerate() {
+            let level = h.level as usize;
+            if level >= self.levels.len()
+                || h.windows.is_empty()
+                || h.windows.len() > MAX_WINDOWS_PER_LEVEL
+                || self.hours[..i].iter().any(|o| o.level == h.level)
+            {
+                return Err(PolicyError::BadWindows { level });
+            }
+        }
+        self.throttle.validate()?;
+        if self
+            .suppress_repeats
+            .is_some_and(|d| d < Duration::from_secs(1) || d > MAX_RATE_PERIOD)
+        {
+            return Err(PolicyError::BadSuppressWindow);
+        }
+        for (i, l) in self.levels.iter().enumerate() {
+            if let Some(&number) = l.targets.iter().find(|t| self.relay_lines.contains(t)) {
+                return Err(PolicyError::TargetIsRelayLine { level: i, number });
+            }
+        }
         Ok(())
+    }
+
+    /// The same policy with windows in `time_zone` (default UTC).
+    pub fn with_time_zone(mut self, time_zone: Zone) -> Self {
+        self.time_zone = time_zone;
+        self
+    }
+
+    /// The same policy with on-duty windows for `level` (replacing any it
+    /// had), evaluated in `zone`.
+    pub fn with_hours(
+        mut self,
+        level: usize,
+        windows: Vec<Window>,
+        zone: HoursZone,
+    ) -> Result<Self, PolicyError> {
+        self.hours.retain(|h| h.level as usize != level);
+        self.hours.push(LevelHours {
+            level: u32::try_from(level).unwrap_or(u32::MAX),
+            windows,
+            zone,
+        });
+        self.hours.sort_by_key(|h| h.level);
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// The same policy with a name and a time zone for a number.
+    pub fn with_person(mut self, number: PhoneNumber, person: Person) -> Self {
+        self.people.insert(number, person);
+        self
+    }
+
+    /// The same policy with another rule for levels that are off duty.
+    pub fn with_when_closed(mut self, when_closed: WhenClosed) -> Self {
+        self.when_closed = when_closed;
+        self
+    }
+
+    /// The same policy with rate limits.
+    pub fn with_throttle(mut self, throttle: Throttle) -> Result<Self, PolicyError> {
+        self.throttle = throttle;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// The same policy suppressing an identical follow-up, reply or notice
+    /// to the same number within `window` (`None`: never).
+    pub fn with_suppress_repeats(mut self, window: Option<Duration>) -> Result<Self, PolicyError> {
+        self.suppress_repeats = window;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// The same policy with other relay lines that are never texted.
+    pub fn with_relay_lines(mut self, lines: Vec<PhoneNumber>) -> Result<Self, PolicyError> {
+        self.relay_lines = lines;
+        self.validate()?;
+        Ok(self)
     }
 
     /// The levels, in escalation order.
@@ -231,6 +395,313 @@ impl Policy {
     pub fn level_of(&self, n: PhoneNumber) -> Option<usize> {
         self.levels.iter().position(|l| l.targets.contains(&n))
     }
+
+    /// The zone windows are evaluated in unless a level says otherwise.
+    pub fn time_zone(&self) -> &Zone {
+        &self.time_zone
+    }
+
+    /// What happens when a level is off duty.
+    pub fn when_closed(&self) -> WhenClosed {
+        self.when_closed
+    }
+
+    /// The rate limits.
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
+    /// The repeat-suppression window, if any.
+    pub fn suppress_repeats(&self) -> Option<Duration> {
+        self.suppress_repeats
+    }
+
+    /// Other relay lines, never texted.
+    pub fn relay_lines(&self) -> &[PhoneNumber] {
+        &self.relay_lines
+    }
+
+    /// Names and zones of numbers.
+    pub fn people(&self) -> &BTreeMap<PhoneNumber, Person> {
+        &self.people
+    }
+
+    /// A number's name, if the policy gives one.
+    pub fn name_of(&self, n: PhoneNumber) -> Option<&str> {
+        self.people.get(&n).and_then(|p| p.name.as_deref())
+    }
+
+    /// The on-duty windows of `level`, if it has any (none: always on duty).
+    pub fn hours(&self, level: usize) -> Option<&LevelHours> {
+        self.hours.iter().find(|h| h.level as usize == level)
+    }
+
+    /// Whether any level has windows.
+    pub fn has_hours(&self) -> bool {
+        !self.hours.is_empty()
+    }
+
+    /// The zone `target`'s windows at `level` are evaluated in.
+    pub fn zone_for(&self, level: usize, target: PhoneNumber) -> &Zone {
+        match self.hours(level).map(|h| &h.zone) {
+            Some(HoursZone::Zone(z)) => z,
+            Some(HoursZone::Target) => self
+                .people
+                .get(&target)
+                .and_then(|p| p.time_zone.as_ref())
+                .unwrap_or(&self.time_zone),
+            _ => &self.time_zone,
+        }
+    }
+
+    /// Whether `target` is on duty at `level` at `t` (always, without
+    /// windows).
+    pub fn on_duty(&self, level: usize, target: PhoneNumber, t: Timestamp) -> bool {
+        match self.hours(level) {
+            None => true,
+            Some(h) => any_open(&h.windows, self.zone_for(level, target), t),
+        }
+    }
+
+    /// When `target` is next on duty at `level`, at or after `t`.
+    pub fn next_on_duty(
+        &self,
+        level: usize,
+        target: PhoneNumber,
+        t: Timestamp,
+    ) -> Option<Timestamp> {
+        match self.hours(level) {
+            None => Some(t),
+            Some(h) => next_opening(&h.windows, self.zone_for(level, target), t),
+        }
+    }
+
+    /// The periods in `[from, to)` when `target` is on duty at `level`.
+    pub fn on_duty_periods(
+        &self,
+        level: usize,
+        target: PhoneNumber,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Vec<(Timestamp, Timestamp)> {
+        match self.hours(level) {
+            None if from < to => vec![(from, to)],
+            None => Vec::new(),
+            Some(h) => open_periods(&h.windows, self.zone_for(level, target), from, to),
+        }
+    }
+}
+
+/// The on-duty windows of one level.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LevelHours {
+    /// The level's index.
+    pub level: u32,
+    /// When it is on duty (any of them).
+    pub windows: Vec<Window>,
+    /// Which zone they are in.
+    #[serde(default)]
+    pub zone: HoursZone,
+}
+
+/// Which zone a level's windows are in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HoursZone {
+    /// The policy's `time_zone`.
+    #[default]
+    Policy,
+    /// Each target's own zone ([`Person::time_zone`]), else the policy's.
+    Target,
+    /// This zone.
+    Zone(Zone),
+}
+
+impl Serialize for HoursZone {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            HoursZone::Policy => s.serialize_str("policy"),
+            HoursZone::Target => s.serialize_str("target"),
+            HoursZone::Zone(z) => s.serialize_str(z.name()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HoursZone {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        match s.as_ref() {
+            "policy" => Ok(HoursZone::Policy),
+            "target" => Ok(HoursZone::Target),
+            name => Zone::get(name)
+                .map(HoursZone::Zone)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A number's name and time zone, for previews and per-target windows.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Person {
+    /// A name (`ana`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where they are, for levels whose windows are in each target's zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<Zone>,
+}
+
+/// What happens when nobody is on duty. A level that is off duty is
+/// always passed over for a later one that is on duty; when no level is on
+/// duty before the chain runs out, the dispatch holds (it stays open, its
+/// status says until when) and then texts the level it held for:
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenClosed {
+    /// Whichever level comes on duty first ("skip to the next open level").
+    #[default]
+    Skip,
+    /// The first off-duty level, in escalation order, when its next window
+    /// opens ("hold until the next window opens": escalation order is
+    /// kept even if a later level opens sooner).
+    Hold,
+}
+
+impl WhenClosed {
+    fn is_skip(&self) -> bool {
+        *self == WhenClosed::Skip
+    }
+}
+
+/// What happens to a text over a rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverLimit {
+    /// Send it as soon as the limits allow.
+    #[default]
+    Delay,
+    /// Like `Delay`, and when it goes, the dispatch's other delayed texts
+    /// to the same number go with it as one text.
+    Digest,
+    /// Do not send it: the leg is marked skipped with an event (a dropped
+    /// forward escalates like a failed one). Replies to the customer are
+    /// never dropped, only delayed.
+    Drop,
+}
+
+/// At most `count` texts in any period of length `per` (a bucket of
+/// `count` tokens where each token spent comes back `per` later). Written
+/// `"5/15m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    /// How many texts.
+    pub count: u32,
+    /// In how long.
+    pub per: Duration,
+}
+
+/// Why a string is not a rate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid rate {0:?}: expected COUNT/PERIOD like 5/15m or 1/1s")]
+pub struct RateError(pub String);
+
+impl FromStr for Rate {
+    type Err = RateError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || RateError(s.to_owned());
+        let (count, per) = s.split_once('/').ok_or_else(err)?;
+        let count: u32 = count.trim().parse().map_err(|_| err())?;
+        let per = parse_duration(per).map_err(|_| err())?;
+        Ok(Rate { count, per })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.count, format_duration(self.per))
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Rate limits (behaviour B8): per destination number, and for the
+/// sending line, shared by every dispatch through the
+/// [`crate::RateLimiter`] port. Off when both lists are empty.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Throttle {
+    /// Limits on texts to any one number.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_destination: Vec<Rate>,
+    /// Limits on texts from the business line, to anyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub line: Vec<Rate>,
+    /// What happens to a text over a limit.
+    #[serde(default)]
+    pub over_limit: OverLimit,
+}
+
+impl Throttle {
+    /// Whether no limit is set.
+    pub fn is_off(&self) -> bool {
+        self.per_destination.is_empty() && self.line.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), PolicyError> {
+        for (what, rates) in [
+            ("per_destination", &self.per_destination),
+            ("line", &self.line),
+        ] {
+            if rates.len() > MAX_RATES {
+                return Err(PolicyError::BadRate(format!(
+                    "throttle.{what}: at most {MAX_RATES} limits are allowed"
+                )));
+            }
+            for r in rates {
+                if r.count == 0 || r.count > 10_000 {
+                    return Err(PolicyError::BadRate(format!(
+                        "throttle.{what}: {r}: the count must be 1 to 10000"
+                    )));
+                }
+                if r.per < Duration::from_secs(1) || r.per > MAX_RATE_PERIOD {
+                    return Err(PolicyError::BadRate(format!(
+                        "throttle.{what}: {r}: the period must be 1 second to 1 day"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Formats a duration the way [`parse_duration`] reads it: `15m`, `1h30m`,
+/// `90s` → `1m30s`, `500ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let mut s = (ms / 1000) as u64;
+    let mut out = String::new();
+    for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if s >= len {
+            out.push_str(&format!("{}{unit}", s / len));
+            s %= len;
+        }
+    }
+    out
 }
 
 /// Parses a duration like `15m`, `90s`, `1h30m`, `500ms` or a bare number of
@@ -281,6 +752,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid duration {0:?}: expected e.g. 15m, 90s, 1h30m or 500ms")]
 pub struct DurationError(String);
+
+pub(crate) mod opt_duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
 
 pub(crate) mod duration_ms {
     use std::time::Duration;

@@ -27,6 +27,7 @@ use crate::input::{DeliveryError, DeliveryReport, DeliveryStatus, InboundText};
 use crate::memory::{MemoryStore, RecordingProvider, RecordingSink};
 use crate::policy::Policy;
 use crate::ports::{Clock, ManualClock};
+use crate::safety::{MemoryOptOuts, MemoryRateLimiter};
 use crate::types::{PhoneNumber, ProviderMessageId, Timestamp};
 
 /// The simulated relay's concrete type.
@@ -54,6 +55,10 @@ pub struct Simulation {
     pub provider: Arc<RecordingProvider>,
     /// Every event.
     pub sink: Arc<RecordingSink>,
+    /// Who opted out.
+    pub opt_outs: Arc<MemoryOptOuts>,
+    /// Rate-limit history.
+    pub limiter: Arc<MemoryRateLimiter>,
     /// The relay under test.
     pub relay: SimRelay,
     /// The business line.
@@ -74,9 +79,13 @@ impl Simulation {
         let store = Arc::new(MemoryStore::new());
         let provider = Arc::new(RecordingProvider::with_clock(clock.clone()));
         let sink = Arc::new(RecordingSink::new());
+        let opt_outs = Arc::new(MemoryOptOuts::new());
+        let limiter = Arc::new(MemoryRateLimiter::new());
         let relay = Relay::builder(store.clone(), provider.clone(), clock.clone())
             .line(line, policy)
             .sink(sink.clone())
+            .opt_outs(opt_outs.clone())
+            .rate_limiter(limiter.clone())
             .seed(7)
             .build();
         Self {
@@ -84,6 +93,8 @@ impl Simulation {
             store,
             provider,
             sink,
+            opt_outs,
+            limiter,
             relay,
             line,
             start: SIM_START,
@@ -297,6 +308,31 @@ pub fn describe(ev: &RelayEvent) -> String {
         }
         EventKind::Ignored { reason } => format!("#{tag} ignored: {reason}"),
         EventKind::Closed { by } => format!("#{tag} closed by {by}"),
+        EventKind::Holding {
+            round,
+            level,
+            until,
+        } => format!("#{tag} holding for level {level} (round {round}): on duty at {until}"),
+        EventKind::LevelOffDuty {
+            level, opens_at, ..
+        } => match opens_at {
+            Some(t) => format!("#{tag} level {level} passed over: off duty until {t}"),
+            None => format!("#{tag} level {level} passed over: never on duty"),
+        },
+        EventKind::OptedOut { number, code } => match code {
+            Some(c) => format!("#{tag} {number} opted out (error {c}): not texted until START"),
+            None => format!("#{tag} {number} texted STOP: not texted until START"),
+        },
+        EventKind::OptedIn { number } => format!("#{tag} {number} opted back in"),
+        EventKind::Deferred { leg, until } => {
+            format!("#{tag} leg {leg} over the rate limit: sent at {until}")
+        }
+        EventKind::Skipped { leg, to, reason } => {
+            format!("#{tag} leg {leg} not sent: {to} {}", reason.describe())
+        }
+        EventKind::Merged { into, legs } => {
+            format!("#{tag} legs {legs:?} merged into leg {into} (digest)")
+        }
     }
 }
 

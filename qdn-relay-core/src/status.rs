@@ -57,6 +57,10 @@ pub struct DispatchStatus {
     pub level: u32,
     /// When the current level times out, while open.
     pub level_deadline: Option<Timestamp>,
+    /// While open and waiting for a level's on-duty window: when it opens
+    /// and the level is texted (behaviour B7).
+    #[serde(default)]
+    pub holding_until: Option<Timestamp>,
     /// When anything is next due.
     pub next_deadline: Option<Timestamp>,
     /// When it opened.
@@ -69,6 +73,10 @@ pub struct DispatchStatus {
     pub closed_at: Option<Timestamp>,
     /// Numbers not texted again in this dispatch.
     pub unreachable: Vec<PhoneNumber>,
+    /// Numbers that opted out (texted STOP): not texted until they opt
+    /// back in (behaviour B8). Skipped texts say why in `legs[].skipped`.
+    #[serde(default)]
+    pub opted_out: Vec<PhoneNumber>,
     /// Every outbound text and its delivery.
     pub legs: Vec<Leg>,
     /// The conversation.
@@ -132,12 +140,14 @@ impl Dispatch {
             round: self.round(),
             level: self.level(),
             level_deadline: self.level_deadline(),
+            holding_until: self.holding_until(),
             next_deadline: self.next_deadline(),
             opened_at: self.opened_at(),
             updated_at: self.updated_at(),
             ack: self.ack().cloned(),
             closed_at: self.closed_at(),
             unreachable: self.unreachable().to_vec(),
+            opted_out: self.opted_out().to_vec(),
             legs: self.legs().to_vec(),
             thread: self.thread().to_vec(),
             events: self.events().to_vec(),

@@ -2,4 +2,6 @@
 
 mod behaviours;
 mod memory_contract;
+mod policies;
+mod policy_props;
 mod props;
