@@ -2,9 +2,12 @@
 //! running it (the `qdn-relay` server, the Lambda functions, a host
 //! application), so the same variables mean the same thing everywhere.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use qdn_relay_core::{DEFAULT_ACK_TIMEOUT, PhoneNumber, Policy, parse_duration};
+use qdn_relay_core::{
+    DEFAULT_ACK_TIMEOUT, DEFAULT_SUPPRESS_REPEATS, PhoneNumber, Policy, parse_duration,
+};
 use qdn_relay_twilio::{Secret, SignatureValidator};
 
 use crate::HttpConfig;
@@ -31,25 +34,34 @@ fn err(var: &'static str, message: impl Into<String>) -> SettingsError {
 /// | variable | meaning |
 /// |---|---|
 /// | `QDN_TWILIO_NUMBER` | the business line (required) |
-/// | `RELAY_CHAIN` | comma-separated E.164 numbers, primary first (required) |
-/// | `RELAY_ACK_TIMEOUT` | each level's time to acknowledge (default `15m`) |
+/// | `RELAY_POLICY` | a policy file (TOML); wins over `RELAY_CHAIN` |
+/// | `RELAY_CHAIN` | comma-separated E.164 numbers, primary first (required without `RELAY_POLICY`) |
+/// | `RELAY_ACK_TIMEOUT` | each level's time to acknowledge (default `15m`; `RELAY_CHAIN` only) |
 /// | `RELAY_PUBLIC_URL` | the URL Twilio calls |
 /// | `RELAY_DASHBOARD_TOKEN` | the dashboard's bearer token |
 /// | `RELAY_CORS_ORIGINS` | comma-separated allowed origins |
 /// | `TWILIO_ACCOUNT_SID` | unset: dry-run |
 /// | `TWILIO_AUTH_TOKEN`, `TWILIO_AUTH_TOKEN_SECONDARY` | webhook signatures |
 ///
-/// Empty values count as unset.
+/// Empty values count as unset. `RELAY_POLICY` is read when the settings
+/// are (a dispatch keeps the policy it opened with, so a changed file
+/// applies to new dispatches after a restart). The `RELAY_CHAIN` form
+/// suppresses identical repeated texts within
+/// [`DEFAULT_SUPPRESS_REPEATS`], like a policy file that does not say.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
     /// The business line.
     pub line: PhoneNumber,
-    /// The chain, primary first.
+    /// The chain, primary first (with a policy file: every target, in
+    /// level order).
     pub chain: Vec<PhoneNumber>,
-    /// Each level's timeout.
+    /// Each level's timeout (with a policy file: the shortest).
     pub ack_timeout: Duration,
-    /// The escalation policy built from the chain and timeout.
+    /// The escalation policy: from `RELAY_POLICY`, else from the chain and
+    /// timeout.
     pub policy: Policy,
+    /// The policy file, if the policy came from one.
+    pub policy_file: Option<PathBuf>,
     /// The HTTP surface's settings.
     pub http: HttpConfig,
     /// Whether no Twilio account is configured (sends are only recorded).
@@ -85,6 +97,17 @@ impl RelaySettings {
             )
         })?;
         let line = number("QDN_TWILIO_NUMBER", &line_s)?;
+        if let Some(path) = get("RELAY_POLICY") {
+            let (policy, chain, ack_timeout) = policy_file(&path, line)?;
+            return Self::finish(
+                &get,
+                line,
+                chain,
+                ack_timeout,
+                policy,
+                Some(PathBuf::from(path)),
+            );
+        }
         let chain_s = get("RELAY_CHAIN").ok_or_else(|| {
             err("RELAY_CHAIN", "required: comma-separated E.164 numbers, primary first, e.g. +16195550101,+18583354807")
         })?;
@@ -103,14 +126,28 @@ impl RelaySettings {
             None => DEFAULT_ACK_TIMEOUT,
             Some(s) => parse_duration(&s).map_err(|e| err("RELAY_ACK_TIMEOUT", e.to_string()))?,
         };
-        let policy = Policy::chain(&chain, ack_timeout).map_err(|e| {
-            let var = if matches!(e, qdn_relay_core::PolicyError::BadTimeout { .. }) {
-                "RELAY_ACK_TIMEOUT"
-            } else {
-                "RELAY_CHAIN"
-            };
-            err(var, e.to_string())
-        })?;
+        let policy = Policy::chain(&chain, ack_timeout)
+            .and_then(|p| p.with_suppress_repeats(Some(DEFAULT_SUPPRESS_REPEATS)))
+            .map_err(|e| {
+                let var = if matches!(e, qdn_relay_core::PolicyError::BadTimeout { .. }) {
+                    "RELAY_ACK_TIMEOUT"
+                } else {
+                    "RELAY_CHAIN"
+                };
+                err(var, e.to_string())
+            })?;
+        Self::finish(&get, line, chain, ack_timeout, policy, None)
+    }
+
+    /// The settings every policy source shares.
+    fn finish(
+        get: &dyn Fn(&str) -> Option<String>,
+        line: PhoneNumber,
+        chain: Vec<PhoneNumber>,
+        ack_timeout: Duration,
+        policy: Policy,
+        policy_file: Option<PathBuf>,
+    ) -> Result<Self, SettingsError> {
         let http = HttpConfig {
             public_url: get("RELAY_PUBLIC_URL"),
             dashboard_token: get("RELAY_DASHBOARD_TOKEN").map(Secret::new),
@@ -138,11 +175,24 @@ impl RelaySettings {
             chain,
             ack_timeout,
             policy,
+            policy_file,
             http,
             dry_run: get("TWILIO_ACCOUNT_SID").is_none(),
             auth_token: get("TWILIO_AUTH_TOKEN").map(Secret::new),
             auth_token_secondary: get("TWILIO_AUTH_TOKEN_SECONDARY").map(Secret::new),
         })
+    }
+
+    /// Replaces the policy with the one in `path` (a `--policy` flag wins
+    /// over the environment). Errors name `RELAY_POLICY`, the file, the
+    /// line and the field.
+    pub fn with_policy_file(mut self, path: &str) -> Result<Self, SettingsError> {
+        let (policy, chain, ack_timeout) = policy_file(path, self.line)?;
+        self.policy = policy;
+        self.chain = chain;
+        self.ack_timeout = ack_timeout;
+        self.policy_file = Some(PathBuf::from(path));
+        Ok(self)
     }
 
     /// The webhook signature validator, if an Auth Token is set.
@@ -153,6 +203,39 @@ impl RelaySettings {
         }
         Some(v)
     }
+}
+
+/// Reads a policy file: the policy, every target in level order, and the
+/// shortest level timeout.
+fn policy_file(
+    path: &str,
+    line: PhoneNumber,
+) -> Result<(Policy, Vec<PhoneNumber>, Duration), SettingsError> {
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| err("RELAY_POLICY", format!("cannot read {path}: {e}")))?;
+    let policy =
+        Policy::from_toml(&src).map_err(|e| err("RELAY_POLICY", format!("{path}: {e}")))?;
+    if policy.is_target(line) {
+        return Err(err(
+            "RELAY_POLICY",
+            format!("{path}: a level targets the business line {line} (it would text itself)"),
+        ));
+    }
+    let mut chain: Vec<PhoneNumber> = Vec::new();
+    for l in policy.levels() {
+        for t in &l.targets {
+            if !chain.contains(t) {
+                chain.push(*t);
+            }
+        }
+    }
+    let ack_timeout = policy
+        .levels()
+        .iter()
+        .map(|l| l.timeout)
+        .min()
+        .unwrap_or(DEFAULT_ACK_TIMEOUT);
+    Ok((policy, chain, ack_timeout))
 }
 
 #[cfg(test)]
@@ -222,6 +305,62 @@ mod tests {
             case(("RELAY_DASHBOARD_TOKEN", "short")),
             "RELAY_DASHBOARD_TOKEN"
         );
+    }
+
+    #[test]
+    fn a_policy_file_wins_over_the_chain_and_its_errors_name_line_and_field() {
+        let dir = tempfile::tempdir().expect("dir");
+        let good = dir.path().join("policy.toml");
+        std::fs::write(
+            &good,
+            "time_zone = \"America/Los_Angeles\"\n[[levels]]\ntargets = [\"+16195550101\"]\ntimeout = \"5m\"\nwindows = [\"mon-fri 07:00-19:00\"]\n[[levels]]\ntargets = [\"+18583354807\"]\n",
+        )
+        .expect("write");
+        let path = good.to_str().expect("utf-8");
+        let s = with(&[
+            ("QDN_TWILIO_NUMBER", "+16195550000"),
+            ("RELAY_CHAIN", "+16195550199"),
+            ("RELAY_POLICY", path),
+        ])
+        .expect("valid");
+        assert_eq!(s.policy.levels().len(), 2);
+        assert!(s.policy.hours(0).is_some());
+        assert_eq!(s.chain.len(), 2);
+        assert_eq!(s.ack_timeout, Duration::from_secs(300));
+        // Without RELAY_CHAIN too.
+        let s = with(&[
+            ("QDN_TWILIO_NUMBER", "+16195550000"),
+            ("RELAY_POLICY", path),
+        ])
+        .expect("valid");
+        assert_eq!(s.policy_file.as_deref(), Some(good.as_path()));
+        // An error names the variable, the file, the line and the field.
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(
+            &bad,
+            "[[levels]]\ntargets = [\"+16195550101\"]\ntimeout = \"soon\"\n",
+        )
+        .expect("write");
+        let e = with(&[
+            ("QDN_TWILIO_NUMBER", "+16195550000"),
+            ("RELAY_POLICY", bad.to_str().expect("utf-8")),
+        ])
+        .expect_err("invalid");
+        assert_eq!(e.var, "RELAY_POLICY");
+        assert!(e.message.contains("line 3: levels[0].timeout"), "{e}");
+        let e = with(&[
+            ("QDN_TWILIO_NUMBER", "+16195550101"),
+            ("RELAY_POLICY", path),
+        ])
+        .expect_err("targets the line");
+        assert_eq!(e.var, "RELAY_POLICY");
+        // The chain form suppresses repeats by default.
+        let s = with(&[
+            ("QDN_TWILIO_NUMBER", "+16195550000"),
+            ("RELAY_CHAIN", "+16195550101"),
+        ])
+        .expect("valid");
+        assert_eq!(s.policy.suppress_repeats(), Some(DEFAULT_SUPPRESS_REPEATS));
     }
 
     #[test]

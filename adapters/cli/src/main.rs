@@ -9,6 +9,7 @@
 
 mod dev;
 mod inject;
+mod policy;
 mod serve;
 
 use std::path::PathBuf;
@@ -32,6 +33,9 @@ enum Command {
     Inject(inject::InjectArgs),
     /// Print a dispatch (by id, tag, or inbound MessageSid).
     Status(StatusArgs),
+    /// Escalation policy files: `policy check FILE` validates one and
+    /// previews who would be paged when.
+    Policy(policy::PolicyArgs),
 }
 
 /// Where a running relay is and how to talk to it.
@@ -76,6 +80,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::run(*args).await,
             Command::Inject(args) => inject::run(args).await,
             Command::Status(args) => inject::status(args).await,
+            Command::Policy(args) => policy::run(args),
         }
     });
     match result {

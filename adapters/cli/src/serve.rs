@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// The escalation chain: comma-separated E.164 numbers, primary first.
     #[arg(long, env = "RELAY_CHAIN")]
     chain: Option<String>,
+    /// A policy file (TOML: levels, on-duty windows, throttling); wins over
+    /// the chain. See `qdn-relay policy check`.
+    #[arg(long, env = "RELAY_POLICY")]
+    policy: Option<String>,
     /// How long each level has to acknowledge (e.g. 15m, 90s).
     #[arg(long, env = "RELAY_ACK_TIMEOUT", default_value = "15m")]
     ack_timeout: String,
@@ -88,6 +92,7 @@ impl ServeArgs {
         match var {
             "QDN_TWILIO_NUMBER" => self.line.clone(),
             "RELAY_CHAIN" => self.chain.clone(),
+            "RELAY_POLICY" => self.policy.clone(),
             "RELAY_ACK_TIMEOUT" => Some(self.ack_timeout.clone()),
             "RELAY_PUBLIC_URL" => self.public_url.clone(),
             "RELAY_DASHBOARD_TOKEN" => self.dashboard_token.clone(),
