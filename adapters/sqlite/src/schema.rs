@@ -14,7 +14,7 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only:
 /// a migration that shipped is never edited.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Version 1: the dispatches and their lookup tables.
 const V1: &str = "
@@ -61,6 +61,14 @@ CREATE TABLE notified (
     PRIMARY KEY (dispatch, dispatcher)
 ) WITHOUT ROWID;
 CREATE INDEX notified_by_dispatcher ON notified (dispatcher, last_notified_at DESC, dispatch DESC);
+";
+
+/// Version 2: numbers that opted out (STOP), kept across restarts.
+const V2: &str = "
+CREATE TABLE opt_outs (
+    number INTEGER PRIMARY KEY NOT NULL,
+    at     INTEGER NOT NULL
+);
 ";
 
 /// Brings the schema up to [`SCHEMA_VERSION`]; refuses a newer one.

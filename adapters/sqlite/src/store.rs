@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use qdn_relay_core::{
-    ConflictReason, Dispatch, DispatchId, Due, ListFilter, PhoneNumber, ProviderMessageId, Store,
-    StoreError, Tag, Timestamp,
+    ConflictReason, Dispatch, DispatchId, Due, ListFilter, OptOuts, PhoneNumber, ProviderMessageId,
+    SafetyError, Store, StoreError, Tag, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Params, TransactionBehavior, params};
 
@@ -556,5 +556,95 @@ impl Store for SqliteStore {
             ListFilter::All => LIST_ALL,
         };
         self.read(move |c| dispatches(c, sql, [limit(n)])).await
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Opt-outs: the numbers that texted STOP, durable across restarts and shared
+// by every process on the file.
+
+#[async_trait]
+impl OptOuts for SqliteStore {
+    async fn opt_out(&self, number: PhoneNumber, at: Timestamp) -> Result<(), SafetyError> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO opt_outs (number, at) VALUES (?1, ?2) ON CONFLICT (number) DO NOTHING",
+                rusqlite::params![number.as_u64() as i64, at.as_millis()],
+            )
+            .map(|_| ())
+            .map_err(error::map)
+        })
+        .await
+        .map_err(|e| SafetyError(Box::new(e)))
+    }
+
+    async fn opt_in(&self, number: PhoneNumber) -> Result<(), SafetyError> {
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM opt_outs WHERE number = ?1",
+                [number.as_u64() as i64],
+            )
+            .map(|_| ())
+            .map_err(error::map)
+        })
+        .await
+        .map_err(|e| SafetyError(Box::new(e)))
+    }
+
+    async fn is_opted_out(&self, number: PhoneNumber) -> Result<bool, SafetyError> {
+        Ok(!self.opted_out_among(&[number]).await?.is_empty())
+    }
+
+    async fn opted_out_among(
+        &self,
+        numbers: &[PhoneNumber],
+    ) -> Result<Vec<PhoneNumber>, SafetyError> {
+        if numbers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<PhoneNumber> = numbers.to_vec();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT 1 FROM opt_outs WHERE number = ?1")
+                .map_err(error::map)?;
+            let mut out = Vec::new();
+            for n in wanted {
+                if stmt.exists([n.as_u64() as i64]).map_err(error::map)? {
+                    out.push(n);
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| SafetyError(Box::new(e)))
+    }
+}
+
+#[cfg(test)]
+mod opt_out_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn opt_outs_survive_reopening_and_opt_in_clears_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("relay.db");
+        let a: PhoneNumber = "+16195550101".parse().expect("n");
+        let b: PhoneNumber = "+16195550102".parse().expect("n");
+        {
+            let s = SqliteStore::open(&path).await.expect("open");
+            s.opt_out(a, Timestamp::from_millis(1))
+                .await
+                .expect("opt out");
+            s.opt_out(a, Timestamp::from_millis(2))
+                .await
+                .expect("idempotent");
+            assert!(s.is_opted_out(a).await.expect("q"));
+            assert!(!s.is_opted_out(b).await.expect("q"));
+        }
+        let s = SqliteStore::open(&path).await.expect("reopen");
+        assert_eq!(s.opted_out_among(&[a, b]).await.expect("q"), vec![a]);
+        s.opt_in(a).await.expect("opt in");
+        s.opt_in(a).await.expect("idempotent");
+        assert!(s.opted_out_among(&[a, b]).await.expect("q").is_empty());
     }
 }

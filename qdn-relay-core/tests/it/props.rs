@@ -29,10 +29,11 @@
 //! due; a duplicate webhook changes nothing; of two writers on one version
 //! exactly one save wins.
 //!
-//! `relay_follows_the_model_strict` adds two checks that known core bugs
-//! break (it is ignored until they are fixed; see the `core_bug_*` tests at
-//! the end): a number found unreachable is never texted again in its
-//! dispatch, and a failed text's status is final.
+//! `relay_follows_the_model_strict` adds two checks on the real state
+//! alone, which three core bugs (now fixed; see the regression tests at the
+//! end) broke: a number found unreachable is never texted again in its
+//! dispatch (no new leg to it, no outbox re-send of an older one), and a
+//! failed text's status is final.
 //!
 //! Every input except a tick first moves the virtual clock 1 ms forward
 //! (sweeping whatever falls due), so no two dispatches open in the same
@@ -51,7 +52,7 @@ use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state
 use qdn_relay_core::sim::{SIM_START, Simulation};
 use qdn_relay_core::{
     Actor, Command, ConflictReason, DashboardAction, DeliveryError, DeliveryReport, DeliveryStatus,
-    Dispatch, DispatchId, Effect, ErrorClass, EventKind, InboundText, Input, Level,
+    Dispatch, DispatchId, Effect, ErrorClass, EventKind, InboundText, Input, InputError, Level,
     MAX_SEND_ATTEMPTS, OUTBOX_GRACE, OutboundMessage, Outcome, PhoneNumber, Policy,
     ProviderMessageId, Purpose, RelayError, RouteReason, SendError, SendErrorKind, SmsProvider,
     State, Store, StoreError, Tag, Timestamp,
@@ -437,15 +438,20 @@ impl Model {
 
     /// What a deadline does: (re)send due pending legs, escalate past a
     /// level whose time is up. Returns the legs to send.
+    ///
+    /// A due pending leg whose attempts are spent, or whose number was found
+    /// unreachable since it was queued, fails instead of being re-sent (the
+    /// outbox never texts a number found unreachable).
     fn timeout(&mut self, d: usize) -> VecDeque<usize> {
         let now = self.now;
         let mut q = VecDeque::new();
         for i in 0..self.dispatches[d].legs.len() {
-            let l = &mut self.dispatches[d].legs[i];
+            let x = &mut self.dispatches[d];
+            let l = &mut x.legs[i];
             if l.status != DeliveryStatus::Pending || l.retry_at.is_none_or(|t| t > now) {
                 continue;
             }
-            if l.attempts >= MAX_SEND_ATTEMPTS {
+            if l.attempts >= MAX_SEND_ATTEMPTS || x.unreachable.contains(&l.to) {
                 l.status = DeliveryStatus::Failed;
                 l.retry_at = None;
                 self.after_leg_failed(d, i, false, &mut q);
@@ -511,9 +517,16 @@ impl Model {
         }
     }
 
+    /// Queues a text to `to`, unless `to` was found unreachable in this
+    /// dispatch: then nothing is queued (a reply to an opted-out customer,
+    /// a notice to an unreachable dispatcher). Forwards and follow-ups never
+    /// get here for such a number (`can_text`).
     fn new_leg(&mut self, d: usize, to: PhoneNumber, purpose: Purpose, q: &mut VecDeque<usize>) {
         let now = self.now;
         let x = &mut self.dispatches[d];
+        if x.unreachable.contains(&to) {
+            return;
+        }
         q.push_back(x.legs.len());
         x.legs.push(MLeg {
             to,
@@ -724,6 +737,8 @@ impl Model {
                 self.close(d);
             }
             None => {
+                // Acks even when the customer is unreachable; then `new_leg`
+                // texts nothing (the core records the reply with no leg).
                 self.record_ack(d, by);
                 let customer = self.dispatches[d].customer;
                 self.new_leg(d, customer, Purpose::Reply, &mut q);
@@ -749,8 +764,12 @@ impl Model {
                 }
             }
             Dash::Reply => {
-                self.record_ack(d, by);
+                // Refused, changing nothing, when the customer is unreachable.
                 let customer = self.dispatches[d].customer;
+                if self.dispatches[d].unreachable.contains(&customer) {
+                    return Expect::Rejected;
+                }
+                self.record_ack(d, by);
                 self.new_leg(d, customer, Purpose::Reply, &mut q);
             }
             Dash::Close => self.close(d),
@@ -768,7 +787,8 @@ impl Model {
     ) -> Expect {
         self.status_log.push((d, leg, status, class));
         let l = &mut self.dispatches[d].legs[leg];
-        if status.rank() <= l.status.rank() {
+        // Status only moves forward, and a failed text's status is final.
+        if l.status.is_failure() || status.rank() <= l.status.rank() {
             return Expect::Unchanged(d);
         }
         l.status = status;
@@ -844,8 +864,10 @@ impl Model {
         if !base.is_open(d) {
             return false;
         }
+        let x = &base.dispatches[d];
         let applies = |p: &PairInput| match p {
-            PairInput::Dash(Dash::Ack) => base.dispatches[d].ack.is_none(),
+            PairInput::Dash(Dash::Ack) => x.ack.is_none(),
+            PairInput::Dash(Dash::Reply) => !x.unreachable.contains(&x.customer),
             PairInput::Dispatcher { from, .. } => base.targets().contains(from),
             PairInput::Customer { body } => *body < CUSTOMER_BODIES.len(),
             _ => true,
@@ -1517,8 +1539,21 @@ impl Sut {
                 }
             }
             Transition::Crash(Crash::DashReply { d }) => {
-                let x = self.load(*d);
-                self.save_crashed(x, Input::Dashboard(Dash::Reply.action()));
+                let mut x = self.load(*d);
+                if m.expect == Expect::Rejected {
+                    // The reply is refused (the customer is unreachable):
+                    // nothing to save, so nothing for a crash to lose.
+                    let before = x.clone();
+                    let got = x.handle(self.now(), Input::Dashboard(Dash::Reply.action()));
+                    assert_eq!(
+                        got,
+                        Err(InputError::Unreachable(x.customer())),
+                        "crashed dashboard reply: the model expected a refusal"
+                    );
+                    assert_eq!(x, before, "a refused dashboard reply changed the dispatch");
+                } else {
+                    self.save_crashed(x, Input::Dashboard(Dash::Reply.action()));
+                }
             }
             Transition::ProviderDown { to, kind } => {
                 self.sim.provider.fail_always(*to, send_error(*kind));
@@ -2017,7 +2052,8 @@ impl Sut {
     }
 }
 
-/// The model test; `STRICT` adds the checks that known core bugs break.
+/// The model test; `STRICT` adds the checks that three (fixed) core bugs
+/// broke: no text to a number already found unreachable, failed is final.
 struct RelayTest<const STRICT: bool>;
 
 impl<const STRICT: bool> StateMachineTest for RelayTest<STRICT> {
@@ -2062,13 +2098,10 @@ prop_state_machine! {
     #[test]
     fn relay_follows_the_model(sequential 1..40 => RelayTest<false>);
 
-    /// The same, plus two checks that known core bugs break (see the
-    /// `core_bug_*` tests below): a number found unreachable is never
-    /// texted again in its dispatch, and a failed text's status is final.
-    /// When the core is fixed, the model's `Reply`/`Notice` legs and outbox
-    /// resends must skip unreachable numbers too, and this runs by default.
+    /// The same, plus two checks on the real state alone (see the
+    /// regression tests below): a number found unreachable is never texted
+    /// again in its dispatch, and a failed text's status is final.
     #[test]
-    #[ignore = "known core bugs (reported): texts to unreachable numbers, failed -> read"]
     fn relay_follows_the_model_strict(sequential 1..40 => RelayTest<true>);
 }
 
@@ -2078,7 +2111,7 @@ fn the_model_uses_the_outbox_grace_of_the_core() {
 }
 
 // ---------------------------------------------------------------------------
-// Known core bugs, reported; each test fails until the core is fixed.
+// Regression tests: three core bugs the strict model test found, now fixed.
 
 fn small_sim() -> Simulation {
     let [a, b, c, _] = DISPATCHERS.map(phone);
@@ -2091,18 +2124,17 @@ fn small_sim() -> Simulation {
     Simulation::new(line(), policy)
 }
 
-/// Core bug: a customer whose number came back unreachable (21610: they
-/// texted STOP) is texted again by the next reply. `ErrorClass::Unreachable`
-/// says "never text it again in this dispatch" and B8 says "honour STOP",
-/// but `Dispatch::reply` (and the `Notice` legs to dispatchers) never look
-/// at `Dispatch::unreachable`.
+/// A customer whose number came back unreachable (21610: they texted STOP)
+/// is not texted by later replies: `ErrorClass::Unreachable` says "never
+/// text it again in this dispatch" and B8 says "honour STOP". (The bug:
+/// `Dispatch::reply`, and the `Notice` legs to dispatchers, did not look at
+/// `Dispatch::unreachable`; now no leg is made to such a number.)
 ///
 /// Minimal sequence from the strict model test: ProviderDown { customer 0,
 /// Unreachable }, CustomerText { customer 0 }, DispatcherText { A, reply },
 /// DispatcherText { A, reply }.
 #[tokio::test]
-#[ignore = "known core bug (reported): replies go to a customer found unreachable"]
-async fn core_bug_reply_texts_a_customer_who_opted_out() {
+async fn replies_never_text_a_customer_who_opted_out() {
     let sim = small_sim();
     let customer = phone(CUSTOMERS[0]);
     let a = phone(DISPATCHERS[0]);
@@ -2135,17 +2167,17 @@ async fn core_bug_reply_texts_a_customer_who_opted_out() {
     );
 }
 
-/// Core bug, the outbox's variant: a reply saved before a crash is re-sent
-/// by the sweep after `OUTBOX_GRACE` even though the customer's number was
-/// found unreachable in the meantime (`Dispatch::on_timeout` re-sends every
-/// due pending leg without looking at `Dispatch::unreachable`).
+/// The outbox's variant: a reply saved before a crash is not re-sent by the
+/// sweep after `OUTBOX_GRACE` when the customer's number was found
+/// unreachable in the meantime; the pending leg fails instead. (The bug:
+/// `Dispatch::on_timeout` re-sent every due pending leg without looking at
+/// `Dispatch::unreachable`.)
 ///
 /// Minimal sequence from the strict model test: CustomerText { customer 0 },
 /// DispatcherText { A, reply }, Crash(DashReply { d: 0 }), Delivery { leg 1,
 /// undelivered, Unreachable }, Tick { 59 999 ms }.
 #[tokio::test]
-#[ignore = "known core bug (reported): the outbox re-sends to a number found unreachable"]
-async fn core_bug_outbox_resends_to_an_unreachable_number() {
+async fn the_outbox_never_resends_to_an_unreachable_number() {
     let sim = small_sim();
     let customer = phone(CUSTOMERS[0]);
     let a = phone(DISPATCHERS[0]);
@@ -2190,18 +2222,17 @@ async fn core_bug_outbox_resends_to_an_unreachable_number() {
     );
 }
 
-/// Core bug: a failed text later becomes `read`. `DeliveryStatus::rank`'s
-/// docs say "among the terminal ones only `Delivered → Read` moves", but
+/// A failed text never becomes `read`: `DeliveryStatus::rank`'s docs say
+/// "among the terminal ones only `Delivered → Read` moves". (The bug:
 /// `Undelivered` and `Failed` rank 5 and `Read` 6, so a `read` callback
-/// after `undelivered` is applied. The failed leg then counts as not failed:
-/// it receives follow-ups, and its level no longer escalates when its other
-/// texts fail.
+/// after `undelivered` was applied, and the failed leg then counted as not
+/// failed: it received follow-ups, and its level no longer escalated when
+/// its other texts failed. Now a report for a failed leg changes nothing.)
 ///
 /// Minimal sequence from the strict model test: CustomerText { customer 0 },
 /// Delivery { leg 0, undelivered }, Delivery { leg 0, read }.
 #[tokio::test]
-#[ignore = "known core bug (reported): DeliveryStatus::rank lets failed -> read"]
-async fn core_bug_a_failed_text_turns_read() {
+async fn a_failed_text_never_turns_read() {
     let sim = small_sim();
     let customer = phone(CUSTOMERS[0]);
     sim.customer_texts(customer, "Need a dumpster")
