@@ -21,3 +21,7 @@ pub use qdn_relay_twilio as twilio;
 /// The embedded SQLite store.
 #[cfg(feature = "sqlite")]
 pub use qdn_relay_sqlite as sqlite;
+
+/// The DynamoDB store (AWS SDK): the table design, `create_table`.
+#[cfg(feature = "dynamo")]
+pub use qdn_relay_dynamo as dynamo;

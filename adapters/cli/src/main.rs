@@ -8,6 +8,8 @@
 //! ```
 
 mod dev;
+#[cfg(feature = "dynamo")]
+mod dynamo;
 mod inject;
 mod policy;
 mod serve;
@@ -36,6 +38,9 @@ enum Command {
     /// Escalation policy files: `policy check FILE` validates one and
     /// previews who would be paged when.
     Policy(policy::PolicyArgs),
+    /// DynamoDB store administration (create-table).
+    #[cfg(feature = "dynamo")]
+    Dynamo(dynamo::DynamoArgs),
 }
 
 /// Where a running relay is and how to talk to it.
@@ -81,6 +86,8 @@ fn main() -> std::process::ExitCode {
             Command::Inject(args) => inject::run(args).await,
             Command::Status(args) => inject::status(args).await,
             Command::Policy(args) => policy::run(args),
+            #[cfg(feature = "dynamo")]
+            Command::Dynamo(args) => dynamo::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,185 @@
+//! # qdn-relay-dynamo
+//!
+//! The [`Store`](qdn_relay_core::Store) port of qdn-relay on Amazon
+//! DynamoDB: for the Lambda deployment, or many servers sharing one table.
+//! Conditional transactions make any number of concurrent relay instances
+//! safe.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), qdn_relay_dynamo::TableError> {
+//! use qdn_relay_dynamo::{DynamoConfig, DynamoStore, client_from_env, create_table};
+//! let client = client_from_env().await; // region, credentials, AWS_ENDPOINT_URL_DYNAMODB, ...
+//! let config = DynamoConfig::new("qdn-relay");
+//! create_table(&client, &config).await?; // once, at deploy time
+//! let store = DynamoStore::new(client, config);
+//! # let _ = store; Ok(()) }
+//! ```
+//!
+//! ## Table design
+//!
+//! One table (single-table design), keyed by two string attributes,
+//! [`DynamoConfig::partition_key`] (`pk`) and [`DynamoConfig::sort_key`]
+//! (`sk`). Every key value starts with [`DynamoConfig::key_prefix`]
+//! (`qdn-relay#`, written `P` below), so the relay can share a table with
+//! an application. Items (`id` is the dispatch id, 26 Crockford base-32
+//! characters):
+//!
+//! | item | `pk` | `sk` | other attributes | exists |
+//! |---|---|---|---|---|
+//! | dispatch | `P` `D#<id>` | `P` `D` | `id`, `version`, `state`, `open`, `rec`, `in_sids`, `leg_sids`, `notified`, due and list index keys, `expires_at` | always |
+//! | inbound sid | `P` `IN#<MessageSid>` | `P` `IN` | `id`, `expires_at` | once the text is saved |
+//! | leg sid | `P` `LEG#<MessageSid>` | `P` `LEG` | `id`, `expires_at` | once the provider accepted the leg |
+//! | open customer | `P` `OPEN#<line>#<customer>` | `P` `OPEN` | `id`, list index keys | while the dispatch is open |
+//! | tag | `P` `TAG#<tag>` | `P` `TAG` | `id` | while the dispatch is open |
+//! | notified | `P` `N#<dispatcher>` | `P` `N#<millis>#<id>` | `id` | while open, one per dispatcher texted about it |
+//!
+//! (`<millis>` is the last time the dispatcher was texted about the
+//! dispatch, as 20 zero-padded digits, so string order is time order.)
+//!
+//! The dispatch item holds the whole dispatch in `rec`: its JSON as a
+//! string, or, when the JSON is longer than
+//! [`DynamoConfig::compress_above`] (32 KiB), the LZ4 block of it (length
+//! first) as binary; the attribute's type says which. `version` is the
+//! dispatch's version (the condition of every update); `state` is there for
+//! people reading the table. `open`, `in_sids`, `leg_sids` and `notified`
+//! (dispatcher → millis) record which lookup items this version wrote, so
+//! the next save writes only what changed.
+//!
+//! ### Global secondary indexes (both project keys only)
+//!
+//! - **`due`** (`due_pk`, `due_sk`): only dispatch items with a
+//!   [`next_deadline`](qdn_relay_core::Dispatch::next_deadline) carry its
+//!   keys (a sparse index: closed dispatches are not in it). `due_pk` is
+//!   `P` `DUE#<shard>`, `due_sk` is `<deadline millis>#<id>`. The shard is a
+//!   fixed hash of the id modulo [`DynamoConfig::shards`] (8), so the open
+//!   dispatches do not all sit under one hot partition key. The due query
+//!   asks every shard at once for sort keys below `now + 1 ms`, at most
+//!   `limit` each, and merges the earliest `limit`: it never reads a
+//!   dispatch that is not due, and the deadline and id come from the index
+//!   key itself (no further read).
+//! - **`list`** (`list_pk`, `list_sk`): the dispatch item carries
+//!   `P` `LIST#ALL#<shard>` and the open-customer item (which exists only
+//!   while open) carries `P` `LIST#OPEN#<shard>`, both with the id as sort
+//!   key. `list` queries every shard backwards and merges the newest.
+//!
+//! ### Every query, and what it costs
+//!
+//! | port call | reads |
+//! |---|---|
+//! | `get` | `GetItem` of the dispatch item |
+//! | `by_inbound_sid`, `by_leg_sid`, `open_for_customer`, `open_by_tag` | `GetItem` of the lookup item, then `GetItem` of the dispatch |
+//! | `open_for_dispatcher` | `Query` of the dispatcher's notified partition, newest first, `limit`; then `BatchGetItem` |
+//! | `due` | one `Query` per shard of `due`, concurrently |
+//! | `list` | one `Query` per shard of `list`, concurrently; then `BatchGetItem` |
+//! | `save` | `TransactWriteItems` (plus one `GetItem`, unless this store just loaded that version) |
+//!
+//! No call ever scans. Reads of the table are strongly consistent; the two
+//! index queries (`due`, `list`) are eventually consistent, as every GSI
+//! is: a sweep may see a deadline a moment late or a fired one a moment
+//! longer, which the relay tolerates (a timeout handled early or twice is a
+//! no-op). A lookup item is followed only if the dispatch it leads to still
+//! matches (holds the sid, is open, has the tag), so a lookup never returns
+//! a dispatch that does not qualify.
+//!
+//! ## Saves
+//!
+//! A save is one `TransactWriteItems`: the dispatch item with the condition
+//! `attribute_not_exists(pk)` (create) or `version = :expected` (update),
+//! and every lookup item that changes, with the uniqueness rules as
+//! conditions: the open-customer, tag and inbound-sid items are put with
+//! `attribute_not_exists(pk) OR id = :id`; the open-customer and tag items
+//! are deleted (same condition) when the dispatch stops being open, with
+//! its notified items. The dispatch and its lookup items change together
+//! or not at all.
+//!
+//! Before the transaction, the save reads the stored version's `open`,
+//! `in_sids`, `leg_sids` and `notified` (or takes them from the load that
+//! just preceded it in this process: a version's contents never change),
+//! so the transaction holds only what is new: a dispatch with hundreds of
+//! texts still saves in a few actions. A stored version other than the
+//! expected one is reported as a conflict right there.
+//!
+//! ### Limits
+//!
+//! - **100 actions per transaction.** A save that needs more (a dispatch
+//!   saved for the first time with very many texts, or one whose time to
+//!   live is stamped on many lookup items as it closes) writes the
+//!   surplus inbound-sid claims and leg items first, in transactions of up
+//!   to 100, each claim still conditional on the sid being free; then the
+//!   main transaction. If the main transaction then loses (a conflict), the
+//!   claims it wrote stay, pointing at a dispatch that does not hold them
+//!   yet: lookups ignore them (see above), and the retry of the same
+//!   transition, which holds the same texts, takes them over.
+//! - **400 KB per item.** The dispatch item holds the whole dispatch; the
+//!   record is compressed past 32 KiB (JSON compresses several times over),
+//!   and a dispatch whose item would still be larger is refused with a
+//!   non-retryable backend error ([`SaveError::ItemTooLarge`]) before
+//!   anything is sent. The dispatch itself keeps at most 256 events, so
+//!   only a conversation of several hundred long texts gets near it.
+//!
+//! ## Time to live
+//!
+//! [`create_table`] turns on DynamoDB's time to live on
+//! [`DynamoConfig::ttl_attribute`] (`expires_at`, epoch seconds). When a
+//! dispatch stops being open (closed, or failed after every level), its
+//! item and every inbound-sid and leg lookup item get `expires_at` =
+//! closing time + [`DynamoConfig::retention`] (90 days), and DynamoDB
+//! deletes them some time after that. The open-customer, tag and notified
+//! items are deleted at once when the dispatch stops being open. With
+//! `retention: None` nothing expires.
+//!
+//! ## Error mapping
+//!
+//! | DynamoDB | [`StoreError`](qdn_relay_core::StoreError) |
+//! |---|---|
+//! | `TransactionCanceledException`, `ConditionalCheckFailed` on the dispatch item | `Conflict { reason: Version { expected, found } }` (`found` from the item DynamoDB returns with the failure) |
+//! | the same on the open-customer item | `Conflict { reason: OpenCustomer }` |
+//! | the same on the tag item | `Conflict { reason: Tag }` |
+//! | the same on an inbound-sid item | `Conflict { reason: InboundSid }` |
+//! | `TransactionConflict` (another transaction on an item) | sent again up to 3 times, then `Backend { retryable: true }` |
+//! | `ThrottlingError` / `ProvisionedThroughputExceeded` reasons; `ProvisionedThroughputExceededException`, `ThrottlingException`, `RequestLimitExceeded`, `TransactionConflictException`, `TransactionInProgressException`, `InternalServerError`, any HTTP 5xx or 429 | `Backend { retryable: true }` (after the SDK's own retries) |
+//! | timeouts, connection failures, unreadable responses | `Backend { retryable: true }` |
+//! | anything else (validation, missing table, credentials) | `Backend { retryable: false }` |
+//! | an item whose record does not decode or disagrees with its attributes | `Corrupt` |
+//!
+//! When several conditions fail at once, the reason is chosen in the order
+//! the reference store checks them: version, open customer, tag, inbound
+//! sid. Errors are told apart by the SDK's error variants and
+//! DynamoDB's cancellation codes, never by their messages.
+//!
+//! ## Testing
+//!
+//! The integration tests run the core's contract suite and the relay
+//! itself against a DynamoDB emulator (moto in server mode, started by
+//! `scripts/test`, which exports `QDN_TEST_DYNAMO_URL`). Each test creates a
+//! table of its own with a unique name: the tests run in parallel
+//! processes, and moto's global reset would wipe the other tests' tables,
+//! so it is never called from a test; a fresh emulator per test run gives
+//! the clean start.
+
+mod config;
+mod error;
+mod item;
+mod store;
+mod table;
+
+pub use config::{DEFAULT_RETENTION, DEFAULT_SHARDS, DynamoConfig, IndexNames};
+pub use error::{SaveError, TableError};
+pub use store::{DynamoStore, MAX_TRANSACTION_ACTIONS};
+pub use table::{CREATE_TIMEOUT, create_table, wait_until_active};
+
+/// The AWS SDK for DynamoDB this crate is built on, for hosts that
+/// configure their own client (endpoint, retries, HTTP client).
+pub use aws_sdk_dynamodb as sdk;
+
+/// The DynamoDB client a [`DynamoStore`] is built over.
+pub use aws_sdk_dynamodb::Client;
+
+/// A DynamoDB client configured from the environment: the standard AWS
+/// variables and files (region, credentials, profiles) and endpoint
+/// overrides (`AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL`, for local
+/// emulators).
+pub async fn client_from_env() -> Client {
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    Client::new(&config)
+}
