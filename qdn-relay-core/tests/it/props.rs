@@ -29,11 +29,21 @@
 //! due; a duplicate webhook changes nothing; of two writers on one version
 //! exactly one save wins.
 //!
+//! Opt-outs (B8): a send refused with 21610 (the model's "unreachable"
+//! provider fault) marks the number unreachable and opted out in its
+//! dispatch and puts it on the relay's opt-out list; from then on the
+//! driver refuses every send to it, in any dispatch, before the provider
+//! sees it (the leg is `skipped`, the dispatch records the opt-out, a
+//! dispatcher whose reply it was is told by a notice, and a step none of
+//! whose texts can go out escalates). A dispatcher's reply that cannot
+//! reach the customer is answered with such a notice too. The test policy
+//! has no on-duty windows, rate limits or relay lines.
+//!
 //! `relay_follows_the_model_strict` adds two checks on the real state
 //! alone, which three core bugs (now fixed; see the regression tests at the
-//! end) broke: a number found unreachable is never texted again in its
-//! dispatch (no new leg to it, no outbox re-send of an older one), and a
-//! failed text's status is final.
+//! end) broke: a number found unreachable (or opted out) is never texted
+//! again in its dispatch (no new leg to it, no outbox re-send of an older
+//! one), and a failed text's status is final.
 //!
 //! Every input except a tick first moves the virtual clock 1 ms forward
 //! (sweeping whatever falls due), so no two dispatches open in the same
@@ -53,9 +63,9 @@ use qdn_relay_core::sim::{SIM_START, Simulation};
 use qdn_relay_core::{
     Actor, Command, ConflictReason, DashboardAction, DeliveryError, DeliveryReport, DeliveryStatus,
     Dispatch, DispatchId, Effect, ErrorClass, EventKind, InboundText, Input, InputError, Level,
-    MAX_SEND_ATTEMPTS, OUTBOX_GRACE, OutboundMessage, Outcome, PhoneNumber, Policy,
-    ProviderMessageId, Purpose, RelayError, RouteReason, SendError, SendErrorKind, SmsProvider,
-    State, Store, StoreError, Tag, Timestamp,
+    MAX_SEND_ATTEMPTS, OUTBOX_GRACE, OptOuts, OutboundMessage, Outcome, PhoneNumber, Policy,
+    ProviderMessageId, Purpose, RelayError, RouteReason, SendError, SendErrorKind, SkipReason,
+    SmsProvider, State, Store, StoreError, Tag, Timestamp,
 };
 
 // ---------------------------------------------------------------------------
@@ -280,6 +290,10 @@ struct MLeg {
     sent: u32,
     /// Attempts lost in a crash between save and send.
     lost: u32,
+    /// A reply's author, when a dispatcher wrote it (told if it is refused).
+    author: Option<PhoneNumber>,
+    /// Why the relay did not send it (status `skipped`).
+    skipped: Option<SkipReason>,
 }
 
 #[derive(Clone, Debug)]
@@ -293,6 +307,8 @@ struct MDispatch {
     deadline: Option<i64>,
     ack: Option<Actor>,
     unreachable: Vec<PhoneNumber>,
+    /// Numbers this dispatch learnt opted out (never texted by it again).
+    opted_out: Vec<PhoneNumber>,
     legs: Vec<MLeg>,
     inbound: Vec<u64>,
 }
@@ -319,6 +335,10 @@ struct Model {
     dispatches: Vec<MDispatch>,
     /// Numbers the provider currently refuses, and how.
     faults: Vec<(PhoneNumber, SendErrorKind)>,
+    /// The relay's opt-out list (`OptOuts`): numbers whose send failed with
+    /// an opt-out error (21610). The driver refuses every later send to
+    /// them, in any dispatch, before the provider sees it.
+    opted_out: Vec<PhoneNumber>,
     /// Inbound message ids issued so far (`IN00000001`, ...).
     sids: u64,
     /// Accepted inbound texts: (sid, dispatch).
@@ -336,6 +356,7 @@ impl Model {
             now: 0,
             dispatches: Vec::new(),
             faults: Vec::new(),
+            opted_out: Vec::new(),
             sids: 0,
             inbound_log: Vec::new(),
             status_log: Vec::new(),
@@ -366,8 +387,14 @@ impl Model {
     }
 
     fn can_text(&self, d: usize, n: PhoneNumber) -> bool {
+        n != line() && n != self.dispatches[d].customer && !self.barred(d, n)
+    }
+
+    /// Whether dispatch `d` knows it must not text `n`: found unreachable,
+    /// or opted out.
+    fn barred(&self, d: usize, n: PhoneNumber) -> bool {
         let x = &self.dispatches[d];
-        n != line() && n != x.customer && !x.unreachable.contains(&n)
+        x.unreachable.contains(&n) || x.opted_out.contains(&n)
     }
 
     /// When something is next due for `d`: its level's timeout while open,
@@ -441,7 +468,8 @@ impl Model {
     ///
     /// A due pending leg whose attempts are spent, or whose number was found
     /// unreachable since it was queued, fails instead of being re-sent (the
-    /// outbox never texts a number found unreachable).
+    /// outbox never texts a number found unreachable); one whose number
+    /// opted out since is skipped.
     fn timeout(&mut self, d: usize) -> VecDeque<usize> {
         let now = self.now;
         let mut q = VecDeque::new();
@@ -453,6 +481,13 @@ impl Model {
             }
             if l.attempts >= MAX_SEND_ATTEMPTS || x.unreachable.contains(&l.to) {
                 l.status = DeliveryStatus::Failed;
+                l.retry_at = None;
+                self.after_leg_failed(d, i, false, &mut q);
+            } else if x.opted_out.contains(&l.to) {
+                // Its number opted out since it was queued: skipped, never
+                // re-sent.
+                l.status = DeliveryStatus::Skipped;
+                l.skipped = Some(SkipReason::OptedOut);
                 l.retry_at = None;
                 self.after_leg_failed(d, i, false, &mut q);
             } else {
@@ -478,7 +513,12 @@ impl Model {
 
     fn send_one(&mut self, d: usize, i: usize, q: &mut VecDeque<usize>) {
         let now = self.now;
-        let fault = self.fault(self.dispatches[d].legs[i].to);
+        let to = self.dispatches[d].legs[i].to;
+        if self.opted_out.contains(&to) {
+            self.send_blocked(d, i, q);
+            return;
+        }
+        let fault = self.fault(to);
         let l = &mut self.dispatches[d].legs[i];
         l.sent += 1;
         let Some(kind) = fault else {
@@ -502,8 +542,43 @@ impl Model {
         } else {
             l.status = DeliveryStatus::Failed;
             l.retry_at = None;
-            self.after_leg_failed(d, i, kind == SendErrorKind::Unreachable, q);
+            let unreachable = kind == SendErrorKind::Unreachable;
+            if unreachable {
+                // `send_error` gives this kind the opt-out code 21610: the
+                // dispatch and the relay's opt-out list record the number.
+                let x = &mut self.dispatches[d];
+                if !x.opted_out.contains(&to) {
+                    x.opted_out.push(to);
+                }
+                if !self.opted_out.contains(&to) {
+                    self.opted_out.push(to);
+                }
+            }
+            self.after_leg_failed(d, i, unreachable, q);
         }
+    }
+
+    /// The driver refuses a send to a number on the opt-out list
+    /// (`SendBlocked`): the leg is skipped, the dispatch records the
+    /// opt-out, a dispatcher whose reply it was is told, and the step
+    /// escalates if none of its texts can go out.
+    fn send_blocked(&mut self, d: usize, i: usize, q: &mut VecDeque<usize>) {
+        let x = &mut self.dispatches[d];
+        let l = &mut x.legs[i];
+        if l.status != DeliveryStatus::Pending {
+            return;
+        }
+        l.status = DeliveryStatus::Skipped;
+        l.skipped = Some(SkipReason::OptedOut);
+        l.retry_at = None;
+        let (to, purpose, author) = (l.to, l.purpose, l.author);
+        if !x.opted_out.contains(&to) {
+            x.opted_out.push(to);
+        }
+        if let (Purpose::Reply, Some(dispatcher)) = (purpose, author) {
+            self.new_leg(d, dispatcher, Purpose::Notice, q);
+        }
+        self.after_leg_failed(d, i, false, q);
     }
 
     /// Carries out the queued sends, or loses them in a crash.
@@ -518,16 +593,23 @@ impl Model {
     }
 
     /// Queues a text to `to`, unless `to` was found unreachable in this
-    /// dispatch: then nothing is queued (a reply to an opted-out customer,
-    /// a notice to an unreachable dispatcher). Forwards and follow-ups never
-    /// get here for such a number (`can_text`).
-    fn new_leg(&mut self, d: usize, to: PhoneNumber, purpose: Purpose, q: &mut VecDeque<usize>) {
+    /// dispatch or opted out: then nothing is queued (a reply to an
+    /// opted-out customer, a notice to an unreachable dispatcher). Forwards
+    /// and follow-ups never get here for such a number (`can_text`).
+    fn new_leg(
+        &mut self,
+        d: usize,
+        to: PhoneNumber,
+        purpose: Purpose,
+        q: &mut VecDeque<usize>,
+    ) -> Option<usize> {
         let now = self.now;
-        let x = &mut self.dispatches[d];
-        if x.unreachable.contains(&to) {
-            return;
+        if self.barred(d, to) {
+            return None;
         }
-        q.push_back(x.legs.len());
+        let x = &mut self.dispatches[d];
+        let i = x.legs.len();
+        q.push_back(i);
         x.legs.push(MLeg {
             to,
             purpose,
@@ -538,7 +620,25 @@ impl Model {
             accepted: false,
             sent: 0,
             lost: 0,
+            author: None,
+            skipped: None,
         });
+        Some(i)
+    }
+
+    /// A reply to the customer. When nothing can be queued (the dispatch
+    /// knows the customer is unreachable or opted out), a dispatcher who
+    /// wrote it is told so by a notice.
+    fn reply(&mut self, d: usize, author: Option<PhoneNumber>, q: &mut VecDeque<usize>) {
+        let customer = self.dispatches[d].customer;
+        match self.new_leg(d, customer, Purpose::Reply, q) {
+            Some(i) => self.dispatches[d].legs[i].author = author,
+            None => {
+                if let Some(dispatcher) = author {
+                    self.new_leg(d, dispatcher, Purpose::Notice, q);
+                }
+            }
+        }
     }
 
     // ----- escalation ---------------------------------------------------
@@ -697,6 +797,7 @@ impl Model {
                     deadline: None,
                     ack: None,
                     unreachable: Vec::new(),
+                    opted_out: Vec::new(),
                     legs: Vec::new(),
                     inbound: vec![sid],
                 });
@@ -737,11 +838,11 @@ impl Model {
                 self.close(d);
             }
             None => {
-                // Acks even when the customer is unreachable; then `new_leg`
-                // texts nothing (the core records the reply with no leg).
+                // Acks even when the customer is unreachable or opted out;
+                // then no leg is made (the core records the reply with no
+                // leg) and the dispatcher is told by a notice.
                 self.record_ack(d, by);
-                let customer = self.dispatches[d].customer;
-                self.new_leg(d, customer, Purpose::Reply, &mut q);
+                self.reply(d, Some(from), &mut q);
             }
         }
         if route == RouteReason::MostRecent {
@@ -764,13 +865,14 @@ impl Model {
                 }
             }
             Dash::Reply => {
-                // Refused, changing nothing, when the customer is unreachable.
+                // Refused, changing nothing, when the dispatch knows the
+                // customer is unreachable or opted out.
                 let customer = self.dispatches[d].customer;
-                if self.dispatches[d].unreachable.contains(&customer) {
+                if self.barred(d, customer) {
                     return Expect::Rejected;
                 }
                 self.record_ack(d, by);
-                self.new_leg(d, customer, Purpose::Reply, &mut q);
+                self.reply(d, None, &mut q);
             }
             Dash::Close => self.close(d),
         }
@@ -867,7 +969,9 @@ impl Model {
         let x = &base.dispatches[d];
         let applies = |p: &PairInput| match p {
             PairInput::Dash(Dash::Ack) => x.ack.is_none(),
-            PairInput::Dash(Dash::Reply) => !x.unreachable.contains(&x.customer),
+            PairInput::Dash(Dash::Reply) => {
+                !x.unreachable.contains(&x.customer) && !x.opted_out.contains(&x.customer)
+            }
             PairInput::Dispatcher { from, .. } => base.targets().contains(from),
             PairInput::Customer { body } => *body < CUSTOMER_BODIES.len(),
             _ => true,
@@ -1360,30 +1464,59 @@ impl Sut {
         }
     }
 
-    /// What a driver does after a won save: send, record each outcome.
+    /// Records the opt-outs a transition's events report (a send refused
+    /// with an opt-out error), as the driver does before its sends.
+    fn record_opt_outs(&self, effects: &[Effect]) {
+        for e in effects {
+            if let Effect::Publish(ev) = e
+                && let EventKind::OptedOut {
+                    number,
+                    code: Some(_),
+                } = &ev.kind
+            {
+                self.block(self.sim.opt_outs.opt_out(*number, ev.at))
+                    .expect("the in-memory opt-out list");
+            }
+        }
+    }
+
+    /// What a driver does after a won save: send (unless the recipient is
+    /// on the opt-out list: then the refusal is fed back, as the driver's
+    /// check before every send does; the test policy has no relay lines and
+    /// no rate limits), record each outcome.
     fn carry_out(&self, id: DispatchId, effects: Vec<Effect>) {
+        self.record_opt_outs(&effects);
         let mut queue: VecDeque<OutboundMessage> = sends(effects).collect();
         while let Some(msg) = queue.pop_front() {
-            let result = self.block(self.sim.provider.send(&msg)).map(|r| r.sid);
+            let opted_out = self
+                .block(self.sim.opt_outs.is_opted_out(msg.to))
+                .expect("the in-memory opt-out list");
+            let input = if opted_out {
+                Input::SendBlocked {
+                    leg: msg.leg,
+                    reason: SkipReason::OptedOut,
+                }
+            } else {
+                let result = self.block(self.sim.provider.send(&msg)).map(|r| r.sid);
+                Input::SendOutcome {
+                    leg: msg.leg,
+                    result,
+                }
+            };
             let mut d = self
                 .block(self.sim.store.get(id))
                 .expect("store get")
                 .expect("the dispatch just saved");
             let v = d.version();
             let fx = d
-                .handle(
-                    self.now(),
-                    Input::SendOutcome {
-                        leg: msg.leg,
-                        result,
-                    },
-                )
+                .handle(self.now(), input)
                 .expect("a send outcome for a leg of the dispatch");
             if fx.is_empty() {
                 continue;
             }
             d.set_version(v + 1);
             self.save(&d, v).expect("no other writer in between");
+            self.record_opt_outs(&fx);
             queue.extend(sends(fx));
         }
     }
@@ -1741,14 +1874,13 @@ impl Sut {
             let sent = self.sim.provider.sent();
             for s in &sent[self.prev_sent.min(sent.len())..] {
                 let msg = &s.message;
-                let known = self
-                    .prev
-                    .get(&msg.dispatch)
-                    .is_some_and(|p| p.unreachable().contains(&msg.to));
+                let known = self.prev.get(&msg.dispatch).is_some_and(|p| {
+                    p.unreachable().contains(&msg.to) || p.opted_out().contains(&msg.to)
+                });
                 assert!(
                     !known,
                     "B8: dispatch {} texted {} (leg {}), a number it had already found \
-                     unreachable\n{}",
+                     unreachable or opted out\n{}",
                     msg.dispatch,
                     msg.to,
                     msg.leg,
@@ -1890,7 +2022,10 @@ impl Sut {
                             .iter()
                             .any(|e| e.kind == EventKind::LevelSkipped { round, level })
                             || spec.targets.iter().all(|t| {
-                                d.unreachable().contains(t) || *t == line || *t == d.customer()
+                                d.unreachable().contains(t)
+                                    || d.opted_out().contains(t)
+                                    || *t == line
+                                    || *t == d.customer()
                             });
                         assert!(
                             forwarded || skipped,
@@ -1930,6 +2065,7 @@ impl Sut {
                     if let Actor::Phone(p) = ack.by
                         && leg.purpose == Purpose::FollowUp
                         && !d.unreachable().contains(&p)
+                        && !d.opted_out().contains(&p)
                     {
                         assert_eq!(
                             leg.to, p,
@@ -1977,6 +2113,9 @@ impl Sut {
             m.dispatches.len(),
             "dispatches stored"
         );
+        let mut want = m.opted_out.clone();
+        want.sort_unstable();
+        assert_eq!(self.sim.opt_outs.all(), want, "the relay's opt-out list");
         let sent = self.sim.provider.sent();
         for (i, md) in m.dispatches.iter().enumerate() {
             let d = self.load(i);
@@ -2007,6 +2146,11 @@ impl Sut {
             unreachable.sort_unstable();
             want.sort_unstable();
             assert_eq!(unreachable, want, "{ctx}: unreachable numbers");
+            let mut opted_out = d.opted_out().to_vec();
+            let mut want = md.opted_out.clone();
+            opted_out.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(opted_out, want, "{ctx}: opted-out numbers");
             let mut inbound: Vec<String> = d.inbound_sids().map(ToString::to_string).collect();
             let mut want: Vec<String> = md.inbound.iter().map(|n| sid(*n).to_string()).collect();
             inbound.sort_unstable();
@@ -2021,10 +2165,11 @@ impl Sut {
                         .filter(|s| s.message.dispatch == d.id() && s.message.leg == l.index)
                         .count();
                     format!(
-                        "{} {:?} {} attempts={} sent={handed} retry={:?} accepted={}",
+                        "{} {:?} {} {:?} attempts={} sent={handed} retry={:?} accepted={}",
                         l.to,
                         l.purpose,
                         l.status,
+                        l.skipped,
                         l.attempts,
                         l.retry_at,
                         l.sid.is_some()
@@ -2036,10 +2181,11 @@ impl Sut {
                 .iter()
                 .map(|l| {
                     format!(
-                        "{} {:?} {} attempts={} sent={} retry={:?} accepted={}",
+                        "{} {:?} {} {:?} attempts={} sent={} retry={:?} accepted={}",
                         l.to,
                         l.purpose,
                         l.status,
+                        l.skipped,
                         l.attempts,
                         l.sent,
                         l.retry_at.map(ts),
@@ -2253,5 +2399,142 @@ async fn a_failed_text_never_turns_read() {
         d.legs()[0].status,
         DeliveryStatus::Undelivered,
         "a failed text's status moved on"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Fixed sequences through the model test (relay against the model, strict
+// checks after every step), for the opt-out rules of 82e1a96.
+
+/// Runs `steps` as `relay_follows_the_model_strict` would, with levels A;
+/// B and C; `repeat` 0 and 3 s timeouts; returns the model at the end.
+fn replay(steps: &[Transition]) -> Model {
+    let [a, b, c, _] = DISPATCHERS.map(phone);
+    let mut m = Model::new(vec![(vec![a], 3_000), (vec![b, c], 3_000)], 0);
+    let mut sut = <RelayTest<true> as StateMachineTest>::init_test(&m);
+    for t in steps {
+        assert!(RelayModel::preconditions(&m, t), "a valid step: {t:?}");
+        m = RelayModel::apply(m, t);
+        sut = <RelayTest<true> as StateMachineTest>::apply(sut, &m, t.clone());
+        <RelayTest<true> as StateMachineTest>::check_invariants(&sut, &m);
+    }
+    m
+}
+
+fn reply_text() -> DText {
+    DText {
+        cmd: None,
+        variant: 0,
+    }
+}
+
+/// A number whose send failed with 21610 (opted out) in one dispatch is on
+/// the relay's opt-out list: the next dispatch's texts to it are refused by
+/// the driver before the provider (skipped, recorded as an opt-out, not as
+/// unreachable), and a level none of whose texts can go out escalates.
+///
+/// The minimal sequence with which the model of f845cab diverged after
+/// 82e1a96 (it expected the provider to be asked, and the numbers marked
+/// unreachable).
+#[test]
+fn an_opt_out_carries_over_to_later_dispatches() {
+    let [a, b, c, _] = DISPATCHERS.map(phone);
+    let m = replay(&[
+        Transition::ProviderDown {
+            to: b,
+            kind: SendErrorKind::Unreachable,
+        },
+        Transition::ProviderDown {
+            to: a,
+            kind: SendErrorKind::Unreachable,
+        },
+        Transition::CustomerText {
+            customer: 0,
+            body: 0,
+        },
+        Transition::Tick { millis: 2_999 },
+        Transition::CustomerText {
+            customer: 0,
+            body: 0,
+        },
+    ]);
+    assert_eq!(
+        m.dispatches.len(),
+        2,
+        "the first one failed, a second opened"
+    );
+    assert_eq!(m.opted_out, [a, b]);
+    let x = &m.dispatches[1];
+    assert!(x.unreachable.is_empty());
+    let skipped: Vec<PhoneNumber> = x
+        .legs
+        .iter()
+        .filter(|l| l.skipped == Some(SkipReason::OptedOut))
+        .map(|l| l.to)
+        .collect();
+    assert_eq!(skipped, [a, b], "the opted-out dispatchers were not texted");
+    assert_eq!((x.state, x.level), (State::Open, 1), "forwarded on to C");
+    assert!(x.legs.iter().any(|l| l.to == c && l.accepted));
+}
+
+/// A dispatcher's reply to a customer on the opt-out list (from an earlier
+/// dispatch) is refused by the driver, and the dispatcher is told by a
+/// notice (`SendBlocked` for a reply).
+#[test]
+fn a_reply_refused_by_the_opt_out_list_is_told_to_its_dispatcher() {
+    let a = phone(DISPATCHERS[0]);
+    let customer = phone(CUSTOMERS[0]);
+    let m = replay(&[
+        Transition::ProviderDown {
+            to: customer,
+            kind: SendErrorKind::Unreachable,
+        },
+        Transition::CustomerText {
+            customer: 0,
+            body: 0,
+        },
+        Transition::DispatcherText {
+            from: a,
+            tag: None,
+            text: reply_text(),
+        },
+        Transition::Dashboard {
+            d: 0,
+            action: Dash::Close,
+        },
+        Transition::CustomerText {
+            customer: 0,
+            body: 0,
+        },
+        Transition::DispatcherText {
+            from: a,
+            tag: None,
+            text: reply_text(),
+        },
+        // Now the dispatch knows: the next reply makes no leg, a notice.
+        Transition::DispatcherText {
+            from: a,
+            tag: None,
+            text: reply_text(),
+        },
+    ]);
+    assert_eq!(m.opted_out, [customer]);
+    let kinds: Vec<(PhoneNumber, Purpose, DeliveryStatus)> = m.dispatches[1]
+        .legs
+        .iter()
+        .map(|l| (l.to, l.purpose, l.status))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (
+                a,
+                Purpose::Forward { round: 0, level: 0 },
+                DeliveryStatus::Queued
+            ),
+            (customer, Purpose::Reply, DeliveryStatus::Skipped),
+            (a, Purpose::Notice, DeliveryStatus::Queued),
+            (a, Purpose::Notice, DeliveryStatus::Queued),
+        ]
     );
 }
