@@ -844,10 +844,9 @@ impl Dispatch {
         }
         self.mark_opted_out(now, n, None, fx);
         if n == self.customer {
-            let note = format!(
-                "{}: texted STOP. Replies cannot reach them until they text START.",
-                self.header()
-            );
+            let mut note = String::with_capacity(96);
+            self.push_header(&mut note);
+            note.push_str(": texted STOP. Replies cannot reach them until they text START.");
             for to in self.current_holders(now) {
                 self.new_leg(now, to, Purpose::Notice, note.clone(), fx);
             }
@@ -1421,18 +1420,30 @@ impl Dispatch {
         out
     }
 
-    fn header(&self) -> String {
-        format!("[{} #{}] {}", self.policy.label(), self.tag, self.customer)
+    /// Writes `[QDN #K7] +16195550100` into `out` (no `format!`: this is on
+    /// every forward's path).
+    fn push_header(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        out.push('[');
+        out.push_str(self.policy.label());
+        out.push_str(" #");
+        let _ = write!(out, "{}", self.tag);
+        out.push_str("] +");
+        out.push_str(itoa_u64(self.customer.as_u64()).as_str());
     }
 
     fn forward_text(&self, body: &str, media: &[Media]) -> String {
-        let body = with_media(body, media);
-        let body = if body.trim().is_empty() {
-            "(no text)".to_owned()
+        let media_len: usize = media.iter().map(|m| m.url.len() + 1).sum();
+        let mut out =
+            String::with_capacity(40 + self.policy.label().len() + body.len() + media_len + 10);
+        self.push_header(&mut out);
+        out.push_str(": ");
+        if body.trim().is_empty() && media.is_empty() {
+            out.push_str("(no text)");
         } else {
-            body
-        };
-        fit_body(&format!("{}: {}", self.header(), body))
+            push_with_media(&mut out, body, media);
+        }
+        fit_owned(out)
     }
 
     /// What an escalation step sends: every customer text so far.
@@ -1445,14 +1456,18 @@ impl Dispatch {
         match texts.as_slice() {
             [one] => self.forward_text(&one.body, &one.media),
             many => {
-                let joined: Vec<String> =
-                    many.iter().map(|e| with_media(&e.body, &e.media)).collect();
-                fit_body(&format!(
-                    "{} ({} texts): {}",
-                    self.header(),
-                    many.len(),
-                    joined.join(" / ")
-                ))
+                let mut out = String::with_capacity(
+                    64 + many.iter().map(|e| e.body.len() + 3).sum::<usize>(),
+                );
+                self.push_header(&mut out);
+                out.push_str(&format!(" ({} texts): ", many.len()));
+                for (i, e) in many.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(" / ");
+                    }
+                    push_with_media(&mut out, &e.body, &e.media);
+                }
+                fit_owned(out)
             }
         }
     }
@@ -1608,15 +1623,64 @@ impl Dispatch {
 }
 
 fn with_media(body: &str, media: &[Media]) -> String {
+    let mut out = String::with_capacity(
+        body.len() + media.iter().map(|m| m.url.len() + 1).sum::<usize>() + 10,
+    );
+    push_with_media(&mut out, body, media);
+    out
+}
+
+/// Appends `body`, then `[media: url url]` if there is media.
+fn push_with_media(out: &mut String, body: &str, media: &[Media]) {
+    let has_body = !body.trim().is_empty();
+    if has_body || media.is_empty() {
+        out.push_str(body);
+    }
     if media.is_empty() {
-        return body.to_owned();
+        return;
     }
-    let urls: Vec<&str> = media.iter().map(|m| m.url.as_str()).collect();
-    if body.trim().is_empty() {
-        format!("[media: {}]", urls.join(" "))
+    out.push_str(if has_body { " [media:" } else { "[media:" });
+    for m in media {
+        out.push(' ');
+        out.push_str(&m.url);
+    }
+    out.push(']');
+}
+
+/// Fits an owned body within [`crate::MAX_BODY_CHARS`] without copying it
+/// when it already fits (bytes ≥ characters).
+fn fit_owned(s: String) -> String {
+    if s.len() <= crate::MAX_BODY_CHARS {
+        s
     } else {
-        format!("{body} [media: {}]", urls.join(" "))
+        fit_body(&s)
     }
+}
+
+/// A `u64` in decimal, on the stack.
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[self.start..]).unwrap_or("")
+    }
+}
+
+fn itoa_u64(mut n: u64) -> Digits {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    Digits { buf, start: i }
 }
 
 /// Exponential backoff with deterministic jitter: 5 s, 10 s, 20 s, … capped

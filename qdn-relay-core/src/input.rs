@@ -376,6 +376,9 @@ pub fn fit_body(s: &str) -> String {
 }
 
 pub(crate) fn fit_chars(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned(); // bytes ≥ characters: it fits
+    }
     match s.char_indices().nth(max) {
         None => s.to_owned(),
         Some(_) => {

@@ -907,3 +907,34 @@ async fn bad_inputs_are_errors_not_panics() {
         "acting on a closed dispatch is refused"
     );
 }
+
+#[tokio::test]
+async fn b1_media_is_forwarded_as_links_and_an_empty_text_says_so() {
+    let (sim, c) = seed_sim();
+    let mut t = sim.text(c.customer, "");
+    t.media = vec![qdn_relay_core::Media {
+        url: "https://api.twilio.com/m/1".into(),
+        content_type: Some("image/jpeg".into()),
+    }];
+    sim.relay.inbound(t).await.expect("ok");
+    let tag = only(&sim).tag();
+    sim.customer_texts(c.customer, "See photo").await.expect("ok");
+    let mut t = sim.text(c.customer, "  ");
+    t.media.clear();
+    sim.relay.inbound(t).await.expect("ok");
+    assert_eq!(
+        bodies_to(&sim, c.primary),
+        vec![
+            format!("[QDN #{tag}] +16195550100: [media: https://api.twilio.com/m/1]"),
+            format!("[QDN #{tag}] +16195550100: See photo"),
+            format!("[QDN #{tag}] +16195550100: (no text)"),
+        ]
+    );
+    sim.advance(15 * MIN).await.expect("ok");
+    assert_eq!(
+        bodies_to(&sim, c.backup),
+        vec![format!(
+            "[QDN #{tag}] +16195550100 (3 texts): [media: https://api.twilio.com/m/1] / See photo /   "
+        )]
+    );
+}
