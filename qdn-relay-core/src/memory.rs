@@ -34,7 +34,9 @@ type NotifiedKey = (Reverse<Timestamp>, Reverse<DispatchId>);
 
 #[derive(Default)]
 struct Inner {
-    by_id: HashMap<DispatchId, Dispatch>,
+    /// Boxed so the table holds a pointer, not a 350-byte dispatch (a hash
+    /// table right after it doubles is half empty).
+    by_id: HashMap<DispatchId, Box<Dispatch>>,
     inbound: HashMap<ProviderMessageId, DispatchId>,
     legs: HashMap<ProviderMessageId, DispatchId>,
     open_customer: HashMap<(PhoneNumber, PhoneNumber), DispatchId>,
@@ -73,7 +75,7 @@ impl MemoryStore {
         g.all
             .iter()
             .rev()
-            .filter_map(|id| g.by_id.get(id).cloned())
+            .filter_map(|id| g.by_id.get(id).map(|d| (**d).clone()))
             .collect()
     }
 
@@ -174,7 +176,7 @@ impl Inner {
 #[async_trait]
 impl Store for MemoryStore {
     async fn get(&self, id: DispatchId) -> Result<Option<Dispatch>, StoreError> {
-        Ok(self.read().by_id.get(&id).cloned())
+        Ok(self.read().by_id.get(&id).map(|d| (**d).clone()))
     }
 
     async fn save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
@@ -189,7 +191,7 @@ impl Store for MemoryStore {
             });
         }
         let mut g = self.write();
-        let found = g.by_id.get(&id).map(Dispatch::version);
+        let found = g.by_id.get(&id).map(|d| d.version());
         let version_ok = match found {
             None => expected == 0,
             Some(v) => expected != 0 && v == expected,
@@ -206,7 +208,7 @@ impl Store for MemoryStore {
             g.unindex(&old);
         }
         g.index(d);
-        g.by_id.insert(id, d.clone());
+        g.by_id.insert(id, Box::new(d.clone()));
         Ok(())
     }
 
@@ -215,12 +217,18 @@ impl Store for MemoryStore {
         sid: &ProviderMessageId,
     ) -> Result<Option<Dispatch>, StoreError> {
         let g = self.read();
-        Ok(g.inbound.get(sid).and_then(|id| g.by_id.get(id)).cloned())
+        Ok(g.inbound
+            .get(sid)
+            .and_then(|id| g.by_id.get(id))
+            .map(|d| (**d).clone()))
     }
 
     async fn by_leg_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError> {
         let g = self.read();
-        Ok(g.legs.get(sid).and_then(|id| g.by_id.get(id)).cloned())
+        Ok(g.legs
+            .get(sid)
+            .and_then(|id| g.by_id.get(id))
+            .map(|d| (**d).clone()))
     }
 
     async fn open_for_customer(
@@ -232,12 +240,15 @@ impl Store for MemoryStore {
         Ok(g.open_customer
             .get(&(line, customer))
             .and_then(|id| g.by_id.get(id))
-            .cloned())
+            .map(|d| (**d).clone()))
     }
 
     async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError> {
         let g = self.read();
-        Ok(g.open_tag.get(&tag).and_then(|id| g.by_id.get(id)).cloned())
+        Ok(g.open_tag
+            .get(&tag)
+            .and_then(|id| g.by_id.get(id))
+            .map(|d| (**d).clone()))
     }
 
     async fn open_for_dispatcher(
@@ -251,7 +262,7 @@ impl Store for MemoryStore {
             .map(|set| {
                 set.iter()
                     .take(limit)
-                    .filter_map(|(_, Reverse(id))| g.by_id.get(id).cloned())
+                    .filter_map(|(_, Reverse(id))| g.by_id.get(id).map(|d| (**d).clone()))
                     .collect()
             })
             .unwrap_or_default())
@@ -275,7 +286,7 @@ impl Store for MemoryStore {
         };
         Ok(ids
             .take(limit)
-            .filter_map(|id| g.by_id.get(id).cloned())
+            .filter_map(|id| g.by_id.get(id).map(|d| (**d).clone()))
             .collect())
     }
 }
