@@ -37,12 +37,14 @@ use qdn_relay_twilio::{Secret, SignatureValidator};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub mod config;
+mod dry_run;
 mod error;
 mod events;
 mod maintenance;
 mod routes;
 
 pub use config::{RelaySettings, SettingsError};
+pub use dry_run::DryRunProvider;
 pub use error::ApiError;
 pub use events::EventHub;
 pub use maintenance::MaintenanceSink;

@@ -3,16 +3,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use async_trait::async_trait;
 use clap::Args;
-use qdn_relay_axum::{AppState, DynRelay, EventHub, MaintenanceSink, RelaySettings, router};
+use qdn_relay_axum::{
+    AppState, DryRunProvider, DynRelay, EventHub, MaintenanceSink, RelaySettings, router,
+};
 use qdn_relay_core::{
-    Clock, EventSink, FanoutSink, ListFilter, OutboundMessage, ProviderMessageId, Relay, SendError,
-    SendErrorKind, SendReceipt, SmsProvider, Store, SystemClock, TracingSink, parse_duration,
+    Clock, EventSink, FanoutSink, ListFilter, Relay, SmsProvider, Store, SystemClock, TracingSink,
+    parse_duration,
 };
 use qdn_relay_sqlite::SqliteStore;
 use qdn_relay_twilio::{Secret, SignatureValidator, TwilioClient, TwilioConfig};
@@ -133,43 +133,6 @@ fn local(a: &ServeArgs, ack_timeout: Duration) -> anyhow::Result<Local> {
         listen,
         sweep_every,
     })
-}
-
-/// Sends nothing: logs each text and answers with a made-up sid.
-struct DryRunProvider {
-    counter: AtomicU64,
-    epoch: u64,
-}
-
-impl DryRunProvider {
-    fn new() -> Self {
-        let epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        Self {
-            counter: AtomicU64::new(0),
-            epoch,
-        }
-    }
-}
-
-#[async_trait]
-impl SmsProvider for DryRunProvider {
-    async fn send(&self, msg: &OutboundMessage) -> Result<SendReceipt, SendError> {
-        let n = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
-        let sid: ProviderMessageId = format!("SMdry{:016x}{n:012x}", self.epoch)
-            .parse()
-            .map_err(|e| SendError::new(SendErrorKind::Rejected, format!("{e}")))?;
-        tracing::info!(
-            dispatch = %msg.dispatch, leg = msg.leg, from = %msg.from, to = %msg.to, sid = %sid,
-            body = %msg.body, "dry-run: text recorded, not sent"
-        );
-        Ok(SendReceipt { sid })
-    }
-
-    fn name(&self) -> &str {
-        "dry-run"
-    }
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<()> {

@@ -1,0 +1,339 @@
+//! What both functions do once, at init: read the environment (resolving
+//! secret references), build the provider, the store and the relay.
+//!
+//! Everything here is built once per execution environment, outside the
+//! handler, and shared by every invocation it serves.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use qdn_relay_axum::{AppState, DryRunProvider, DynRelay, EventHub, RelaySettings, SettingsError};
+use qdn_relay_core::{Clock, EventSink, Relay, SmsProvider, Store, TracingSink};
+use qdn_relay_twilio::{TwilioClient, TwilioConfig};
+
+use crate::http::HttpApp;
+use crate::public_url::{BadPublicBase, PublicBase};
+use crate::secrets::{self, SecretError, SecretFetcher};
+
+/// The variables the functions read. Any of them may hold a secret
+/// reference (`ssm:…`, `secretsmanager:…`; see [`crate::secrets`]).
+pub const VARIABLES: &[&str] = &[
+    "QDN_TWILIO_NUMBER",
+    "RELAY_CHAIN",
+    "RELAY_POLICY",
+    "RELAY_ACK_TIMEOUT",
+    "RELAY_PUBLIC_URL",
+    "RELAY_DASHBOARD_TOKEN",
+    "RELAY_CORS_ORIGINS",
+    "RELAY_DYNAMO_TABLE",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_AUTH_TOKEN_SECONDARY",
+    "TWILIO_API_KEY",
+    "TWILIO_API_SECRET",
+    "TWILIO_API_BASE",
+    "TWILIO_MESSAGING_SERVICE_SID",
+];
+
+/// Why a function could not start. Every message names the variable at
+/// fault and never holds a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InitError {
+    /// A relay setting is missing or invalid.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// A secret reference could not be resolved.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The Twilio REST client's settings are invalid.
+    #[error("Twilio: {0}")]
+    Twilio(#[from] qdn_relay_twilio::ConfigError),
+    /// The public URL is invalid.
+    #[error(transparent)]
+    PublicUrl(#[from] BadPublicBase),
+    /// The HTTP surface's settings are invalid.
+    #[error(transparent)]
+    Http(#[from] qdn_relay_axum::ConfigError),
+    /// A required variable is missing.
+    #[error("{var} is not set: {why}")]
+    Missing {
+        /// The variable.
+        var: &'static str,
+        /// What it is for.
+        why: &'static str,
+    },
+}
+
+/// The environment, read once: a snapshot of the variables, in which the
+/// secret references among [`VARIABLES`] are resolved by [`Env::resolve`].
+#[derive(Clone, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: values may be secrets.
+        f.debug_struct("Env")
+            .field("set", &self.vars.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Env {
+    /// The process environment (every variable with a UTF-8 name and
+    /// value).
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        }
+    }
+
+    /// The values of [`VARIABLES`] through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        Self {
+            vars: VARIABLES
+                .iter()
+                .filter_map(|k| lookup(k).map(|v| ((*k).to_owned(), v)))
+                .collect(),
+        }
+    }
+
+    /// A variable's value (after [`Env::resolve`], a secret's value).
+    pub fn get(&self, var: &str) -> Option<String> {
+        self.vars.get(var).cloned()
+    }
+
+    /// Whether any variable is a secret reference.
+    pub fn has_references(&self) -> bool {
+        secrets::has_references(&self.vars, VARIABLES)
+    }
+
+    /// Replaces secret references by their values (see
+    /// [`crate::secrets::resolve`]); logs the names of the variables
+    /// resolved, never their values.
+    pub async fn resolve(
+        &mut self,
+        fetcher: Option<&dyn SecretFetcher>,
+    ) -> Result<(), SecretError> {
+        let done = secrets::resolve(&mut self.vars, VARIABLES, fetcher).await?;
+        if !done.is_empty() {
+            tracing::info!(variables = ?done, "secret references resolved");
+        }
+        Ok(())
+    }
+
+    /// The relay's settings (`RelaySettings::from_lookup` over this
+    /// environment).
+    pub fn settings(&self) -> Result<RelaySettings, SettingsError> {
+        RelaySettings::from_lookup(|k| self.get(k))
+    }
+
+    /// The DynamoDB table (`RELAY_DYNAMO_TABLE`).
+    pub fn table(&self) -> Result<String, InitError> {
+        self.get("RELAY_DYNAMO_TABLE")
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .ok_or(InitError::Missing {
+                var: "RELAY_DYNAMO_TABLE",
+                why: "the DynamoDB table of the relay's state",
+            })
+    }
+}
+
+/// `RELAY_PUBLIC_URL`, parsed.
+pub fn public_base(settings: &RelaySettings) -> Result<Option<PublicBase>, BadPublicBase> {
+    settings
+        .http
+        .public_url
+        .as_deref()
+        .map(PublicBase::parse)
+        .transpose()
+}
+
+/// The Twilio client's configuration (`TwilioConfig::from_lookup` over this
+/// environment) with its status callback at `RELAY_PUBLIC_URL/sms/status`;
+/// `None` in dry-run (no `TWILIO_ACCOUNT_SID`).
+pub fn twilio_config(
+    settings: &RelaySettings,
+    env: &Env,
+) -> Result<Option<TwilioConfig>, InitError> {
+    if settings.dry_run {
+        return Ok(None);
+    }
+    let mut config = TwilioConfig::from_lookup(|k| env.get(k))?;
+    config.status_callback = public_base(settings)?.map(|b| b.join("/sms/status"));
+    Ok(Some(config))
+}
+
+/// The SMS provider: the Twilio REST client (see [`twilio_config`]), or,
+/// without `TWILIO_ACCOUNT_SID`, a dry-run provider that logs and records.
+pub fn provider(settings: &RelaySettings, env: &Env) -> Result<Arc<dyn SmsProvider>, InitError> {
+    let Some(config) = twilio_config(settings, env)? else {
+        tracing::warn!(
+            "DRY-RUN: TWILIO_ACCOUNT_SID is unset; texts are logged and recorded, not sent"
+        );
+        return Ok(Arc::new(DryRunProvider::new()));
+    };
+    if config.status_callback.is_none() {
+        tracing::warn!(
+            "RELAY_PUBLIC_URL is unset: texts go out without a status callback, so failed deliveries do not escalate early"
+        );
+    }
+    Ok(Arc::new(TwilioClient::new(config)?))
+}
+
+/// The relay over these ports, for the settings' business line and
+/// policy, publishing its events to the log (and to `extra_sinks`).
+pub fn relay(
+    settings: &RelaySettings,
+    store: Arc<dyn Store>,
+    provider: Arc<dyn SmsProvider>,
+    clock: Arc<dyn Clock>,
+    extra_sinks: Vec<Box<dyn EventSink>>,
+) -> Arc<DynRelay> {
+    let mut sinks: Vec<Box<dyn EventSink>> = vec![Box::new(TracingSink)];
+    sinks.extend(extra_sinks);
+    Arc::new(
+        Relay::builder(store, provider, clock)
+            .line(settings.line, settings.policy.clone())
+            .sink(Arc::new(qdn_relay_core::FanoutSink(sinks)))
+            .build(),
+    )
+}
+
+/// The HTTP function's service over `relay`: webhook signatures are checked
+/// with `TWILIO_AUTH_TOKEN` (required) against the public URL rebuilt per
+/// request.
+pub fn http_app(settings: &RelaySettings, relay: Arc<DynRelay>) -> Result<HttpApp, InitError> {
+    let validator = settings.validator().ok_or(InitError::Missing {
+        var: "TWILIO_AUTH_TOKEN",
+        why: "Twilio's webhook signatures are checked with it",
+    })?;
+    let base = public_base(settings)?;
+    let mut http = settings.http.clone();
+    // The URL is rebuilt per request (public_url::rebuild), base included.
+    http.public_url = None;
+    let state = AppState::new(relay, validator, EventHub::default(), http)?;
+    Ok(HttpApp::new(state, base))
+}
+
+/// Both functions' init on AWS: the environment (secret references
+/// resolved with the SDK, feature `secrets`), the DynamoDB store on
+/// `RELAY_DYNAMO_TABLE`, the provider and the relay. The AWS configuration
+/// (region, credentials, `AWS_ENDPOINT_URL_*`) is loaded once and shared.
+#[cfg(feature = "dynamo")]
+pub async fn from_env() -> Result<(RelaySettings, Arc<DynRelay>), InitError> {
+    let mut env = Env::from_process();
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    if env.has_references() {
+        #[cfg(feature = "secrets")]
+        {
+            let fetcher = secrets::AwsSecretFetcher::new(&aws);
+            env.resolve(Some(&fetcher)).await?;
+        }
+        #[cfg(not(feature = "secrets"))]
+        env.resolve(None).await?;
+    }
+    let settings = env.settings()?;
+    let table = env.table()?;
+    let store = qdn_relay_dynamo::DynamoStore::new(
+        qdn_relay_dynamo::Client::new(&aws),
+        qdn_relay_dynamo::DynamoConfig::new(table),
+    );
+    let provider = provider(&settings, &env)?;
+    let relay = relay(
+        &settings,
+        Arc::new(store),
+        provider,
+        Arc::new(qdn_relay_core::SystemClock),
+        Vec::new(),
+    );
+    Ok((settings, relay))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Env::from_lookup(|k| owned.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("QDN_TWILIO_NUMBER", "+16195550000"),
+        ("RELAY_CHAIN", "+16195550101,+18583354807"),
+        ("RELAY_DYNAMO_TABLE", "qdn-relay"),
+    ];
+
+    #[test]
+    fn debug_shows_names_not_values() {
+        let e = env(&[("TWILIO_AUTH_TOKEN", "very-secret-value")]);
+        let d = format!("{e:?}");
+        assert!(
+            d.contains("TWILIO_AUTH_TOKEN") && !d.contains("very-secret"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn the_table_is_required() {
+        let e = env(&BASE[..2]);
+        let err = e.table().expect_err("missing").to_string();
+        assert!(err.starts_with("RELAY_DYNAMO_TABLE"), "{err}");
+        assert_eq!(env(BASE).table().expect("table"), "qdn-relay");
+    }
+
+    #[test]
+    fn the_http_function_needs_the_auth_token() {
+        let e = env(BASE);
+        let s = e.settings().expect("settings");
+        let relay = relay(
+            &s,
+            Arc::new(qdn_relay_core::MemoryStore::new()),
+            Arc::new(DryRunProvider::new()),
+            Arc::new(qdn_relay_core::SystemClock),
+            Vec::new(),
+        );
+        let err = http_app(&s, relay)
+            .err()
+            .expect("missing token")
+            .to_string();
+        assert!(err.starts_with("TWILIO_AUTH_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn the_status_callback_is_under_the_public_url() {
+        let mut pairs = BASE.to_vec();
+        pairs.extend([
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+            (
+                "RELAY_PUBLIC_URL",
+                "https://abc.execute-api.us-east-1.amazonaws.com/prod/",
+            ),
+        ]);
+        let e = env(&pairs);
+        let s = e.settings().expect("settings");
+        assert_eq!(provider(&s, &e).expect("provider").name(), "twilio");
+        let config = twilio_config(&s, &e).expect("config").expect("not dry-run");
+        assert_eq!(
+            config.status_callback.as_deref(),
+            Some("https://abc.execute-api.us-east-1.amazonaws.com/prod/sms/status")
+        );
+    }
+
+    #[test]
+    fn without_an_account_it_is_dry_run() {
+        let e = env(BASE);
+        let s = e.settings().expect("settings");
+        assert_eq!(provider(&s, &e).expect("provider").name(), "dry-run");
+    }
+}

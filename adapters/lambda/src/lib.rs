@@ -1,0 +1,38 @@
+//! # qdn-relay-lambda
+//!
+//! qdn-relay on AWS Lambda, two functions over one DynamoDB table:
+//!
+//! - **HTTP** (`qdn-relay-http`): the same axum router as the server
+//!   ([`qdn_relay_axum::router`]) behind an API Gateway HTTP API, through
+//!   `lambda_http`. Twilio's signatures are checked against the public URL
+//!   rebuilt per request from the API Gateway context ([`public_url`]):
+//!   the stage prefix, the `execute-api` domain, or `RELAY_PUBLIC_URL` for
+//!   custom domains (it wins).
+//! - **Tick** (`qdn-relay-tick`): an EventBridge schedule (every minute)
+//!   invokes it; it runs [`Relay::sweep`](qdn_relay_core::Relay::sweep)
+//!   once ([`tick()`]), firing due timeouts and finishing sends a crash
+//!   left pending. A failed sweep fails the invocation.
+//!
+//! Both read the same environment variables as the server
+//! ([`RelaySettings`](qdn_relay_axum::RelaySettings)), plus
+//! `RELAY_DYNAMO_TABLE`; any of them may be a secret reference
+//! (`ssm:/…`, `secretsmanager:…`, see [`secrets`]) resolved at init.
+//! Clients (AWS SDK, Twilio) are built once at init, outside the handler.
+//!
+//! The handlers are plain values ([`HttpApp::handler`], [`tick()`]) so
+//! tests drive them with real event JSON and in-memory ports; the binaries
+//! only wire [`init::from_env`] to `lambda_runtime::run`.
+//!
+//! Features: `dynamo` (the DynamoDB store and AWS configuration, needed by
+//! the binaries) and `secrets` (SSM / Secrets Manager), both default.
+
+pub mod http;
+pub mod init;
+pub mod public_url;
+pub mod secrets;
+pub mod tick;
+
+pub use http::{HttpApp, restore};
+pub use init::{Env, InitError};
+pub use public_url::{PublicBase, Rebuilt, RequestFacts, rebuild};
+pub use tick::{TickError, TickEvent, TickReport, tick};
