@@ -1,0 +1,420 @@
+//! Where a customer's text spends its time below the HTTP layer: drives
+//! `Relay::inbound` on a file-backed `SqliteStore` (as `qdn-relay serve`
+//! does, with a no-op provider) and counts and times every store call.
+//!
+//! 1. Opens `--open` dispatches (one text each from distinct customers).
+//! 2. Sends `--texts` more from `--concurrency` tasks at once and reports
+//!    texts per second, the process's CPU time per text, and per store
+//!    method: calls per text, how many found something, and the mean wall
+//!    time per call (queueing for the writer included).
+//! 3. Times each store operation alone, sequentially, on the filled store
+//!    (wall and process CPU per call), an empty `spawn_blocking` round trip,
+//!    and the JSON (de)serialisation of a dispatch.
+//!
+//! `--what-if` answers some calls from memory instead of SQLite, to measure
+//! what a change to the store or the driver would save:
+//! `tags` answers `open_by_tag` from a map of open tags; `tags-and-reload`
+//! also answers the `get` that reloads a just-opened dispatch with the copy
+//! that was saved.
+//!
+//! The database goes in a temporary directory under `TMPDIR`.
+//!
+//! ```text
+//! cargo run --release -p qdn-relay-cli --example inbound_cost -- --open 5000 --texts 3000
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use clap::{Parser, ValueEnum};
+use qdn_relay_core::{
+    Dispatch, DispatchId, Due, InboundText, ListFilter, OutboundMessage, PhoneNumber, Policy,
+    ProviderMessageId, Relay, SendError, SendReceipt, SmsProvider, Store, StoreError, SystemClock,
+    Tag, Timestamp,
+};
+use qdn_relay_sqlite::SqliteStore;
+
+/// Count and time the store calls of `Relay::inbound` on SQLite.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Open dispatches before measuring.
+    #[arg(long, default_value_t = 5000)]
+    open: u64,
+    /// Texts measured.
+    #[arg(long, default_value_t = 3000)]
+    texts: u64,
+    /// Texts in flight at once (like the HTTP benchmark's connections).
+    #[arg(long, default_value_t = 32)]
+    concurrency: u64,
+    /// Answer some store calls from memory (see the example's docs).
+    #[arg(long, value_enum, default_value_t = WhatIf::None)]
+    what_if: WhatIf,
+    /// Calls per operation in the per-operation timings.
+    #[arg(long, default_value_t = 5000)]
+    ops: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum WhatIf {
+    None,
+    Tags,
+    TagsAndReload,
+}
+
+const LINE: &str = "+16195550000";
+
+#[derive(Default)]
+struct Stat {
+    calls: u64,
+    found: u64,
+    time: Duration,
+}
+
+/// The SQLite store, counting and timing each call.
+struct Counting {
+    inner: SqliteStore,
+    what_if: WhatIf,
+    stats: Mutex<BTreeMap<&'static str, Stat>>,
+    open_tags: Mutex<HashMap<Tag, Dispatch>>,
+    just_opened: Mutex<HashMap<DispatchId, Dispatch>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Counting {
+    fn record(&self, name: &'static str, since: Instant, found: bool) {
+        let mut stats = lock(&self.stats);
+        let s = stats.entry(name).or_default();
+        s.calls += 1;
+        s.found += u64::from(found);
+        s.time += since.elapsed();
+    }
+}
+
+#[async_trait]
+impl Store for Counting {
+    async fn get(&self, id: DispatchId) -> Result<Option<Dispatch>, StoreError> {
+        let t = Instant::now();
+        if self.what_if == WhatIf::TagsAndReload
+            && let Some(d) = lock(&self.just_opened).remove(&id)
+        {
+            self.record("get", t, true);
+            return Ok(Some(d));
+        }
+        let r = self.inner.get(id).await;
+        self.record("get", t, matches!(r, Ok(Some(_))));
+        r
+    }
+
+    async fn save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
+        let t = Instant::now();
+        let r = self.inner.save(d, expected).await;
+        let name = if expected == 0 {
+            "save (new)"
+        } else {
+            "save (update)"
+        };
+        self.record(name, t, r.is_ok());
+        if r.is_ok() {
+            if self.what_if != WhatIf::None && d.state().is_open() {
+                lock(&self.open_tags).insert(d.tag(), d.clone());
+            }
+            if self.what_if == WhatIf::TagsAndReload && expected == 0 {
+                lock(&self.just_opened).insert(d.id(), d.clone());
+            }
+        }
+        r
+    }
+
+    async fn by_inbound_sid(
+        &self,
+        sid: &ProviderMessageId,
+    ) -> Result<Option<Dispatch>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.by_inbound_sid(sid).await;
+        self.record("by_inbound_sid", t, matches!(r, Ok(Some(_))));
+        r
+    }
+
+    async fn by_leg_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.by_leg_sid(sid).await;
+        self.record("by_leg_sid", t, matches!(r, Ok(Some(_))));
+        r
+    }
+
+    async fn open_for_customer(
+        &self,
+        line: PhoneNumber,
+        customer: PhoneNumber,
+    ) -> Result<Option<Dispatch>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.open_for_customer(line, customer).await;
+        self.record("open_for_customer", t, matches!(r, Ok(Some(_))));
+        r
+    }
+
+    async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError> {
+        let t = Instant::now();
+        if self.what_if != WhatIf::None {
+            let r = lock(&self.open_tags).get(&tag).cloned();
+            self.record("open_by_tag", t, r.is_some());
+            return Ok(r);
+        }
+        let r = self.inner.open_by_tag(tag).await;
+        self.record("open_by_tag", t, matches!(r, Ok(Some(_))));
+        r
+    }
+
+    async fn open_for_dispatcher(
+        &self,
+        dispatcher: PhoneNumber,
+        limit: usize,
+    ) -> Result<Vec<Dispatch>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.open_for_dispatcher(dispatcher, limit).await;
+        self.record(
+            "open_for_dispatcher",
+            t,
+            matches!(&r, Ok(v) if !v.is_empty()),
+        );
+        r
+    }
+
+    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Due>, StoreError> {
+        self.inner.due(now, limit).await
+    }
+
+    async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
+        self.inner.list(filter, limit).await
+    }
+}
+
+/// Sends nothing and answers a made-up sid at once.
+struct NoopProvider(AtomicU64);
+
+#[async_trait]
+impl SmsProvider for NoopProvider {
+    async fn send(&self, _msg: &OutboundMessage) -> Result<SendReceipt, SendError> {
+        let n = self.0.fetch_add(1, Ordering::Relaxed);
+        let sid = format!("SM{n:032x}")
+            .parse()
+            .expect("SM and 32 hex digits is a sid");
+        Ok(SendReceipt { sid })
+    }
+
+    fn name(&self) -> &str {
+        "no-op"
+    }
+}
+
+/// This process's user + system CPU time, in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat is readable");
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .expect("stat has a command in parentheses")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields[i]
+            .parse::<f64>()
+            .expect("utime and stime are numbers")
+    };
+    // Fields 14 and 15 of proc(5), counted after the command; 100 ticks a
+    // second on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Customer text `i`: its own sender and MessageSid.
+fn text(i: u64) -> InboundText {
+    InboundText {
+        sid: format!("SM{:032x}", 0xc057_0000_0000_u128 + u128::from(i))
+            .parse()
+            .expect("SM and 32 hex digits is a sid"),
+        from: format!("+1619{}", 2_000_000 + i)
+            .parse()
+            .expect("an E.164 number"),
+        to: LINE.parse().expect("an E.164 number"),
+        body: "Need a 20-yard dumpster at 100 Harbor Dr tomorrow 7am".to_owned(),
+        media: Vec::new(),
+    }
+}
+
+/// Runs `op(i)` `n` times in a row; prints wall and CPU microseconds per call.
+async fn time_op<F, Fut>(name: &str, n: u32, mut op: F)
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future,
+{
+    let cpu = cpu_seconds();
+    let t = Instant::now();
+    for i in 0..n {
+        black_box(op(i).await);
+    }
+    println!(
+        "  {name:<32} {:>7.1} us wall {:>7.1} us CPU",
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(n),
+        (cpu_seconds() - cpu) * 1e6 / f64::from(n)
+    );
+}
+
+fn main() {
+    let a = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime starts");
+    rt.block_on(run(a));
+}
+
+async fn run(a: Args) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let inner = SqliteStore::open(dir.path().join("relay.db"))
+        .await
+        .expect("the store opens");
+    let store = Arc::new(Counting {
+        inner,
+        what_if: a.what_if,
+        stats: Mutex::default(),
+        open_tags: Mutex::default(),
+        just_opened: Mutex::default(),
+    });
+    let chain: Vec<PhoneNumber> = ["+14155550101", "+14155550102"]
+        .iter()
+        .map(|n| n.parse().expect("an E.164 number"))
+        .collect();
+    let policy = Policy::chain(&chain, Duration::from_secs(3600)).expect("a valid policy");
+    let relay = Arc::new(
+        Relay::builder(
+            Arc::clone(&store),
+            Arc::new(NoopProvider(AtomicU64::new(0))),
+            Arc::new(SystemClock),
+        )
+        .line(LINE.parse().expect("an E.164 number"), policy)
+        .build(),
+    );
+
+    let t = Instant::now();
+    for i in 0..a.open {
+        relay.inbound(text(i)).await.expect("the text is accepted");
+    }
+    println!(
+        "opened {} dispatches in {:.1} s (one at a time)",
+        a.open,
+        t.elapsed().as_secs_f64()
+    );
+
+    lock(&store.stats).clear();
+    let next = Arc::new(AtomicU64::new(a.open));
+    let end = a.open + a.texts;
+    let cpu = cpu_seconds();
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..a.concurrency.max(1))
+        .map(|_| {
+            let relay = Arc::clone(&relay);
+            let next = Arc::clone(&next);
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= end {
+                        break;
+                    }
+                    relay.inbound(text(i)).await.expect("the text is accepted");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a sender task finishes");
+    }
+    let wall = t.elapsed().as_secs_f64();
+    let texts = a.texts as f64;
+    println!(
+        "{} texts from new customers, {} at once, what-if {:?}: {:.0} texts/s, {:.0} us CPU per text",
+        a.texts,
+        a.concurrency,
+        a.what_if,
+        texts / wall,
+        (cpu_seconds() - cpu) * 1e6 / texts
+    );
+    let mut calls = 0;
+    for (name, s) in lock(&store.stats).iter() {
+        calls += s.calls;
+        println!(
+            "  {name:<20} {:>5.2} calls/text {:>5.1}% found {:>9.1} us wall per call (queueing included)",
+            s.calls as f64 / texts,
+            100.0 * s.found as f64 / s.calls.max(1) as f64,
+            s.time.as_secs_f64() * 1e6 / s.calls.max(1) as f64
+        );
+    }
+    println!("  store calls per text: {:.2}", calls as f64 / texts);
+
+    println!("each operation alone, one at a time, on the filled store:");
+    let st = &store.inner;
+    let open = st
+        .list(ListFilter::Open, 500)
+        .await
+        .expect("the store lists");
+    assert!(!open.is_empty(), "--open or --texts must open dispatches");
+    let pick = |i: u32| &open[i as usize % open.len()];
+    let n = a.ops.max(1);
+    time_op("spawn_blocking (empty)", n, |_| {
+        tokio::task::spawn_blocking(|| ())
+    })
+    .await;
+    time_op("open_by_tag (taken)", n, |i| st.open_by_tag(pick(i).tag())).await;
+    time_op("get", n, |i| st.get(pick(i).id())).await;
+    time_op("by_inbound_sid (none)", n, |i| {
+        let t = text(u64::from(i) + 8_000_000);
+        async move { st.by_inbound_sid(&t.sid).await }
+    })
+    .await;
+    time_op("open_for_customer (none)", n, |i| {
+        st.open_for_customer(
+            LINE.parse().expect("an E.164 number"),
+            text(u64::from(i) + 8_000_000).from,
+        )
+    })
+    .await;
+    time_op("open_for_dispatcher (none)", n, |i| {
+        st.open_for_dispatcher(text(u64::from(i) + 8_000_000).from, 1)
+    })
+    .await;
+    let mut d = open[0].clone();
+    let cpu = cpu_seconds();
+    let t = Instant::now();
+    for _ in 0..n {
+        let v = d.version();
+        d.set_version(v + 1);
+        st.save(&d, v).await.expect("the save succeeds");
+    }
+    println!(
+        "  {:<32} {:>7.1} us wall {:>7.1} us CPU",
+        "save (update)",
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(n),
+        (cpu_seconds() - cpu) * 1e6 / f64::from(n)
+    );
+    let json = serde_json::to_string(&d).expect("a dispatch serialises");
+    let t = Instant::now();
+    for _ in 0..n {
+        black_box(serde_json::to_string(black_box(&d)).expect("a dispatch serialises"));
+    }
+    let ser = t.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+    let t = Instant::now();
+    for _ in 0..n {
+        black_box(serde_json::from_str::<Dispatch>(black_box(&json)).expect("a record parses"));
+    }
+    println!(
+        "  dispatch record: {} bytes of JSON, serialise {ser:.1} us, parse {:.1} us",
+        json.len(),
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    );
+}
