@@ -47,10 +47,10 @@ enum Command {
 #[derive(Args, Debug, Clone)]
 struct Target {
     /// The relay's base URL (default: the dev file's, else http://127.0.0.1:8080).
-    #[arg(long, env = "RELAY_URL")]
+    #[arg(long, env = "RELAY_URL", global = true)]
     url: Option<String>,
     /// The dev file a dry-run server wrote (tokens, line, chain).
-    #[arg(long, env = "RELAY_DEV_FILE", default_value = dev::DEFAULT_DEV_FILE)]
+    #[arg(long, env = "RELAY_DEV_FILE", default_value = dev::DEFAULT_DEV_FILE, global = true)]
     dev_file: PathBuf,
 }
 

@@ -11,8 +11,8 @@ use qdn_relay_axum::{
     AppState, DryRunProvider, DynRelay, EventHub, MaintenanceSink, RelaySettings, router,
 };
 use qdn_relay_core::{
-    Clock, EventSink, FanoutSink, ListFilter, Relay, SmsProvider, Store, SystemClock, TracingSink,
-    parse_duration,
+    Clock, EventSink, FanoutSink, ListFilter, OptOuts, Relay, SmsProvider, Store, SystemClock,
+    TracingSink, parse_duration,
 };
 use qdn_relay_sqlite::SqliteStore;
 use qdn_relay_twilio::{Secret, SignatureValidator, TwilioClient, TwilioConfig};
@@ -187,6 +187,8 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let store = SqliteStore::open(&a.db)
         .await
         .with_context(|| format!("RELAY_DB: cannot open {}", a.db.display()))?;
+    // The same file keeps opt-outs (STOP), so they survive restarts.
+    let opt_outs: Arc<dyn OptOuts> = Arc::new(store.clone());
     let store: Arc<dyn Store> = Arc::new(store);
     let hub = EventHub::default();
     let mut sinks: Vec<Box<dyn EventSink>> = vec![Box::new(TracingSink), Box::new(hub.clone())];
@@ -202,6 +204,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let relay: Arc<DynRelay> = Arc::new(
         Relay::builder(store, provider, clock)
             .line(settings.line, settings.policy.clone())
+            .opt_outs(opt_outs)
             .sink(Arc::new(FanoutSink(sinks)))
             .build(),
     );

@@ -918,7 +918,9 @@ async fn b1_media_is_forwarded_as_links_and_an_empty_text_says_so() {
     }];
     sim.relay.inbound(t).await.expect("ok");
     let tag = only(&sim).tag();
-    sim.customer_texts(c.customer, "See photo").await.expect("ok");
+    sim.customer_texts(c.customer, "See photo")
+        .await
+        .expect("ok");
     let mut t = sim.text(c.customer, "  ");
     t.media.clear();
     sim.relay.inbound(t).await.expect("ok");
