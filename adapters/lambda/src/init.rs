@@ -221,18 +221,87 @@ pub fn http_app(settings: &RelaySettings, relay: Arc<DynRelay>) -> Result<HttpAp
     Ok(HttpApp::new(state, base))
 }
 
+/// Logs to standard output (CloudWatch Logs) at the level named by
+/// `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG` (`error` … `trace`; default
+/// `info`), as JSON when `AWS_LAMBDA_LOG_FORMAT` is `JSON`, without
+/// timestamps (CloudWatch adds them). A level rather than per-module
+/// filters keeps the regex engine out of the binary.
+pub fn init_logging() {
+    use tracing::level_filters::LevelFilter;
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let level = var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|| var("RUST_LOG"))
+        .and_then(|l| l.trim().parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
+    let fmt = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_ansi(false)
+        .without_time();
+    let json = var("AWS_LAMBDA_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
+    let _ = if json {
+        fmt.json().try_init()
+    } else {
+        fmt.try_init()
+    };
+}
+
+/// The AWS configuration as Lambda provides it, from the environment
+/// alone: the region (`AWS_REGION`), the function role's credentials
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) and
+/// an optional `AWS_ENDPOINT_URL`. Unlike `aws_config::load_defaults` it
+/// reads no profile files and links no other credential source (STS, SSO,
+/// IMDS, ECS), which Lambda never needs: a smaller binary, a faster init.
+#[cfg(feature = "dynamo")]
+pub fn aws_config(env: &Env) -> aws_config::SdkConfig {
+    use aws_config::environment::EnvironmentVariableCredentialsProvider;
+    use aws_sdk_dynamodb::config::{Region, SharedCredentialsProvider};
+    let region = env
+        .get("AWS_REGION")
+        .or_else(|| env.get("AWS_DEFAULT_REGION"))
+        .filter(|r| !r.trim().is_empty())
+        .map(Region::new);
+    let mut b = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(region)
+        .credentials_provider(SharedCredentialsProvider::new(
+            EnvironmentVariableCredentialsProvider::new(),
+        ));
+    if let Some(url) = env.get("AWS_ENDPOINT_URL").filter(|u| !u.trim().is_empty()) {
+        b = b.endpoint_url(url);
+    }
+    b.build()
+}
+
+/// `config` for one service, its endpoint overridden by `var`
+/// (`AWS_ENDPOINT_URL_DYNAMODB`, …) when set, as the SDK's own loader does.
+#[cfg(feature = "dynamo")]
+pub fn service_config(
+    config: &aws_config::SdkConfig,
+    env: &Env,
+    var: &str,
+) -> aws_config::SdkConfig {
+    match env.get(var).filter(|u| !u.trim().is_empty()) {
+        Some(url) => config.to_builder().endpoint_url(url).build(),
+        None => config.clone(),
+    }
+}
+
 /// Both functions' init on AWS: the environment (secret references
 /// resolved with the SDK, feature `secrets`), the DynamoDB store on
 /// `RELAY_DYNAMO_TABLE`, the provider and the relay. The AWS configuration
-/// (region, credentials, `AWS_ENDPOINT_URL_*`) is loaded once and shared.
+/// ([`aws_config`]) is built once and shared.
 #[cfg(feature = "dynamo")]
 pub async fn from_env() -> Result<(RelaySettings, Arc<DynRelay>), InitError> {
     let mut env = Env::from_process();
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let aws = aws_config(&env);
     if env.has_references() {
         #[cfg(feature = "secrets")]
         {
-            let fetcher = secrets::AwsSecretFetcher::new(&aws);
+            let fetcher = secrets::AwsSecretFetcher::new(
+                &service_config(&aws, &env, "AWS_ENDPOINT_URL_SSM"),
+                &service_config(&aws, &env, "AWS_ENDPOINT_URL_SECRETS_MANAGER"),
+            );
             env.resolve(Some(&fetcher)).await?;
         }
         #[cfg(not(feature = "secrets"))]
@@ -241,7 +310,7 @@ pub async fn from_env() -> Result<(RelaySettings, Arc<DynRelay>), InitError> {
     let settings = env.settings()?;
     let table = env.table()?;
     let store = qdn_relay_dynamo::DynamoStore::new(
-        qdn_relay_dynamo::Client::new(&aws),
+        qdn_relay_dynamo::Client::new(&service_config(&aws, &env, "AWS_ENDPOINT_URL_DYNAMODB")),
         qdn_relay_dynamo::DynamoConfig::new(table),
     );
     let provider = provider(&settings, &env)?;

@@ -246,11 +246,12 @@ pub struct AwsSecretFetcher {
 
 #[cfg(feature = "secrets")]
 impl AwsSecretFetcher {
-    /// Clients from the shared AWS configuration (built once at init).
-    pub fn new(config: &aws_config::SdkConfig) -> Self {
+    /// Clients from the AWS configuration (built once at init), one for
+    /// SSM and one for Secrets Manager (they may differ in endpoint).
+    pub fn new(ssm: &aws_config::SdkConfig, secrets: &aws_config::SdkConfig) -> Self {
         Self {
-            ssm: aws_sdk_ssm::Client::new(config),
-            secrets: aws_sdk_secretsmanager::Client::new(config),
+            ssm: aws_sdk_ssm::Client::new(ssm),
+            secrets: aws_sdk_secretsmanager::Client::new(secrets),
         }
     }
 }

@@ -4,7 +4,7 @@ use qdn_relay_lambda::init;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    init::init_logging();
     let app = async {
         let (settings, relay) = init::from_env().await?;
         init::http_app(&settings, relay)

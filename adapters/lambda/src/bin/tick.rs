@@ -5,7 +5,7 @@ use qdn_relay_lambda::{TickEvent, init, tick};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    init::init_logging();
     let (_, relay) = init::from_env()
         .await
         .inspect_err(|e| tracing::error!("qdn-relay-tick cannot start: {e}"))?;
