@@ -25,3 +25,11 @@ pub use qdn_relay_sqlite as sqlite;
 /// The DynamoDB store (AWS SDK): the table design, `create_table`.
 #[cfg(feature = "dynamo")]
 pub use qdn_relay_dynamo as dynamo;
+
+/// The HTTP router (axum): Twilio webhooks, dashboard routes, SSE events.
+#[cfg(feature = "axum")]
+pub use qdn_relay_axum as axum;
+
+/// The Lambda adapter: the same router behind API Gateway, and the sweep.
+#[cfg(feature = "lambda")]
+pub use qdn_relay_lambda as lambda;

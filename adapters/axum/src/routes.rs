@@ -154,7 +154,13 @@ pub(crate) async fn inbound(
     let b = body(b)?;
     let form = s.twilio_form(&uri, &headers, &b)?;
     let hook = InboundWebhook::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
-    match s.inner.relay.inbound(hook.into_inbound_text()).await {
+    twilio_answer(s.inner.relay.inbound(hook.into_inbound_text()).await)
+}
+
+/// TwiML for a text Twilio posted: empty when it was taken, a message to
+/// its sender when a dispatcher's text could not be used, else the error.
+fn twilio_answer(r: Result<qdn_relay_core::Outcome, RelayError>) -> ApiResult {
+    match r {
         Ok(_) => Ok(twiml(twiml_empty())),
         Err(e) => match dispatcher_notice(&e) {
             Some(notice) => Ok(twiml(twiml_message(&notice))),
@@ -231,18 +237,12 @@ pub(crate) async fn reply(
         FORM => {
             let form = s.twilio_form(&uri, &headers, &b)?;
             let hook = InboundWebhook::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
-            match s
-                .inner
-                .relay
-                .dispatcher_text(hook.into_inbound_text())
-                .await
-            {
-                Ok(_) => Ok(twiml(twiml_empty())),
-                Err(e) => match dispatcher_notice(&e) {
-                    Some(notice) => Ok(twiml(twiml_message(&notice))),
-                    None => Err(e.into()),
-                },
-            }
+            twilio_answer(
+                s.inner
+                    .relay
+                    .dispatcher_text(hook.into_inbound_text())
+                    .await,
+            )
         }
         JSON => {
             s.check_bearer(&headers, None)?;
