@@ -19,7 +19,7 @@ use crate::event::Effect;
 use crate::input::{DashboardAction, InboundText, Input};
 use crate::policy::Policy;
 use crate::ports::{ConflictReason, ListFilter, Store, StoreError};
-use crate::types::{DispatchId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
+use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
 
 /// The names of every case, in order (what the macro generates).
 pub const CASES: &[&str] = &[
@@ -38,6 +38,7 @@ pub const CASES: &[&str] = &[
     "list_newest_first",
     "missing_lookups_are_none",
     "round_trip_preserves_everything",
+    "by_job_newest_first_and_follows_links",
 ];
 
 const T0: i64 = 1_767_603_600_000;
@@ -514,7 +515,8 @@ pub async fn missing_lookups_are_none<S: Store + ?Sized>(s: &S) {
 /// A dispatch with every kind of content reads back equal.
 pub async fn round_trip_preserves_everything<S: Store + ?Sized>(s: &S) {
     let mut d = fixture(1, "K7", "+16195550100", "SMin1", 0);
-    d.set_job_id(Some("job-42".into()));
+    d.set_job_id(Some(job("job-42")));
+    d.enable_job_sync(Timestamp::from_millis(T0));
     must_save(s, &d, 0).await;
     let e = accept_all(&mut d, 1);
     must_save(s, &d, e).await;
@@ -541,7 +543,76 @@ pub async fn round_trip_preserves_everything<S: Store + ?Sized>(s: &S) {
     must_save(s, &d, e).await;
     let got = must_get(s, d.id()).await;
     assert_eq!(got, d, "every field must survive the store");
-    assert_eq!(got.job_id(), Some("job-42"));
+    assert_eq!(got.job_id(), Some(&job("job-42")));
+    assert!(
+        got.job_sync().is_some(),
+        "the job sync cursor must survive the store"
+    );
+}
+
+fn job(s: &str) -> JobId {
+    s.parse().unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn ids_by_job<S: Store + ?Sized>(s: &S, j: &str, limit: usize) -> Vec<DispatchId> {
+    match s.by_job(&job(j), limit).await {
+        Ok(v) => v.iter().map(Dispatch::id).collect(),
+        Err(e) => panic!("by_job({j}) failed: {e}"),
+    }
+}
+
+/// `by_job` returns a job's dispatches newest first, open or closed, with
+/// a limit, and follows a job id that appears or changes on a later save.
+pub async fn by_job_newest_first_and_follows_links<S: Store + ?Sized>(s: &S) {
+    let mut a1 = fixture(1, "K7", "+16195550100", "SMin1", 0);
+    a1.set_job_id(Some(job("dumpster #1042")));
+    must_save(s, &a1, 0).await;
+    let mut a2 = fixture(2, "B8", "+16195550111", "SMin2", 10);
+    must_save(s, &a2, 0).await;
+    let mut b1 = fixture(3, "C9", "+16195550122", "SMin3", 20);
+    b1.set_job_id(Some(job("other")));
+    must_save(s, &b1, 0).await;
+    assert_eq!(ids_by_job(s, "dumpster #1042", 10).await, vec![a1.id()]);
+
+    // a2 is linked after it was first saved.
+    let expected = a2.version();
+    assert!(
+        !a2.link_job(Timestamp::from_millis(T0 + 30_000), job("dumpster #1042"))
+            .is_empty()
+    );
+    a2.set_version(expected + 1);
+    must_save(s, &a2, expected).await;
+    assert_eq!(
+        ids_by_job(s, "dumpster #1042", 10).await,
+        vec![a2.id(), a1.id()],
+        "newest first, including a job id set on a later save"
+    );
+    assert_eq!(ids_by_job(s, "dumpster #1042", 1).await, vec![a2.id()]);
+
+    // Closed dispatches stay listed under their job.
+    let (e, _) = step(
+        &mut a1,
+        40,
+        Input::Dashboard(DashboardAction::Close { by: "ops".into() }),
+    );
+    must_save(s, &a1, e).await;
+    assert_eq!(
+        ids_by_job(s, "dumpster #1042", 10).await,
+        vec![a2.id(), a1.id()],
+        "a closed dispatch is still its job's"
+    );
+
+    // Re-linking moves it.
+    let expected = a2.version();
+    assert!(
+        !a2.link_job(Timestamp::from_millis(T0 + 50_000), job("other"))
+            .is_empty()
+    );
+    a2.set_version(expected + 1);
+    must_save(s, &a2, expected).await;
+    assert_eq!(ids_by_job(s, "dumpster #1042", 10).await, vec![a1.id()]);
+    assert_eq!(ids_by_job(s, "other", 10).await, vec![b1.id(), a2.id()]);
+    assert!(ids_by_job(s, "nobody", 10).await.is_empty());
 }
 
 /// Runs every case against fresh stores from `make` (for stores that
@@ -567,6 +638,7 @@ where
     list_newest_first(&make().await).await;
     missing_lookups_are_none(&make().await).await;
     round_trip_preserves_everything(&make().await).await;
+    by_job_newest_first_and_follows_links(&make().await).await;
 }
 
 /// Generates one `#[tokio::test]` per contract case. `$make` is an
@@ -590,7 +662,8 @@ macro_rules! store_contract_tests {
             due_in_order_with_limit,
             list_newest_first,
             missing_lookups_are_none,
-            round_trip_preserves_everything
+            round_trip_preserves_everything,
+            by_job_newest_first_and_follows_links
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -11,14 +11,19 @@ use crate::input::{
     Actor, Command, DashboardAction, DeliveryError, DeliveryReport, DeliveryStatus, ErrorClass,
     InboundText, Input, Media, RouteReason, SendError, SendErrorKind, fit_body, fit_chars,
 };
+use crate::jobs::{JobSync, JobWork};
 use crate::policy::{OverLimit, Policy, WhenClosed};
 use crate::safety::OPT_OUT_ERROR_CODES;
-use crate::types::{DispatchId, PhoneNumber, ProviderMessageId, Tag, Timestamp, splitmix};
+use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp, splitmix};
 
 /// How long a pending send may stay unanswered before a sweep treats its
 /// driver as crashed and sends it again. Provider calls must time out well
 /// within it.
 pub const OUTBOX_GRACE: Duration = Duration::from_secs(60);
+
+/// How long after a change a dispatch waits for the driver to sync it to
+/// the host's job system before a sweep does it (a crash in between).
+pub const JOB_SYNC_GRACE: Duration = Duration::from_secs(60);
 
 /// How many times one text is tried before the relay gives up on it.
 pub const MAX_SEND_ATTEMPTS: u32 = 5;
@@ -119,6 +124,10 @@ pub struct Leg {
     /// How many times a rate limit held it back.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub deferrals: u32,
+    /// How many thread entries existed when it was created: its place in
+    /// the conversation (absent in records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_thread: Option<u32>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -300,7 +309,9 @@ pub struct Dispatch {
     line: PhoneNumber,
     customer: PhoneNumber,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    job_id: Option<String>,
+    job_id: Option<JobId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    job_sync: Option<Box<JobSync>>,
     policy: Arc<Policy>,
     opened_at: Timestamp,
     updated_at: Timestamp,
@@ -356,6 +367,7 @@ impl Dispatch {
             line: text.to,
             customer: text.from,
             job_id: None,
+            job_sync: None,
             policy,
             opened_at: now,
             updated_at: now,
@@ -1185,6 +1197,7 @@ impl Dispatch {
             error_class: None,
             skipped: None,
             deferrals: 0,
+            after_thread: Some(self.thread.len() as u32),
         });
         let msg = self.outbound(index as usize);
         fx.out.push(Effect::Send(msg));
@@ -1333,6 +1346,12 @@ impl Dispatch {
 
     fn finish(&mut self, now: Timestamp) {
         self.updated_at = now;
+        // Owed to the job system until the driver syncs; a crash before
+        // that is finished by a sweep after the grace.
+        self.finish_job_sync(now);
+    }
+
+    fn recompute_deadline(&mut self) {
         let pending = self
             .legs
             .iter()
@@ -1344,10 +1363,8 @@ impl Dispatch {
         } else {
             None
         };
-        self.deadline = match (pending, level) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let jobs = self.job_sync.as_deref().and_then(|j| j.retry_at);
+        self.deadline = [pending, level, jobs].into_iter().flatten().min();
     }
 
     // ----- helpers --------------------------------------------------------
@@ -1491,12 +1508,131 @@ impl Dispatch {
         self.customer
     }
     /// The host's job this dispatch belongs to, if any.
-    pub fn job_id(&self) -> Option<&str> {
-        self.job_id.as_deref()
+    pub fn job_id(&self) -> Option<&JobId> {
+        self.job_id.as_ref()
     }
-    /// Attaches the host's job id (before the first save).
-    pub fn set_job_id(&mut self, job: Option<String>) {
-        self.job_id = job.map(|j| fit_chars(&j, 128));
+    /// Attaches the host's job id before the first save (a host that knows
+    /// the job up front). Later, use [`Dispatch::link_job`].
+    pub fn set_job_id(&mut self, job: Option<JobId>) {
+        self.job_id = job;
+    }
+    /// How far its texts and milestones have reached the host's job system
+    /// (`None` when the relay has no [`crate::Jobs`] port).
+    pub fn job_sync(&self) -> Option<&JobSync> {
+        self.job_sync.as_deref()
+    }
+
+    // ----- the host's job system (driven by the driver, see crate::jobs) --
+
+    /// Starts keeping its job system in sync (the driver does this when it
+    /// has a [`crate::Jobs`] port); a sync is owed from now on.
+    pub fn enable_job_sync(&mut self, now: Timestamp) {
+        if self.job_sync.is_none() {
+            self.job_sync = Some(Box::default());
+            self.finish_job_sync(now);
+        }
+    }
+
+    /// What it owes its job system, in order.
+    pub fn job_work(&self) -> JobWork {
+        crate::jobs::pending_work(self)
+    }
+
+    /// Records a sync with the job system: what `resolve` answered (if it
+    /// was asked), the cursor reached, and whether everything owed was
+    /// recorded (`Ok`) or a call failed (`Err` with its message). Returns
+    /// the events to publish, or `None` when nothing changed (nothing to
+    /// save).
+    pub fn record_job_sync(
+        &mut self,
+        now: Timestamp,
+        resolved: Option<Option<JobId>>,
+        reached: Option<&JobSync>,
+        result: Result<(), String>,
+    ) -> Option<Vec<Effect>> {
+        let before = (self.job_id.clone(), self.job_sync.clone());
+        let mut out = Vec::new();
+        let mut fx = Fx { out: &mut out };
+        let js = self.job_sync.get_or_insert_with(Box::default);
+        if let Some(job) = resolved
+            && !js.resolved
+        {
+            js.resolved = true;
+            if self.job_id.is_none()
+                && let Some(job) = job
+            {
+                self.job_id = Some(job.clone());
+                self.emit(now, &mut fx, EventKind::JobLinked { job });
+            }
+        }
+        let js = self.job_sync.get_or_insert_with(Box::default);
+        if let Some(c) = reached {
+            js.thread = js.thread.max(c.thread);
+            js.legs = js.legs.max(c.legs);
+            js.acked |= c.acked;
+            js.failed |= c.failed;
+            js.closed |= c.closed;
+        }
+        match result {
+            Ok(()) => {
+                let failures = std::mem::take(&mut js.failures);
+                js.retry_at = None;
+                js.last_error = None;
+                if failures > 0 {
+                    self.emit(now, &mut fx, EventKind::JobSyncRecovered { failures });
+                }
+            }
+            Err(error) => {
+                js.failures = js.failures.saturating_add(1);
+                let failures = js.failures;
+                let retry_at = now.plus(JobSync::backoff(failures));
+                js.retry_at = Some(retry_at);
+                let error = fit_chars(&error, 500);
+                js.last_error = Some(error.clone());
+                self.emit(
+                    now,
+                    &mut fx,
+                    EventKind::JobSyncFailed {
+                        error,
+                        failures,
+                        retry_at,
+                    },
+                );
+            }
+        }
+        self.recompute_deadline();
+        if (&self.job_id, &self.job_sync) == (&before.0, &before.1) {
+            return None;
+        }
+        Some(out)
+    }
+
+    /// Links the dispatch to a job (replacing any earlier link): the whole
+    /// conversation so far is owed to that job. Returns the events; empty
+    /// when it was already linked to `job`.
+    pub fn link_job(&mut self, now: Timestamp, job: JobId) -> Vec<Effect> {
+        if self.job_id.as_ref() == Some(&job) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut fx = Fx { out: &mut out };
+        self.job_id = Some(job.clone());
+        self.job_sync = Some(Box::new(JobSync {
+            resolved: true,
+            ..JobSync::default()
+        }));
+        self.emit(now, &mut fx, EventKind::JobLinked { job });
+        self.finish_job_sync(now);
+        out
+    }
+
+    fn finish_job_sync(&mut self, now: Timestamp) {
+        if let Some(js) = self.job_sync.as_deref_mut()
+            && js.retry_at.is_none()
+        {
+            js.retry_at = Some(now.plus(JOB_SYNC_GRACE));
+        }
+        self.recompute_deadline();
     }
     /// The policy snapshotted when the dispatch opened.
     pub fn policy(&self) -> &Arc<Policy> {

@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex};
 use crate::dispatch::{Dispatch, InputError, SkipReason};
 use crate::event::{Effect, EventKind, OutboundMessage};
 use crate::input::{DashboardAction, DeliveryReport, InboundText, Input, RouteReason};
+use crate::jobs::{JobItem, JobSync, Jobs};
 use crate::policy::Policy;
 use crate::ports::{Clock, EventSink, NullSink, SmsProvider, Store, StoreError};
 use crate::safety::{
     Admission, Keyword, MemoryOptOuts, MemoryRateLimiter, OptOuts, RateKey, RateLimiter,
 };
-use crate::types::{DispatchId, PhoneNumber, ProviderMessageId, Tag, Timestamp, splitmix};
+use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp, splitmix};
 
 /// How many times a transition is re-run after a version conflict.
 pub const MAX_CONFLICT_RETRIES: usize = 16;
@@ -168,6 +169,7 @@ pub struct Relay<S: ?Sized, P: ?Sized, C: ?Sized> {
     sink: Arc<dyn EventSink>,
     opt_outs: Arc<dyn OptOuts>,
     limiter: Arc<dyn RateLimiter>,
+    jobs: Option<Arc<dyn Jobs>>,
     lines: HashMap<PhoneNumber, Arc<Policy>>,
     rng: Mutex<u64>,
     sweep_batch: usize,
@@ -199,6 +201,7 @@ where
                 sink: Arc::new(NullSink),
                 opt_outs: Arc::new(MemoryOptOuts::new()),
                 limiter: Arc::new(MemoryRateLimiter::new()),
+                jobs: None,
                 lines: HashMap::new(),
                 rng: Mutex::new(seed),
                 sweep_batch: 256,
@@ -234,6 +237,11 @@ where
     /// Who opted out.
     pub fn opt_outs(&self) -> &Arc<dyn OptOuts> {
         &self.opt_outs
+    }
+
+    /// The host's job system, if one is wired in.
+    pub fn jobs(&self) -> Option<&Arc<dyn Jobs>> {
+        self.jobs.as_ref()
     }
 
     /// A text to a business line: an opt-out or opt-in keyword (see
@@ -344,10 +352,14 @@ where
             let (id, seed) = self.fresh_id(now);
             let tag = self.free_tag(seed).await?;
             let (mut d, effects) = Dispatch::open(id, tag, Arc::clone(&policy), text.clone(), now)?;
+            if self.jobs.is_some() {
+                d.enable_job_sync(now);
+            }
             d.set_version(1);
             match self.store.save(&d, 0).await {
                 Ok(()) => {
                     self.run_effects(id, &policy, effects).await;
+                    self.sync_job(id).await;
                     return Ok(Outcome::Opened(id));
                 }
                 Err(e) if e.is_conflict() => {
@@ -416,13 +428,51 @@ where
         self.apply(id, None, Input::Dashboard(action)).await
     }
 
-    /// Finds a dispatch by id, by its tag (open dispatches), by a
-    /// customer's number (their open dispatch), or by the message id of any
-    /// inbound text in it.
+    /// Links a dispatch to a host job (replacing any earlier link) and
+    /// syncs the whole conversation so far to it.
+    pub async fn link_job(&self, id: DispatchId, job: JobId) -> Result<Outcome, RelayError> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let mut d = self
+                .store
+                .get(id)
+                .await?
+                .ok_or_else(|| RelayError::NotFound(id.to_string()))?;
+            let expected = d.version();
+            let effects = d.link_job(self.clock.now(), job.clone());
+            if effects.is_empty() {
+                return Ok(Outcome::Unchanged(id));
+            }
+            d.set_version(expected + 1);
+            match self.store.save(&d, expected).await {
+                Ok(()) => {
+                    self.publish_all(id, effects).await;
+                    self.sync_job(id).await;
+                    return Ok(Outcome::Applied(id));
+                }
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RelayError::Contended(id))
+    }
+
+    /// The dispatches of a host job, newest first, at most `limit`.
+    pub async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, RelayError> {
+        Ok(self.store.by_job(job, limit).await?)
+    }
+
+    /// Finds a dispatch by id; by a host job id (its most recent dispatch);
+    /// by its tag (open dispatches); by a customer's number (their open
+    /// dispatch); or by the message id of any inbound text in it.
     pub async fn find(&self, key: &str) -> Result<Option<Dispatch>, RelayError> {
         let key = key.trim();
         if let Ok(id) = key.parse::<DispatchId>()
             && let Some(d) = self.store.get(id).await?
+        {
+            return Ok(Some(d));
+        }
+        if let Ok(job) = key.parse::<JobId>()
+            && let Some(d) = self.store.by_job(&job, 1).await?.into_iter().next()
         {
             return Ok(Some(d));
         }
@@ -472,7 +522,14 @@ where
             }
             for d in fresh {
                 match self.apply(d.id, Some(now), Input::Timeout).await {
-                    Ok(Outcome::Unchanged(_)) => report.unchanged += 1,
+                    Ok(Outcome::Unchanged(_)) => {
+                        if self.jobs.is_none() {
+                            // Due only for a job sync, with no job system
+                            // wired in any more: stop it coming back.
+                            self.clear_job_retry(d.id).await;
+                        }
+                        report.unchanged += 1;
+                    }
                     Ok(_) => report.fired += 1,
                     Err(e) => {
                         tracing::warn!(dispatch = %d.id, error = %e, "sweep: dispatch failed");
@@ -536,7 +593,141 @@ where
     ) -> Result<Outcome, RelayError> {
         let (outcome, effects, policy) = self.transition(id, at, input).await?;
         self.run_effects(id, &policy, effects).await;
+        self.sync_job(id).await;
         Ok(outcome)
+    }
+
+    /// Brings the host's job system up to date with a dispatch (see
+    /// [`crate::jobs`]): resolve its job once, append every text not yet
+    /// appended, record new milestones, save the cursor. A failure is
+    /// recorded on the dispatch (status, event) and retried by the sweep;
+    /// it never fails the input that led here.
+    async fn sync_job(&self, id: DispatchId) {
+        let Some(jobs) = &self.jobs else { return };
+        // Calls that succeeded in this sync: a save conflict re-reads the
+        // dispatch but does not ask the job system twice.
+        let mut done: HashSet<String> = HashSet::new();
+        let mut answer: Option<Option<JobId>> = None;
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let mut d = match self.store.get(id).await {
+                Ok(Some(d)) => d,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(dispatch = %id, error = %e, "job sync: could not load the dispatch; the sweep will retry");
+                    return;
+                }
+            };
+            let now = self.clock.now();
+            let expected = d.version();
+            let mut events = Vec::new();
+            let mut changed = false;
+            if d.job_sync().is_none() {
+                d.enable_job_sync(now); // opened before a job system was wired in
+                changed = true;
+            }
+            let mut work = d.job_work();
+            if work.is_empty() && d.job_sync().and_then(|j| j.retry_at).is_none() {
+                return;
+            }
+            let mut failure = None;
+            if work.resolve {
+                let resolved = match &answer {
+                    Some(a) => Ok(a.clone()),
+                    None => jobs.resolve(d.line(), d.customer(), d.opened_at()).await,
+                };
+                match resolved {
+                    Ok(job) => {
+                        answer = Some(job.clone());
+                        if let Some(fx) = d.record_job_sync(now, Some(job), None, Ok(())) {
+                            changed = true;
+                            events.extend(fx);
+                        }
+                        work = d.job_work();
+                    }
+                    Err(e) => failure = Some(format!("resolve: {e}")),
+                }
+            }
+            let mut reached: Option<JobSync> = None;
+            if failure.is_none()
+                && let Some(job) = d.job_id().cloned()
+            {
+                for (item, cursor) in &work.items {
+                    if !done.contains(item.key()) {
+                        let r = match item {
+                            JobItem::Message(m) => jobs.append_message(&job, m).await,
+                            JobItem::Milestone(m) => jobs.milestone(&job, m).await,
+                        };
+                        if let Err(e) = r {
+                            failure = Some(format!("{}: {e}", item.key()));
+                            break;
+                        }
+                        done.insert(item.key().to_owned());
+                    }
+                    reached = Some(cursor.clone());
+                }
+                if failure.is_none() {
+                    reached = Some(work.end.clone());
+                }
+            }
+            if let Some(e) = &failure {
+                tracing::warn!(dispatch = %id, error = %e, "job system call failed; the sweep will retry");
+            }
+            let result = failure.map_or(Ok(()), Err);
+            if let Some(fx) = d.record_job_sync(now, None, reached.as_ref(), result) {
+                changed = true;
+                events.extend(fx);
+            }
+            if !changed {
+                return;
+            }
+            d.set_version(expected + 1);
+            match self.store.save(&d, expected).await {
+                Ok(()) => {
+                    self.publish_all(id, events).await;
+                    return;
+                }
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => {
+                    tracing::warn!(dispatch = %id, error = %e, "job sync: could not save the cursor; the sweep will retry");
+                    return;
+                }
+            }
+        }
+        tracing::warn!(dispatch = %id, "job sync: contended; the sweep will retry");
+    }
+
+    /// Clears a job-sync retry on a dispatch when no job system is wired
+    /// in (so it stops being due).
+    async fn clear_job_retry(&self, id: DispatchId) {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let Ok(Some(mut d)) = self.store.get(id).await else {
+                return;
+            };
+            if d.job_sync().and_then(|j| j.retry_at).is_none() {
+                return;
+            }
+            let expected = d.version();
+            if d.record_job_sync(self.clock.now(), None, None, Ok(()))
+                .is_none()
+            {
+                return;
+            }
+            d.set_version(expected + 1);
+            match self.store.save(&d, expected).await {
+                Err(e) if e.is_conflict() => continue,
+                _ => return,
+            }
+        }
+    }
+
+    async fn publish_all(&self, id: DispatchId, effects: Vec<crate::event::Effect>) {
+        for effect in effects {
+            if let Effect::Publish(ev) = effect
+                && let Err(e) = self.sink.publish(&ev).await
+            {
+                tracing::warn!(dispatch = %id, error = %e, "event sink failed");
+            }
+        }
     }
 
     /// Load → handle → save; also returns the dispatch's policy snapshot.
@@ -702,6 +893,14 @@ where
     /// durable one in production).
     pub fn opt_outs(mut self, opt_outs: Arc<dyn OptOuts>) -> Self {
         self.relay.opt_outs = opt_outs;
+        self
+    }
+
+    /// The host's job system (default: none). With one, every dispatch is
+    /// linked to a job, its texts are appended to the job's message log and
+    /// its milestones recorded (see [`crate::jobs`]).
+    pub fn jobs(mut self, jobs: Arc<dyn Jobs>) -> Self {
+        self.relay.jobs = Some(jobs);
         self
     }
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dispatch::SkipReason;
 use crate::input::{Actor, Command, DeliveryStatus, ErrorClass, RouteReason, SendErrorKind};
-use crate::types::{DispatchId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
+use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
 
 /// Something the driver must do after it saved a transition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +242,25 @@ pub enum EventKind {
         /// The legs merged into it.
         legs: Vec<u32>,
     },
+    /// The dispatch was linked to a job of the host's job system.
+    JobLinked {
+        /// The job.
+        job: JobId,
+    },
+    /// A call to the host's job system failed; the relay retries it.
+    JobSyncFailed {
+        /// What failed.
+        error: String,
+        /// Failures in a row.
+        failures: u32,
+        /// When the sweep tries again.
+        retry_at: Timestamp,
+    },
+    /// The job system took what it was owed after failing before.
+    JobSyncRecovered {
+        /// How many attempts had failed.
+        failures: u32,
+    },
 }
 
 impl EventKind {
@@ -271,6 +290,9 @@ impl EventKind {
             EventKind::Deferred { .. } => "deferred",
             EventKind::Skipped { .. } => "skipped",
             EventKind::Merged { .. } => "merged",
+            EventKind::JobLinked { .. } => "job_linked",
+            EventKind::JobSyncFailed { .. } => "job_sync_failed",
+            EventKind::JobSyncRecovered { .. } => "job_sync_recovered",
         }
     }
 }

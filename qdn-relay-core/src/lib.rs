@@ -33,6 +33,7 @@ pub mod driver;
 pub mod event;
 pub mod failover;
 pub mod input;
+pub mod jobs;
 pub mod memory;
 pub mod policy;
 pub mod policy_file;
@@ -44,8 +45,8 @@ pub mod status;
 pub mod types;
 
 pub use dispatch::{
-    Ack, AckVia, Direction, Dispatch, InputError, Leg, MAX_SEND_ATTEMPTS, OUTBOX_GRACE, Purpose,
-    SkipReason, State, ThreadEntry,
+    Ack, AckVia, Direction, Dispatch, InputError, JOB_SYNC_GRACE, Leg, MAX_SEND_ATTEMPTS,
+    OUTBOX_GRACE, Purpose, SkipReason, State, ThreadEntry,
 };
 pub use driver::{MAX_CONFLICT_RETRIES, Outcome, Relay, RelayBuilder, RelayError, SweepReport};
 pub use event::{Effect, EscalationReason, EventKind, OutboundMessage, RelayEvent};
@@ -53,6 +54,10 @@ pub use failover::Failover;
 pub use input::{
     Actor, Command, DashboardAction, DeliveryError, DeliveryReport, DeliveryStatus, ErrorClass,
     InboundText, Input, MAX_BODY_CHARS, Media, RouteReason, SendError, SendErrorKind, fit_body,
+};
+pub use jobs::{
+    JOB_RETRY_MAX, JOB_RETRY_MIN, JobItem, JobMessage, JobSync, JobWork, Jobs, JobsError,
+    MemoryJob, MemoryJobs, Milestone, MilestoneKind, Origin,
 };
 pub use memory::{MemoryStore, RecordingProvider, RecordingSink, SentText};
 pub use policy::{
@@ -69,5 +74,7 @@ pub use safety::{
     RateLimiter, SafetyError,
 };
 pub use schedule::{LocalTime, Weekdays, Window, Zone};
-pub use status::{DispatchStatus, FinalStatus};
-pub use types::{DispatchId, PhoneNumber, PhoneNumberError, ProviderMessageId, Tag, Timestamp};
+pub use status::{DispatchStatus, FinalStatus, JobDispatchLink, JobSyncStatus};
+pub use types::{
+    DispatchId, JobId, JobIdError, PhoneNumber, PhoneNumberError, ProviderMessageId, Tag, Timestamp,
+};

@@ -16,7 +16,7 @@ use crate::ports::{
     Clock, ConflictReason, Due, EventSink, ListFilter, SendReceipt, SinkError, SmsProvider, Store,
     StoreError,
 };
-use crate::types::{DispatchId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
+use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
 
 // ---------------------------------------------------------------------------
 // MemoryStore
@@ -45,6 +45,7 @@ struct Inner {
     due: BTreeSet<(Timestamp, DispatchId)>,
     all: BTreeSet<DispatchId>,
     open: BTreeSet<DispatchId>,
+    jobs: HashMap<JobId, BTreeSet<DispatchId>>,
 }
 
 impl MemoryStore {
@@ -119,6 +120,14 @@ impl Inner {
         if let Some(t) = d.next_deadline() {
             self.due.remove(&(t, id));
         }
+        if let Some(job) = d.job_id()
+            && let Some(set) = self.jobs.get_mut(job)
+        {
+            set.remove(&id);
+            if set.is_empty() {
+                self.jobs.remove(job);
+            }
+        }
     }
 
     fn index(&mut self, d: &Dispatch) {
@@ -144,6 +153,9 @@ impl Inner {
         }
         if let Some(t) = d.next_deadline() {
             self.due.insert((t, id));
+        }
+        if let Some(job) = d.job_id() {
+            self.jobs.entry(job.clone()).or_default().insert(id);
         }
         self.all.insert(id);
     }
@@ -288,6 +300,20 @@ impl Store for MemoryStore {
             .take(limit)
             .filter_map(|id| g.by_id.get(id).map(|d| (**d).clone()))
             .collect())
+    }
+
+    async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
+        let g = self.read();
+        Ok(g.jobs
+            .get(job)
+            .map(|set| {
+                set.iter()
+                    .rev()
+                    .take(limit)
+                    .filter_map(|id| g.by_id.get(id).map(|d| (**d).clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::dispatch::Dispatch;
 use crate::event::{OutboundMessage, RelayEvent};
 use crate::input::SendError;
-use crate::types::{DispatchId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
+use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
 
 // ---------------------------------------------------------------------------
 // SmsProvider
@@ -203,6 +203,9 @@ pub struct Due {
 /// - `open_for_dispatcher(n)` returns the open dispatches whose
 ///   [`Dispatch::notified`] contains `n`, most recently notified first.
 /// - `list(filter, limit)` returns dispatches newest first (by id).
+/// - `by_job(job, limit)` returns the dispatches whose
+///   [`Dispatch::job_id`] is `job`, open or not, newest first (by id); a
+///   dispatch's job id may first appear (or change) on any save.
 /// - Errors: a transient backend failure is `Backend { retryable: true }`.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
@@ -243,6 +246,9 @@ pub trait Store: Send + Sync {
 
     /// Dispatches for a dashboard, newest first, at most `limit`.
     async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Dispatch>, StoreError>;
+
+    /// Dispatches of a host job, newest first, at most `limit`.
+    async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, StoreError>;
 }
 
 // ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ use std::time::Duration;
 use crate::driver::{Outcome, Relay, RelayError};
 use crate::event::{EventKind, RelayEvent};
 use crate::input::{DeliveryError, DeliveryReport, DeliveryStatus, InboundText};
+use crate::jobs::MemoryJobs;
 use crate::memory::{MemoryStore, RecordingProvider, RecordingSink};
 use crate::policy::Policy;
 use crate::ports::{Clock, ManualClock};
@@ -59,6 +60,8 @@ pub struct Simulation {
     pub opt_outs: Arc<MemoryOptOuts>,
     /// Rate-limit history.
     pub limiter: Arc<MemoryRateLimiter>,
+    /// The job system (wired in only by [`Simulation::with_jobs`]).
+    pub jobs: Arc<MemoryJobs>,
     /// The relay under test.
     pub relay: SimRelay,
     /// The business line.
@@ -75,19 +78,33 @@ impl Simulation {
     /// A relay for `line` with `policy`, at [`SIM_START`], seeded for
     /// reproducible ids and tags.
     pub fn new(line: PhoneNumber, policy: Policy) -> Self {
+        Self::build(line, policy, false)
+    }
+
+    /// Like [`Simulation::new`], with [`Simulation::jobs`] wired in as the
+    /// relay's job system.
+    pub fn with_jobs(line: PhoneNumber, policy: Policy) -> Self {
+        Self::build(line, policy, true)
+    }
+
+    fn build(line: PhoneNumber, policy: Policy, with_jobs: bool) -> Self {
         let clock = Arc::new(ManualClock::new(SIM_START));
         let store = Arc::new(MemoryStore::new());
         let provider = Arc::new(RecordingProvider::with_clock(clock.clone()));
         let sink = Arc::new(RecordingSink::new());
         let opt_outs = Arc::new(MemoryOptOuts::new());
         let limiter = Arc::new(MemoryRateLimiter::new());
-        let relay = Relay::builder(store.clone(), provider.clone(), clock.clone())
+        let jobs = Arc::new(MemoryJobs::new());
+        let mut builder = Relay::builder(store.clone(), provider.clone(), clock.clone())
             .line(line, policy)
             .sink(sink.clone())
             .opt_outs(opt_outs.clone())
             .rate_limiter(limiter.clone())
-            .seed(7)
-            .build();
+            .seed(7);
+        if with_jobs {
+            builder = builder.jobs(jobs.clone());
+        }
+        let relay = builder.build();
         Self {
             clock,
             store,
@@ -95,6 +112,7 @@ impl Simulation {
             sink,
             opt_outs,
             limiter,
+            jobs,
             relay,
             line,
             start: SIM_START,
@@ -332,6 +350,17 @@ pub fn describe(ev: &RelayEvent) -> String {
         }
         EventKind::Merged { into, legs } => {
             format!("#{tag} legs {legs:?} merged into leg {into} (digest)")
+        }
+        EventKind::JobLinked { job } => format!("#{tag} linked to job {job}"),
+        EventKind::JobSyncFailed {
+            error,
+            failures,
+            retry_at,
+        } => {
+            format!("#{tag} job system failed ({failures} in a row, retry at {retry_at}): {error}")
+        }
+        EventKind::JobSyncRecovered { failures } => {
+            format!("#{tag} job system caught up after {failures} failed attempts")
         }
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::dispatch::{Ack, Dispatch, Leg, Purpose, State, ThreadEntry};
 use crate::event::RelayEvent;
 use crate::input::Actor;
-use crate::types::{DispatchId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
+use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
 
 /// The dashboard's status values, under the seed's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -46,7 +46,15 @@ pub struct DispatchStatus {
     /// Its tag.
     pub tag: Tag,
     /// The host's job id, if any.
-    pub job_id: Option<String>,
+    pub job_id: Option<JobId>,
+    /// How far the host's job system is up to date (absent without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_sync: Option<JobSyncStatus>,
+    /// When found by job id: the job's other dispatches, newest first
+    /// (filled by the caller that looked it up, see
+    /// [`DispatchStatus::with_job_dispatches`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub job_dispatches: Vec<JobDispatchLink>,
     /// The business line.
     pub line: PhoneNumber,
     /// The richer state: `open`, `acked`, `closed`, `failed`.
@@ -85,6 +93,54 @@ pub struct DispatchStatus {
     pub events: Vec<RelayEvent>,
     /// The stored version.
     pub version: u64,
+}
+
+/// The state of a dispatch's sync with the host's job system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSyncStatus {
+    /// Whether the job system was asked which job the dispatch belongs to.
+    pub resolved: bool,
+    /// Texts and milestones not yet recorded on the job.
+    pub owed: usize,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// The last failure, while failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the next attempt is due, if one is owed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Timestamp>,
+}
+
+/// Another dispatch of the same job, for a status looked up by job id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDispatchLink {
+    /// The dispatch id (`GET /sms/dispatch-status/{dispatch_id}` reads it).
+    pub dispatch_id: DispatchId,
+    /// Its tag.
+    pub tag: Tag,
+    /// Its state.
+    pub state: State,
+    /// When it opened.
+    pub opened_at: Timestamp,
+}
+
+impl DispatchStatus {
+    /// Adds links to the other dispatches of the same job (`others` may
+    /// include this one; it is left out).
+    pub fn with_job_dispatches(mut self, others: &[Dispatch]) -> Self {
+        self.job_dispatches = others
+            .iter()
+            .filter(|d| d.id() != self.dispatch_id)
+            .map(|d| JobDispatchLink {
+                dispatch_id: d.id(),
+                tag: d.tag(),
+                state: d.state(),
+                opened_at: d.opened_at(),
+            })
+            .collect();
+        self
+    }
 }
 
 impl Dispatch {
@@ -134,7 +190,15 @@ impl Dispatch {
             final_status: self.final_status(),
             dispatch_id: self.id(),
             tag: self.tag(),
-            job_id: self.job_id().map(str::to_owned),
+            job_id: self.job_id().cloned(),
+            job_sync: self.job_sync().map(|j| JobSyncStatus {
+                resolved: j.resolved,
+                owed: self.job_work().items.len() + usize::from(!j.resolved),
+                failures: j.failures,
+                last_error: j.last_error.clone(),
+                retry_at: j.retry_at,
+            }),
+            job_dispatches: Vec::new(),
             line: self.line(),
             state: self.state(),
             round: self.round(),

@@ -464,6 +464,60 @@ impl fmt::Debug for ProviderMessageId {
 
 serde_via_str!(ProviderMessageId, "message id");
 
+// ---------------------------------------------------------------------------
+// JobId
+
+/// The id of a job in the host application's job system (see
+/// [`crate::Jobs`]): 1 to 128 characters, no control characters, no
+/// leading or trailing whitespace. The relay never interprets it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(Box<str>);
+
+/// Why a string is not a job id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid job id {0:?}: expected 1 to 128 characters, no control characters, no surrounding spaces"
+)]
+pub struct JobIdError(String);
+
+impl JobId {
+    /// The longest job id, in characters.
+    pub const MAX_CHARS: usize = 128;
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for JobId {
+    type Err = JobIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = !s.is_empty()
+            && s.chars().count() <= Self::MAX_CHARS
+            && s.trim() == s
+            && !s.chars().any(char::is_control);
+        if !ok {
+            return Err(JobIdError(s.chars().take(140).collect()));
+        }
+        Ok(Self(s.into()))
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobId({:?})", &*self.0)
+    }
+}
+
+serde_via_str!(JobId, "job id");
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,5 +619,27 @@ mod tests {
         assert!("".parse::<ProviderMessageId>().is_err());
         assert!("has space".parse::<ProviderMessageId>().is_err());
         assert!("x".repeat(65).parse::<ProviderMessageId>().is_err());
+    }
+
+    #[test]
+    fn job_ids_are_bounded_printable_strings() {
+        let j: JobId = "dumpster/2026-11-29 #1042".parse().unwrap();
+        assert_eq!(j.as_str(), "dumpster/2026-11-29 #1042");
+        assert_eq!(
+            "é".repeat(128)
+                .parse::<JobId>()
+                .unwrap()
+                .as_str()
+                .chars()
+                .count(),
+            128
+        );
+        assert!("é".repeat(129).parse::<JobId>().is_err());
+        assert!("".parse::<JobId>().is_err());
+        assert!(" j1".parse::<JobId>().is_err());
+        assert!("j\n1".parse::<JobId>().is_err());
+        let s = serde_json::to_string(&j).unwrap();
+        assert_eq!(serde_json::from_str::<JobId>(&s).unwrap(), j);
+        assert!(serde_json::from_str::<JobId>("\"\"").is_err());
     }
 }

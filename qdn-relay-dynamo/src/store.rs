@@ -895,4 +895,13 @@ impl Store for DynamoStore {
             .filter(|d| filter == ListFilter::All || d.state().is_open())
             .collect())
     }
+
+    // Interim: the indexed lookup lands with the DynamoDB job-item change.
+    async fn by_job(
+        &self,
+        _job: &qdn_relay_core::JobId,
+        _limit: usize,
+    ) -> Result<Vec<Dispatch>, StoreError> {
+        Err(StoreError::backend(false, "by_job: not implemented yet"))
+    }
 }

@@ -32,9 +32,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use clap::{Parser, ValueEnum};
 use qdn_relay_core::{
-    Dispatch, DispatchId, Due, InboundText, ListFilter, OutboundMessage, PhoneNumber, Policy,
-    ProviderMessageId, Relay, SendError, SendReceipt, SmsProvider, Store, StoreError, SystemClock,
-    Tag, Timestamp,
+    Dispatch, DispatchId, Due, InboundText, JobId, ListFilter, OutboundMessage, PhoneNumber,
+    Policy, ProviderMessageId, Relay, SendError, SendReceipt, SmsProvider, Store, StoreError,
+    SystemClock, Tag, Timestamp,
 };
 use qdn_relay_sqlite::SqliteStore;
 
@@ -193,6 +193,10 @@ impl Store for Counting {
 
     async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
         self.inner.list(filter, limit).await
+    }
+
+    async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
+        self.inner.by_job(job, limit).await
     }
 }
 

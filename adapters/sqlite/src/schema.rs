@@ -14,7 +14,7 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only:
 /// a migration that shipped is never edited.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Version 1: the dispatches and their lookup tables.
 const V1: &str = "
@@ -69,6 +69,11 @@ CREATE TABLE opt_outs (
     number INTEGER PRIMARY KEY NOT NULL,
     at     INTEGER NOT NULL
 );
+";
+
+/// Version 3: dispatches by host job (`Store::by_job`), newest first.
+const V3: &str = "
+CREATE INDEX dispatches_job ON dispatches (job_id, id DESC) WHERE job_id IS NOT NULL;
 ";
 
 /// Brings the schema up to [`SCHEMA_VERSION`]; refuses a newer one.

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use qdn_relay_core::{
-    ConflictReason, Dispatch, DispatchId, Due, ListFilter, OptOuts, PhoneNumber, ProviderMessageId,
-    SafetyError, Store, StoreError, Tag, Timestamp,
+    ConflictReason, Dispatch, DispatchId, Due, JobId, ListFilter, OptOuts, PhoneNumber,
+    ProviderMessageId, SafetyError, Store, StoreError, Tag, Timestamp,
 };
 use rusqlite::{Connection, OptionalExtension, Params, TransactionBehavior, params};
 
@@ -176,6 +176,8 @@ pub(crate) const LIST_ALL: &str =
     "SELECT id, version, record FROM dispatches ORDER BY id DESC LIMIT ?1";
 pub(crate) const LIST_OPEN: &str = "SELECT id, version, record FROM dispatches \
      WHERE is_open = 1 ORDER BY id DESC LIMIT ?1";
+pub(crate) const BY_JOB: &str = "SELECT id, version, record FROM dispatches \
+     WHERE job_id = ?1 ORDER BY id DESC LIMIT ?2";
 
 const VERSION_OF: &str = "SELECT version FROM dispatches WHERE id = ?1";
 const OTHER_OPEN_CUSTOMER: &str =
@@ -265,7 +267,7 @@ impl Row {
             deadline: d.next_deadline().map(Timestamp::as_millis),
             opened_at: d.opened_at().as_millis(),
             updated_at: d.updated_at().as_millis(),
-            job_id: d.job_id().map(str::to_owned),
+            job_id: d.job_id().map(|j| j.as_str().to_owned()),
             record,
             inbound: d.inbound_sids().cloned().collect(),
             legs: d.leg_sids().map(ToString::to_string).collect(),
@@ -556,6 +558,12 @@ impl Store for SqliteStore {
             ListFilter::All => LIST_ALL,
         };
         self.read(move |c| dispatches(c, sql, [limit(n)])).await
+    }
+
+    async fn by_job(&self, job: &JobId, n: usize) -> Result<Vec<Dispatch>, StoreError> {
+        let job = job.as_str().to_owned();
+        self.read(move |c| dispatches(c, BY_JOB, rusqlite::params![job, limit(n)]))
+            .await
     }
 }
 

@@ -4,8 +4,8 @@ use rusqlite::Connection;
 
 use crate::schema;
 use crate::store::{
-    BY_INBOUND_SID, BY_LEG_SID, DUE, GET, LIST_ALL, LIST_OPEN, OPEN_BY_TAG, OPEN_FOR_CUSTOMER,
-    OPEN_FOR_DISPATCHER,
+    BY_INBOUND_SID, BY_JOB, BY_LEG_SID, DUE, GET, LIST_ALL, LIST_OPEN, OPEN_BY_TAG,
+    OPEN_FOR_CUSTOMER, OPEN_FOR_DISPATCHER,
 };
 
 fn db() -> Connection {
@@ -87,6 +87,7 @@ fn every_lookup_uses_an_index() {
         ),
         ("list(All)", LIST_ALL, "sqlite_autoindex_dispatches_1"),
         ("list(Open)", LIST_OPEN, "dispatches_open_id"),
+        ("by_job", BY_JOB, "dispatches_job"),
     ] {
         let p = plan(&c, sql);
         assert!(full_scans(&p).is_empty(), "{name} scans a table: {p:?}");

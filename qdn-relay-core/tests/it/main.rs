@@ -1,6 +1,7 @@
 //! The integration tests of qdn-relay-core (one binary).
 
 mod behaviours;
+mod jobs;
 mod memory_contract;
 mod policies;
 mod policy_props;

@@ -76,6 +76,14 @@ impl Store for FileStore {
     async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
         self.store.list(filter, limit).await
     }
+
+    async fn by_job(
+        &self,
+        job: &qdn_relay_core::JobId,
+        limit: usize,
+    ) -> Result<Vec<Dispatch>, StoreError> {
+        self.store.by_job(job, limit).await
+    }
 }
 
 /// Far in the future: every deadline is due.

@@ -1,0 +1,449 @@
+//! The host's job system (the `Jobs` port): every text lands in the job's
+//! message log exactly once, milestones land on the job, a job-system
+//! outage or a crash delays nothing and loses nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use qdn_relay_core::sim::{SIM_START, Simulation};
+use qdn_relay_core::{
+    AckVia, Actor, DashboardAction, DeliveryStatus, Direction, Dispatch, EventKind, InboundText,
+    JOB_RETRY_MIN, JOB_SYNC_GRACE, JobId, JobMessage, Jobs, JobsError, Milestone, MilestoneKind,
+    Origin, PhoneNumber, Policy, ProviderMessageId, Purpose, Relay, State, Store, Timestamp,
+};
+
+const MIN: Duration = Duration::from_secs(60);
+
+fn n(s: &str) -> PhoneNumber {
+    s.parse().expect("valid number")
+}
+
+fn job(s: &str) -> JobId {
+    s.parse().expect("valid job id")
+}
+
+struct Cast {
+    line: PhoneNumber,
+    customer: PhoneNumber,
+    primary: PhoneNumber,
+    backup: PhoneNumber,
+}
+
+fn cast() -> Cast {
+    Cast {
+        line: n("+16195550000"),
+        customer: n("+16195550100"),
+        primary: n("+16195550101"),
+        backup: n("+18583354807"),
+    }
+}
+
+fn policy(c: &Cast) -> Policy {
+    Policy::simple(c.primary, c.backup, 15 * MIN).expect("policy")
+}
+
+fn only(sim: &Simulation) -> Dispatch {
+    let all = sim.store.all();
+    assert_eq!(all.len(), 1, "expected exactly one dispatch");
+    all.into_iter().next().expect("one")
+}
+
+fn sent_sids(sim: &Simulation) -> Vec<ProviderMessageId> {
+    sim.provider
+        .sent()
+        .into_iter()
+        .filter_map(|s| s.result.ok())
+        .collect()
+}
+
+/// Sends `text` twice, as Twilio does when it retries a webhook.
+async fn deliver_twice(sim: &Simulation, text: InboundText) {
+    sim.relay
+        .inbound(text.clone())
+        .await
+        .expect("first delivery");
+    sim.relay.inbound(text).await.expect("retried delivery");
+}
+
+/// Reports every accepted send as delivered, each callback twice.
+async fn report_all_delivered_twice(sim: &Simulation) {
+    for sid in sent_sids(sim) {
+        for _ in 0..2 {
+            sim.report(&sid, DeliveryStatus::Delivered, None)
+                .await
+                .expect("callback");
+        }
+    }
+}
+
+/// Customer texts, nobody answers the primary, the backup replies: every
+/// webhook and callback delivered twice.
+async fn cascade(sim: &Simulation, c: &Cast) {
+    deliver_twice(sim, sim.text(c.customer, "Need a dumpster at 5th & Main")).await;
+    report_all_delivered_twice(sim).await;
+    sim.advance(15 * MIN).await.expect("timeout");
+    report_all_delivered_twice(sim).await;
+    sim.advance(2 * MIN).await.expect("time passes");
+    deliver_twice(sim, sim.text(c.backup, "On my way, 20 min")).await;
+    report_all_delivered_twice(sim).await;
+}
+
+fn origins(messages: &[JobMessage]) -> Vec<(Direction, Origin, PhoneNumber, PhoneNumber)> {
+    messages
+        .iter()
+        .map(|m| (m.direction, m.origin, m.from, m.to))
+        .collect()
+}
+
+#[tokio::test]
+async fn jobs_a_whole_cascade_leaves_one_log_entry_per_text_and_the_ack_on_the_job() {
+    let c = cast();
+    let sim = Simulation::with_jobs(c.line, policy(&c));
+    let j = job("dumpster-1042");
+    sim.jobs.open_job(c.line, c.customer, j.clone());
+
+    cascade(&sim, &c).await;
+
+    let d = only(&sim);
+    assert_eq!(d.state(), State::Acked);
+    assert_eq!(d.job_id(), Some(&j), "the dispatch carries the job id");
+    let record = sim.jobs.job(&j).expect("the job exists");
+
+    // Five texts: the customer's, the two forwards, the backup's reply and
+    // the reply sent on to the customer. One entry each, in order.
+    assert_eq!(
+        origins(&record.messages),
+        vec![
+            (Direction::Inbound, Origin::Customer, c.customer, c.line),
+            (Direction::Outbound, Origin::Relay, c.line, c.primary),
+            (Direction::Outbound, Origin::Relay, c.line, c.backup),
+            (Direction::Inbound, Origin::Dispatcher, c.backup, c.line),
+            (Direction::Outbound, Origin::Dispatcher, c.line, c.customer),
+        ],
+        "log: {:#?}",
+        record.messages
+    );
+    let mut keys: Vec<&str> = record.messages.iter().map(|m| m.key.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), 5, "every text has its own key");
+    assert_eq!(
+        sim.jobs.repeated_keys(),
+        0,
+        "retried webhooks and callbacks make no repeated job calls"
+    );
+    // Received texts carry their MessageSid, sent ones the provider's.
+    let sent = sent_sids(&sim);
+    for m in &record.messages {
+        let sid = m.sid.as_ref().expect("every text has a sid");
+        match m.direction {
+            Direction::Inbound => assert!(sid.as_str().starts_with("SMin"), "{sid}"),
+            Direction::Outbound => assert!(sent.contains(sid), "{sid} was sent"),
+        }
+    }
+    assert_eq!(record.messages[0].body, "Need a dumpster at 5th & Main");
+    assert_eq!(record.messages[3].body, "On my way, 20 min");
+    assert_eq!(record.messages[4].body, "On my way, 20 min");
+    assert_eq!(
+        record.messages[1].purpose,
+        Some(Purpose::Forward { round: 0, level: 0 })
+    );
+
+    // Milestones: forwarded, escalated, acked (at the reply, by the backup).
+    let kinds: Vec<MilestoneKind> = record.milestones.iter().map(|m| m.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            MilestoneKind::Forwarded,
+            MilestoneKind::Escalated,
+            MilestoneKind::Acked
+        ]
+    );
+    let ack = record.milestone(MilestoneKind::Acked).expect("acked");
+    assert_eq!(ack.at, SIM_START.plus(17 * MIN));
+    assert_eq!(ack.by, Some(Actor::Phone(c.backup)));
+    assert_eq!(ack.level, Some(1));
+    assert_eq!(ack.via, Some(AckVia::Reply));
+    let fwd = record
+        .milestone(MilestoneKind::Forwarded)
+        .expect("forwarded");
+    assert_eq!((fwd.at, fwd.to), (SIM_START, Some(c.primary)));
+    let esc = record
+        .milestone(MilestoneKind::Escalated)
+        .expect("escalated");
+    assert_eq!(esc.at, SIM_START.plus(15 * MIN));
+    assert_eq!((esc.level, esc.to), (Some(1), Some(c.backup)));
+
+    // The status is reachable by the job id and says nothing is owed.
+    let found = sim.relay.find("dumpster-1042").await.expect("find");
+    assert_eq!(found.map(|d| d.id()), Some(d.id()));
+    let status = d.status();
+    let sync = status.job_sync.expect("job sync status");
+    assert_eq!((sync.owed, sync.failures), (0, 0));
+    assert_eq!(sync.retry_at, None);
+    assert_eq!(
+        d.next_deadline(),
+        None,
+        "an acked dispatch with its job up to date is not due"
+    );
+}
+
+#[tokio::test]
+async fn jobs_an_outage_delays_nothing_and_loses_nothing() {
+    let c = cast();
+    // The same cascade without a job system, for the send times.
+    let plain = Simulation::new(c.line, policy(&c));
+    cascade(&plain, &c).await;
+
+    let sim = Simulation::with_jobs(c.line, policy(&c));
+    let j = job("dumpster-7");
+    sim.jobs.open_job(c.line, c.customer, j.clone());
+    sim.jobs.set_down(true);
+    cascade(&sim, &c).await;
+
+    let timeline = |s: &Simulation| -> Vec<(Option<Timestamp>, PhoneNumber, String)> {
+        s.provider
+            .sent()
+            .into_iter()
+            .map(|t| (t.at, t.message.to, t.message.body))
+            .collect()
+    };
+    assert_eq!(
+        timeline(&sim),
+        timeline(&plain),
+        "every text goes out at the same time, to the same people, during the outage"
+    );
+    let d = only(&sim);
+    assert_eq!(d.state(), State::Acked);
+    let status = d.status();
+    let sync = status.job_sync.clone().expect("job sync status");
+    assert!(sync.failures > 0, "{sync:?}");
+    assert!(!sync.resolved, "the job was never resolved: {sync:?}");
+    assert!(
+        sync.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("unavailable")),
+        "{sync:?}"
+    );
+    assert!(sync.retry_at.is_some(), "a retry is scheduled: {sync:?}");
+    assert!(
+        sim.sink
+            .events()
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::JobSyncFailed { .. })),
+        "the failure is published"
+    );
+    assert!(sim.jobs.job(&j).expect("job").messages.is_empty());
+
+    // The job system comes back: the sweep delivers everything, once.
+    sim.jobs.set_down(false);
+    sim.advance(JOB_SYNC_GRACE.max(30 * MIN))
+        .await
+        .expect("sweep");
+    let record = sim.jobs.job(&j).expect("job");
+    assert_eq!(record.messages.len(), 5, "{:#?}", record.messages);
+    assert_eq!(record.milestones.len(), 3, "{:#?}", record.milestones);
+    assert_eq!(sim.jobs.repeated_keys(), 0);
+    let d = only(&sim);
+    assert_eq!(d.job_id(), Some(&j));
+    let sync = d.status().job_sync.expect("job sync status");
+    assert_eq!((sync.owed, sync.failures, sync.retry_at), (0, 0, None));
+    assert!(
+        sim.sink
+            .events()
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::JobSyncRecovered { .. }))
+    );
+    assert_eq!(d.next_deadline(), None);
+}
+
+#[tokio::test]
+async fn jobs_retries_back_off_and_stop_once_caught_up() {
+    let c = cast();
+    let sim = Simulation::with_jobs(c.line, policy(&c));
+    let j = job("j-backoff");
+    sim.jobs.open_job(c.line, c.customer, j.clone());
+    sim.jobs.set_down(true);
+    sim.customer_texts(c.customer, "hello")
+        .await
+        .expect("accepted");
+    let d = only(&sim);
+    let first = d.job_sync().and_then(|s| s.retry_at).expect("retry due");
+    assert_eq!(first, SIM_START.plus(JOB_RETRY_MIN));
+    // Two sweeps later the delay has doubled twice.
+    sim.advance(JOB_RETRY_MIN).await.expect("sweep");
+    sim.advance(JOB_RETRY_MIN * 2).await.expect("sweep");
+    let d = only(&sim);
+    let sync = d.job_sync().expect("sync").clone();
+    assert_eq!(sync.failures, 3);
+    assert_eq!(
+        sync.retry_at,
+        Some(SIM_START.plus(JOB_RETRY_MIN * 3).plus(JOB_RETRY_MIN * 4))
+    );
+    sim.jobs.set_down(false);
+    sim.advance(JOB_RETRY_MIN * 4).await.expect("sweep");
+    let record = sim.jobs.job(&j).expect("job");
+    assert_eq!(record.messages.len(), 2, "the text and its forward");
+    let (calls_before, _) = sim.jobs.calls();
+    // Nothing owed: only what the escalation adds makes calls.
+    sim.advance(15 * MIN).await.expect("timeout fires");
+    sim.report(&sent_sids(&sim)[1], DeliveryStatus::Delivered, None)
+        .await
+        .expect("callback");
+    let (calls_after, _) = sim.jobs.calls();
+    assert_eq!(
+        calls_after - calls_before,
+        2,
+        "only the escalation's forward and milestone were new"
+    );
+}
+
+/// A job system whose appends never finish: the sync future is dropped
+/// after the dispatch was saved (what a crash looks like to the store).
+struct Hangs;
+
+#[async_trait]
+impl Jobs for Hangs {
+    async fn resolve(
+        &self,
+        _: PhoneNumber,
+        _: PhoneNumber,
+        _: Timestamp,
+    ) -> Result<Option<JobId>, JobsError> {
+        std::future::pending().await
+    }
+    async fn append_message(&self, _: &JobId, _: &JobMessage) -> Result<(), JobsError> {
+        std::future::pending().await
+    }
+    async fn milestone(&self, _: &JobId, _: &Milestone) -> Result<(), JobsError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn jobs_a_crash_between_save_and_sync_is_finished_by_the_sweep() {
+    let c = cast();
+    let sim = Simulation::with_jobs(c.line, policy(&c));
+    let j = job("j-crash");
+    sim.jobs.open_job(c.line, c.customer, j.clone());
+    // The first process saves and sends, then dies inside the job sync.
+    let crashing = Relay::builder(sim.store.clone(), sim.provider.clone(), sim.clock.clone())
+        .line(c.line, policy(&c))
+        .jobs(Arc::new(Hangs))
+        .build();
+    let text = sim.text(c.customer, "hello");
+    let r = tokio::time::timeout(Duration::from_millis(200), crashing.inbound(text)).await;
+    assert!(r.is_err(), "the sync hangs, as a crashed process would");
+    let d = only(&sim);
+    assert_eq!(d.legs().len(), 1, "the forward was saved and sent first");
+    assert_eq!(sim.provider.sent().len(), 1);
+    assert_eq!(
+        d.job_sync().and_then(|s| s.retry_at),
+        Some(SIM_START.plus(JOB_SYNC_GRACE)),
+        "the sync is owed, due after the grace"
+    );
+    // The next process's sweep finds it.
+    sim.advance(JOB_SYNC_GRACE).await.expect("sweep");
+    let record = sim.jobs.job(&j).expect("job");
+    assert_eq!(record.messages.len(), 2);
+    assert_eq!(record.milestones.len(), 1);
+    assert_eq!(sim.provider.sent().len(), 1, "nothing was sent twice");
+}
+
+#[tokio::test]
+async fn jobs_no_job_appends_nothing_until_linked_then_replays_the_conversation() {
+    let c = cast();
+    let sim = Simulation::with_jobs(c.line, policy(&c));
+    sim.customer_texts(c.customer, "first").await.expect("ok");
+    sim.customer_texts(c.customer, "second").await.expect("ok");
+    let d = only(&sim);
+    assert_eq!(d.job_id(), None);
+    let sync = d.status().job_sync.expect("sync");
+    assert!(sync.resolved && sync.owed == 0, "{sync:?}");
+    assert_eq!(d.next_deadline(), d.level_deadline(), "not due for jobs");
+    assert_eq!(sim.jobs.calls(), (1, 0), "only resolve was asked, once");
+
+    // The operator links it by hand later: the job gets the whole story.
+    let j = job("created-later");
+    sim.jobs.open_job(c.line, n("+15550000000"), j.clone());
+    sim.relay.link_job(d.id(), j.clone()).await.expect("link");
+    let record = sim.jobs.job(&j).expect("job");
+    let bodies: Vec<&str> = record.messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies.len(), 4, "{bodies:?}");
+    assert_eq!(bodies[0], "first");
+    assert_eq!(bodies[2], "second");
+    assert!(bodies[1].ends_with(": first") && bodies[3].ends_with(": second"));
+    let d = only(&sim);
+    assert_eq!(d.job_id(), Some(&j));
+    assert!(
+        d.events()
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::JobLinked { job } if *job == j))
+    );
+    // Linking again to the same job changes nothing.
+    let v = d.version();
+    sim.relay.link_job(d.id(), j).await.expect("link again");
+    assert_eq!(only(&sim).version(), v);
+}
+
+#[tokio::test]
+async fn jobs_dispatches_are_listed_and_found_by_job_newest_first() {
+    let c = cast();
+    let sim = Simulation::with_jobs(c.line, policy(&c));
+    let j = job("J-77");
+    sim.jobs.open_job(c.line, c.customer, j.clone());
+    sim.customer_texts(c.customer, "first visit")
+        .await
+        .expect("ok");
+    let first = only(&sim);
+    sim.relay
+        .dashboard(first.id(), DashboardAction::Close { by: "ops".into() })
+        .await
+        .expect("closed");
+    sim.advance(MIN).await.expect("time passes");
+    sim.customer_texts(c.customer, "again").await.expect("ok");
+    let listed: Vec<_> = sim
+        .relay
+        .by_job(&j, 10)
+        .await
+        .expect("list")
+        .iter()
+        .map(Dispatch::id)
+        .collect();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1], first.id(), "newest first");
+    let found = sim.relay.find("J-77").await.expect("find").expect("found");
+    assert_eq!(found.id(), listed[0]);
+    let status = found
+        .status()
+        .with_job_dispatches(&sim.relay.by_job(&j, 10).await.expect("list"));
+    assert_eq!(status.job_dispatches.len(), 1);
+    assert_eq!(status.job_dispatches[0].dispatch_id, first.id());
+    assert_eq!(status.job_dispatches[0].state, State::Closed);
+    // The closed one's milestone reached the job.
+    let record = sim.jobs.job(&j).expect("job");
+    assert!(record.milestone(MilestoneKind::Closed).is_some());
+    assert!(sim.relay.find("J-78").await.expect("find").is_none());
+}
+
+#[tokio::test]
+async fn jobs_a_relay_without_a_job_system_stops_owing_syncs() {
+    let c = cast();
+    let sim = Simulation::with_jobs(c.line, policy(&c));
+    sim.jobs.set_down(true);
+    sim.customer_texts(c.customer, "hello").await.expect("ok");
+    let owed = only(&sim);
+    assert!(owed.job_sync().and_then(|s| s.retry_at).is_some());
+    // The job system is removed from the configuration: a relay without
+    // one clears the retry instead of sweeping it forever.
+    let plain = Relay::builder(sim.store.clone(), sim.provider.clone(), sim.clock.clone())
+        .line(c.line, policy(&c))
+        .build();
+    sim.clock.set(SIM_START.plus(JOB_RETRY_MIN));
+    let report = plain.sweep().await;
+    assert!(report.is_ok());
+    let d = sim.store.get(owed.id()).await.expect("get").expect("found");
+    assert_eq!(d.job_sync().and_then(|s| s.retry_at), None);
+    assert_eq!(d.next_deadline(), d.level_deadline());
+}
