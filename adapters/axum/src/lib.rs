@@ -11,14 +11,17 @@
 //! | `POST /sms/status` | Twilio (status callback) | `X-Twilio-Signature` | 204 |
 //! | `POST /sms/reply` | Twilio (form), or the dashboard (JSON) | signature, or bearer | TwiML, or JSON |
 //! | `GET /sms/dispatch-status/{job_id}` | dashboard | bearer | status JSON, 404 if unknown |
-//! | `GET /sms/dispatches?status=open` | dashboard | bearer | a list of status JSON |
+//! | `GET /sms/dispatches?status=open`, `?job_id=J&status=all` | dashboard | bearer | a list of status JSON |
 //! | `POST /sms/dispatches/{job_id}/ack`, `/reply`, `/close` | dashboard | bearer | status JSON |
+//! | `POST /sms/dispatches/{job_id}/link` `{"job_id": "J"}` | dashboard | bearer | status JSON |
 //! | `GET /sms/events` | dashboard (server-sent events) | bearer, or `?access_token=` | `text/event-stream` |
 //! | `GET /health` | load balancers | none | `{"status":"ok"}` |
 //! | `OPTIONS` on each | browsers | none | 204; CORS for allowed origins |
 //!
-//! `{job_id}` is a dispatch id, its tag (`K7`, open dispatches), or the
-//! `MessageSid` of any inbound text in it.
+//! `{job_id}` is a dispatch id; a host job id (see `qdn_relay_core::Jobs`:
+//! the job's most recent dispatch, whose status links to the others in
+//! `job_dispatches`); its tag (`K7`, open dispatches); a customer's number
+//! (their open dispatch); or the `MessageSid` of any inbound text in it.
 //!
 //! Signatures are checked against the public URL Twilio called:
 //! [`HttpConfig::public_url`] plus the request's path and query when set,
@@ -229,6 +232,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/sms/dispatches/{job_id}/close",
             post(routes::close).options(routes::options),
+        )
+        .route(
+            "/sms/dispatches/{job_id}/link",
+            post(routes::link).options(routes::options),
         )
         .route("/sms/events", get(routes::events).options(routes::options))
         .route("/health", get(routes::health).options(routes::options))

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use qdn_relay_core::{DashboardAction, Dispatch, ListFilter, RelayError};
+use qdn_relay_core::{DashboardAction, Dispatch, JobId, JobIdError, ListFilter, RelayError};
 use qdn_relay_twilio::{Form, InboundWebhook, StatusCallback, twiml_empty, twiml_message};
 use serde::Deserialize;
 use serde_json::json;
@@ -123,7 +123,7 @@ impl AppState {
     async fn find(&self, key: &str) -> ApiResult<Dispatch> {
         self.inner.relay.find(key).await?.ok_or_else(|| {
             ApiError::not_found(format!(
-                "no dispatch {key:?} (a dispatch id, an open tag, a customer number with an open dispatch, or an inbound MessageSid)"
+                "no dispatch {key:?} (a dispatch id, a job id, an open tag, a customer number with an open dispatch, or an inbound MessageSid)"
             ))
         })
     }
@@ -266,9 +266,17 @@ pub(crate) async fn reply(
 
 // ----- dashboard ---------------------------------------------------------------
 
+/// How many of a job's other dispatches a status links to.
+const JOB_LINKS: usize = 50;
+
 async fn status_of(s: &AppState, key: String) -> ApiResult {
     let d = s.find(&key).await?;
-    Ok(Json(d.status()).into_response())
+    let mut status = d.status();
+    if let Some(job) = d.job_id() {
+        let others = s.inner.relay.by_job(job, JOB_LINKS + 1).await?;
+        status = status.with_job_dispatches(&others);
+    }
+    Ok(Json(status).into_response())
 }
 
 pub(crate) async fn dispatch_status(
@@ -281,11 +289,14 @@ pub(crate) async fn dispatch_status(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
     #[serde(default)]
     status: Option<String>,
     #[serde(default)]
     limit: Option<usize>,
+    #[serde(default)]
+    job_id: Option<String>,
 }
 
 pub(crate) async fn list(
@@ -295,7 +306,9 @@ pub(crate) async fn list(
 ) -> ApiResult {
     s.check_bearer(&headers, None)?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    // A job's dispatches are listed whatever their state unless asked.
     let filter = match q.status.as_deref() {
+        None if q.job_id.is_some() => ListFilter::All,
         None | Some("open") => ListFilter::Open,
         Some("all") => ListFilter::All,
         Some(other) => {
@@ -308,13 +321,25 @@ pub(crate) async fn list(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
     }
-    let ds = s
-        .inner
-        .relay
-        .store()
-        .list(filter, limit)
-        .await
-        .map_err(|e| ApiError::relay(&e.into()))?;
+    let ds = match q.job_id {
+        Some(job) => {
+            let job: JobId = job
+                .parse()
+                .map_err(|e: JobIdError| ApiError::bad_request(e.to_string()))?;
+            let mut ds = s.inner.relay.by_job(&job, limit).await?;
+            if filter == ListFilter::Open {
+                ds.retain(|d| d.state().is_open());
+            }
+            ds
+        }
+        None => s
+            .inner
+            .relay
+            .store()
+            .list(filter, limit)
+            .await
+            .map_err(|e| ApiError::relay(&e.into()))?,
+    };
     let items: Vec<_> = ds.iter().map(Dispatch::status).collect();
     Ok(Json(json!({ "dispatches": items })).into_response())
 }
@@ -370,6 +395,33 @@ pub(crate) async fn close(
         Ok(DashboardAction::Close { by })
     })
     .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LinkJson {
+    #[serde(default)]
+    job_id: Option<String>,
+}
+
+/// Links a dispatch to a host job: the job gets the whole conversation.
+pub(crate) async fn link(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    s.check_bearer(&headers, None)?;
+    let b = body(b)?;
+    let l: LinkJson = parse_json(&headers, &b)?;
+    let job: JobId = l
+        .job_id
+        .ok_or_else(|| ApiError::bad_request("missing \"job_id\""))?
+        .parse()
+        .map_err(|e: JobIdError| ApiError::bad_request(e.to_string()))?;
+    let d = s.find(&key).await?;
+    s.inner.relay.link_job(d.id(), job).await?;
+    status_of(&s, d.id().to_string()).await
 }
 
 #[derive(Deserialize)]

@@ -9,8 +9,8 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use qdn_relay_axum::{AppState, EventHub, HttpConfig, MaintenanceSink, router};
 use qdn_relay_core::{
-    Clock, FanoutSink, ManualClock, MemoryStore, PhoneNumber, Policy, RecordingProvider, Relay,
-    SmsProvider, State, Store, Timestamp,
+    Clock, FanoutSink, JobId, ManualClock, MemoryJobs, MemoryStore, PhoneNumber, Policy,
+    RecordingProvider, Relay, SmsProvider, State, Store, Timestamp,
 };
 use qdn_relay_twilio::{Secret, SignatureValidator};
 use serde_json::Value;
@@ -40,6 +40,10 @@ struct App {
 }
 
 fn app_with(config: HttpConfig) -> App {
+    build_app(config, None)
+}
+
+fn build_app(config: HttpConfig, jobs: Option<Arc<MemoryJobs>>) -> App {
     let dir = tempfile::tempdir().expect("tempdir");
     let maintenance = dir.path().join("maintenance.json");
     let store = Arc::new(MemoryStore::new());
@@ -51,17 +55,18 @@ fn app_with(config: HttpConfig) -> App {
         Box::new(MaintenanceSink::new(maintenance.clone())),
     ]);
     let policy = Policy::simple(n(PRIMARY), n(BACKUP), Duration::from_secs(900)).expect("policy");
-    let relay: Arc<qdn_relay_axum::DynRelay> = Arc::new(
-        Relay::<dyn Store, dyn SmsProvider, dyn Clock>::builder(
-            store.clone() as Arc<dyn Store>,
-            provider.clone() as Arc<dyn SmsProvider>,
-            clock.clone() as Arc<dyn Clock>,
-        )
-        .line(n(LINE), policy)
-        .sink(Arc::new(sink))
-        .seed(1)
-        .build(),
-    );
+    let mut builder = Relay::<dyn Store, dyn SmsProvider, dyn Clock>::builder(
+        store.clone() as Arc<dyn Store>,
+        provider.clone() as Arc<dyn SmsProvider>,
+        clock.clone() as Arc<dyn Clock>,
+    )
+    .line(n(LINE), policy)
+    .sink(Arc::new(sink))
+    .seed(1);
+    if let Some(jobs) = jobs {
+        builder = builder.jobs(jobs);
+    }
+    let relay: Arc<qdn_relay_axum::DynRelay> = Arc::new(builder.build());
     let state = AppState::new(
         relay.clone(),
         SignatureValidator::new(Secret::new(TOKEN)),
@@ -81,13 +86,17 @@ fn app_with(config: HttpConfig) -> App {
     }
 }
 
-fn app() -> App {
-    app_with(HttpConfig {
+fn config() -> HttpConfig {
+    HttpConfig {
         dashboard_token: Some(Secret::new(DASH)),
         cors_origins: vec!["https://dash.example.com".into()],
         body_limit: 8 * 1024,
         ..HttpConfig::default()
-    })
+    }
+}
+
+fn app() -> App {
+    app_with(config())
 }
 
 fn form(pairs: &[(&str, &str)]) -> (Vec<(String, String)>, String) {
@@ -435,6 +444,117 @@ async fn status_json_by_id_tag_and_message_sid_with_seed_fields() {
     }
     let (s, b, _) = send(&app, dash("GET", "/sms/dispatch-status/SMnothing", None)).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+}
+
+#[tokio::test]
+async fn status_by_job_id_links_the_jobs_other_dispatches_and_lists_by_job() {
+    let jobs = Arc::new(MemoryJobs::new());
+    let job: JobId = "dumpster 1042".parse().expect("job id");
+    jobs.open_job(n(LINE), n(CUSTOMER), job.clone());
+    let app = build_app(config(), Some(jobs.clone()));
+    inbound(&app, 1, CUSTOMER, "first").await;
+    let first = app.store.all()[0].clone();
+    assert_eq!(first.job_id(), Some(&job));
+    let (s, b, _) = send(
+        &app,
+        dash(
+            "POST",
+            &format!("/sms/dispatches/{}/close", first.id()),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    inbound(&app, 2, CUSTOMER, "second").await;
+
+    // By job id (URL-encoded): the most recent dispatch, linking the other.
+    let (s, b, _) = send(
+        &app,
+        dash("GET", "/sms/dispatch-status/dumpster%201042", None),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: Value = serde_json::from_str(&b).expect("json");
+    assert_eq!(v["job_id"], "dumpster 1042");
+    assert_eq!(v["body"], "second");
+    assert_eq!(
+        v["job_dispatches"][0]["dispatch_id"],
+        first.id().to_string()
+    );
+    assert_eq!(v["job_dispatches"][0]["state"], "closed");
+    assert_eq!(v["job_sync"]["owed"], 0);
+    assert_eq!(v["job_sync"]["failures"], 0);
+
+    // Listed by job: both, whatever their state, newest first.
+    let (s, b, _) = send(
+        &app,
+        dash("GET", "/sms/dispatches?job_id=dumpster%201042", None),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: Value = serde_json::from_str(&b).expect("json");
+    let listed: Vec<&str> = v["dispatches"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|d| d["body"].as_str().expect("body"))
+        .collect();
+    assert_eq!(listed, ["second", "first"]);
+    let (_, b, _) = send(
+        &app,
+        dash(
+            "GET",
+            "/sms/dispatches?job_id=dumpster%201042&status=open",
+            None,
+        ),
+    )
+    .await;
+    let v: Value = serde_json::from_str(&b).expect("json");
+    assert_eq!(v["dispatches"].as_array().map(Vec::len), Some(1));
+    let (s, b, _) = send(&app, dash("GET", "/sms/dispatches?job_id=%20bad", None)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, b, _) = send(&app, dash("GET", "/sms/dispatches?jobid=x", None)).await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "unknown parameters are refused: {b}"
+    );
+
+    // The job's message log has each text once.
+    let record = jobs.job(&job).expect("job");
+    let bodies: Vec<&str> = record.messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies.len(), 4, "{bodies:?}");
+}
+
+#[tokio::test]
+async fn a_dispatch_can_be_linked_to_a_job_from_the_dashboard() {
+    let jobs = Arc::new(MemoryJobs::new());
+    let app = build_app(config(), Some(jobs.clone()));
+    inbound(&app, 1, CUSTOMER, "no job yet").await;
+    let d = app.store.all()[0].clone();
+    assert_eq!(d.job_id(), None);
+    let job: JobId = "J-9".parse().expect("job id");
+    jobs.open_job(n(LINE), n("+15550000000"), job.clone());
+    let uri = format!("/sms/dispatches/{}/link", d.tag());
+    // Bad input changes nothing.
+    for bad in [
+        serde_json::json!({}),
+        serde_json::json!({"job_id": ""}),
+        serde_json::json!({"job_id": "x", "extra": 1}),
+    ] {
+        let (s, b, _) = send(&app, dash("POST", &uri, Some(bad))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    }
+    assert_eq!(app.store.all()[0].version(), d.version());
+    let (s, b, _) = send(
+        &app,
+        dash("POST", &uri, Some(serde_json::json!({"job_id": "J-9"}))),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: Value = serde_json::from_str(&b).expect("json");
+    assert_eq!(v["job_id"], "J-9");
+    assert_eq!(jobs.job(&job).expect("job").messages.len(), 2);
 }
 
 #[tokio::test]
