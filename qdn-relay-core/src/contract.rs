@@ -39,6 +39,7 @@ pub const CASES: &[&str] = &[
     "missing_lookups_are_none",
     "round_trip_preserves_everything",
     "by_job_newest_first_and_follows_links",
+    "first_free_tag_skips_open_tags_only",
 ];
 
 const T0: i64 = 1_767_603_600_000;
@@ -615,6 +616,48 @@ pub async fn by_job_newest_first_and_follows_links<S: Store + ?Sized>(s: &S) {
     assert!(ids_by_job(s, "nobody", 10).await.is_empty());
 }
 
+/// `first_free_tag` returns the first candidate, in the order given, that
+/// no open dispatch holds; a closed dispatch's tag is free again.
+pub async fn first_free_tag_skips_open_tags_only<S: Store + ?Sized>(s: &S) {
+    let tag = |t: &str| -> Tag { t.parse().unwrap_or_else(|e| panic!("{e}")) };
+    let free = |r: Result<Option<Tag>, StoreError>| {
+        r.unwrap_or_else(|e| panic!("first_free_tag failed: {e}"))
+    };
+    assert_eq!(free(s.first_free_tag(&[]).await), None, "no candidates");
+    assert_eq!(
+        free(s.first_free_tag(&[tag("K7"), tag("B8")]).await),
+        Some(tag("K7")),
+        "an empty store holds no tag"
+    );
+    must_save(s, &fixture(1, "K7", "+16195550100", "SMin1", 0), 0).await;
+    let mut b8 = fixture(2, "B8", "+16195550111", "SMin2", 1);
+    must_save(s, &b8, 0).await;
+    assert_eq!(
+        free(
+            s.first_free_tag(&[tag("K7"), tag("B8"), tag("C9"), tag("D2")])
+                .await
+        ),
+        Some(tag("C9")),
+        "the first candidate no open dispatch holds, in the order given"
+    );
+    assert_eq!(
+        free(s.first_free_tag(&[tag("B8"), tag("K7"), tag("B8")]).await),
+        None,
+        "every candidate is held"
+    );
+    let (e, _) = step(
+        &mut b8,
+        5,
+        Input::Dashboard(DashboardAction::Close { by: "ann".into() }),
+    );
+    must_save(s, &b8, e).await;
+    assert_eq!(
+        free(s.first_free_tag(&[tag("K7"), tag("B8"), tag("C9")]).await),
+        Some(tag("B8")),
+        "a closed dispatch's tag is free"
+    );
+}
+
 /// Runs every case against fresh stores from `make` (for stores that
 /// prefer one test over many).
 pub async fn run_all<S, F, Fut>(make: F)
@@ -639,6 +682,7 @@ where
     missing_lookups_are_none(&make().await).await;
     round_trip_preserves_everything(&make().await).await;
     by_job_newest_first_and_follows_links(&make().await).await;
+    first_free_tag_skips_open_tags_only(&make().await).await;
 }
 
 /// Generates one `#[tokio::test]` per contract case. `$make` is an
@@ -663,7 +707,8 @@ macro_rules! store_contract_tests {
             list_newest_first,
             missing_lookups_are_none,
             round_trip_preserves_everything,
-            by_job_newest_first_and_follows_links
+            by_job_newest_first_and_follows_links,
+            first_free_tag_skips_open_tags_only
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -17,6 +17,10 @@ use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Times
 /// How many times a transition is re-run after a version conflict.
 pub const MAX_CONFLICT_RETRIES: usize = 16;
 
+/// How many tags a new dispatch tries (short ones first) before it takes
+/// the last and lets the store's uniqueness rule decide.
+const TAG_CANDIDATES: usize = 32;
+
 /// How many sends one input may cause before the rest are left to the
 /// outbox (a bound against runaway loops).
 pub const MAX_SENDS_PER_INPUT: usize = 64;
@@ -573,15 +577,18 @@ where
         (id, a ^ b.rotate_left(17))
     }
 
+    /// The first free tag among the seed's candidates (short ones first),
+    /// asked of the store in one call.
     async fn free_tag(&self, seed: u64) -> Result<Tag, RelayError> {
-        let mut last = Tag::candidate(seed, 0);
-        for attempt in 0..32 {
-            last = Tag::candidate(seed, attempt);
-            if self.store.open_by_tag(last).await?.is_none() {
-                return Ok(last);
-            }
-        }
-        Ok(last) // the store's uniqueness check turns a clash into a retry
+        let candidates: [Tag; TAG_CANDIDATES] =
+            std::array::from_fn(|attempt| Tag::candidate(seed, attempt as u32));
+        Ok(self
+            .store
+            .first_free_tag(&candidates)
+            .await?
+            // All taken: the store's uniqueness check turns a clash into a
+            // retry with a new seed.
+            .unwrap_or(candidates[TAG_CANDIDATES - 1]))
     }
 
     /// Load → handle → save, re-run on conflict; then the effects.

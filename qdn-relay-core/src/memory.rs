@@ -263,6 +263,14 @@ impl Store for MemoryStore {
             .map(|d| (**d).clone()))
     }
 
+    async fn first_free_tag(&self, candidates: &[Tag]) -> Result<Option<Tag>, StoreError> {
+        let g = self.read();
+        Ok(candidates
+            .iter()
+            .copied()
+            .find(|t| !g.open_tag.contains_key(t)))
+    }
+
     async fn open_for_dispatcher(
         &self,
         dispatcher: PhoneNumber,

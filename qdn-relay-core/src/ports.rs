@@ -200,6 +200,9 @@ pub struct Due {
 /// - `due(now, limit)` returns at most `limit` dispatches whose
 ///   [`Dispatch::next_deadline`] is `<= now`, earliest first (ties by id),
 ///   without scanning dispatches that are not due.
+/// - `first_free_tag(candidates)` returns the first candidate, in the
+///   order given, that no open dispatch holds (`None` if all are held),
+///   as `open_by_tag` would find it.
 /// - `open_for_dispatcher(n)` returns the open dispatches whose
 ///   [`Dispatch::notified`] contains `n`, most recently notified first.
 /// - `list(filter, limit)` returns dispatches newest first (by id).
@@ -232,6 +235,23 @@ pub trait Store: Send + Sync {
 
     /// The open dispatch holding a tag.
     async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError>;
+
+    /// The first of `candidates` that no open dispatch holds, or `None`
+    /// when every one is taken (or there are none).
+    ///
+    /// The default asks [`Store::open_by_tag`] for one candidate after
+    /// another and stops at the first free one; a store that can answer
+    /// for all of them in one round trip, from its tag index alone, should
+    /// override it (a new dispatch draws up to 32 candidates). The answer
+    /// is a hint: the uniqueness rule is still checked by `save`.
+    async fn first_free_tag(&self, candidates: &[Tag]) -> Result<Option<Tag>, StoreError> {
+        for &tag in candidates {
+            if self.open_by_tag(tag).await?.is_none() {
+                return Ok(Some(tag));
+            }
+        }
+        Ok(None)
+    }
 
     /// Open dispatches a dispatcher was texted about, most recently
     /// notified first, at most `limit`.

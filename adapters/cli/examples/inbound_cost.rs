@@ -1,6 +1,8 @@
 //! Where a customer's text spends its time below the HTTP layer: drives
 //! `Relay::inbound` on a file-backed `SqliteStore` (as `qdn-relay serve`
-//! does, with a no-op provider) and counts and times every store call.
+//! does: the same store keeps the opt-outs; a no-op provider) and counts
+//! and times every store call (the opt-out check before each send is not
+//! counted).
 //!
 //! 1. Opens `--open` dispatches (one text each from distinct customers).
 //! 2. Sends `--texts` more from `--concurrency` tasks at once and reports
@@ -11,26 +13,20 @@
 //!    (wall and process CPU per call), an empty `spawn_blocking` round trip,
 //!    and the JSON (de)serialisation of a dispatch.
 //!
-//! `--what-if` answers some calls from memory instead of SQLite, to measure
-//! what a change to the store or the driver would save:
-//! `tags` answers `open_by_tag` from a map of open tags; `tags-and-reload`
-//! also answers the `get` that reloads a just-opened dispatch with the copy
-//! that was saved.
-//!
 //! The database goes in a temporary directory under `TMPDIR`.
 //!
 //! ```text
 //! cargo run --release -p qdn-relay-cli --example inbound_cost -- --open 5000 --texts 3000
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use qdn_relay_core::{
     Dispatch, DispatchId, Due, InboundText, JobId, ListFilter, OutboundMessage, PhoneNumber,
     Policy, ProviderMessageId, Relay, SendError, SendReceipt, SmsProvider, Store, StoreError,
@@ -50,19 +46,9 @@ struct Args {
     /// Texts in flight at once (like the HTTP benchmark's connections).
     #[arg(long, default_value_t = 32)]
     concurrency: u64,
-    /// Answer some store calls from memory (see the example's docs).
-    #[arg(long, value_enum, default_value_t = WhatIf::None)]
-    what_if: WhatIf,
     /// Calls per operation in the per-operation timings.
     #[arg(long, default_value_t = 5000)]
     ops: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum WhatIf {
-    None,
-    Tags,
-    TagsAndReload,
 }
 
 const LINE: &str = "+16195550000";
@@ -77,10 +63,7 @@ struct Stat {
 /// The SQLite store, counting and timing each call.
 struct Counting {
     inner: SqliteStore,
-    what_if: WhatIf,
     stats: Mutex<BTreeMap<&'static str, Stat>>,
-    open_tags: Mutex<HashMap<Tag, Dispatch>>,
-    just_opened: Mutex<HashMap<DispatchId, Dispatch>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -101,12 +84,6 @@ impl Counting {
 impl Store for Counting {
     async fn get(&self, id: DispatchId) -> Result<Option<Dispatch>, StoreError> {
         let t = Instant::now();
-        if self.what_if == WhatIf::TagsAndReload
-            && let Some(d) = lock(&self.just_opened).remove(&id)
-        {
-            self.record("get", t, true);
-            return Ok(Some(d));
-        }
         let r = self.inner.get(id).await;
         self.record("get", t, matches!(r, Ok(Some(_))));
         r
@@ -121,14 +98,6 @@ impl Store for Counting {
             "save (update)"
         };
         self.record(name, t, r.is_ok());
-        if r.is_ok() {
-            if self.what_if != WhatIf::None && d.state().is_open() {
-                lock(&self.open_tags).insert(d.tag(), d.clone());
-            }
-            if self.what_if == WhatIf::TagsAndReload && expected == 0 {
-                lock(&self.just_opened).insert(d.id(), d.clone());
-            }
-        }
         r
     }
 
@@ -162,13 +131,15 @@ impl Store for Counting {
 
     async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError> {
         let t = Instant::now();
-        if self.what_if != WhatIf::None {
-            let r = lock(&self.open_tags).get(&tag).cloned();
-            self.record("open_by_tag", t, r.is_some());
-            return Ok(r);
-        }
         let r = self.inner.open_by_tag(tag).await;
         self.record("open_by_tag", t, matches!(r, Ok(Some(_))));
+        r
+    }
+
+    async fn first_free_tag(&self, candidates: &[Tag]) -> Result<Option<Tag>, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.first_free_tag(candidates).await;
+        self.record("first_free_tag", t, matches!(r, Ok(Some(_))));
         r
     }
 
@@ -286,10 +257,7 @@ async fn run(a: Args) {
         .expect("the store opens");
     let store = Arc::new(Counting {
         inner,
-        what_if: a.what_if,
         stats: Mutex::default(),
-        open_tags: Mutex::default(),
-        just_opened: Mutex::default(),
     });
     let chain: Vec<PhoneNumber> = ["+14155550101", "+14155550102"]
         .iter()
@@ -303,6 +271,7 @@ async fn run(a: Args) {
             Arc::new(SystemClock),
         )
         .line(LINE.parse().expect("an E.164 number"), policy)
+        .opt_outs(Arc::new(store.inner.clone()))
         .build(),
     );
 
@@ -342,10 +311,9 @@ async fn run(a: Args) {
     let wall = t.elapsed().as_secs_f64();
     let texts = a.texts as f64;
     println!(
-        "{} texts from new customers, {} at once, what-if {:?}: {:.0} texts/s, {:.0} us CPU per text",
+        "{} texts from new customers, {} at once: {:.0} texts/s, {:.0} us CPU per text",
         a.texts,
         a.concurrency,
-        a.what_if,
         texts / wall,
         (cpu_seconds() - cpu) * 1e6 / texts
     );

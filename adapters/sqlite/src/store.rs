@@ -1,5 +1,6 @@
 //! [`SqliteStore`]: the [`Store`] port on SQLite.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +11,9 @@ use qdn_relay_core::{
     ConflictReason, Dispatch, DispatchId, Due, JobId, ListFilter, OptOuts, PhoneNumber,
     ProviderMessageId, SafetyError, Store, StoreError, Tag, Timestamp,
 };
-use rusqlite::{Connection, OptionalExtension, Params, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OptionalExtension, Params, TransactionBehavior, params, params_from_iter,
+};
 
 use crate::error::{self, OpenError};
 use crate::pool::Pool;
@@ -178,6 +181,21 @@ pub(crate) const LIST_OPEN: &str = "SELECT id, version, record FROM dispatches \
      WHERE is_open = 1 ORDER BY id DESC LIMIT ?1";
 pub(crate) const BY_JOB: &str = "SELECT id, version, record FROM dispatches \
      WHERE job_id = ?1 ORDER BY id DESC LIMIT ?2";
+
+/// `first_free_tag`: which of `n` tags open dispatches hold, read from the
+/// partial tag index alone (no record is loaded).
+pub(crate) fn taken_tags_sql(n: usize) -> String {
+    let mut sql = String::from("SELECT tag FROM dispatches WHERE is_open = 1 AND tag IN (");
+    for i in 0..n {
+        sql.push_str(if i == 0 { "?" } else { ", ?" });
+    }
+    sql.push(')');
+    sql
+}
+
+/// At most this many tags per `first_free_tag` query (SQLite's parameter
+/// limit is far above; the driver asks for 32).
+const TAGS_PER_QUERY: usize = 64;
 
 const VERSION_OF: &str = "SELECT version FROM dispatches WHERE id = ?1";
 const OTHER_OPEN_CUSTOMER: &str =
@@ -516,6 +534,34 @@ impl Store for SqliteStore {
     async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError> {
         let tag = tag.to_string();
         self.read(move |c| dispatch(c, OPEN_BY_TAG, [tag])).await
+    }
+
+    async fn first_free_tag(&self, candidates: &[Tag]) -> Result<Option<Tag>, StoreError> {
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let names: Vec<String> = candidates.iter().map(ToString::to_string).collect();
+        let taken = self
+            .read(move |c| {
+                let mut taken = HashSet::new();
+                for chunk in names.chunks(TAGS_PER_QUERY) {
+                    let mut stmt = c
+                        .prepare_cached(&taken_tags_sql(chunk.len()))
+                        .map_err(error::map)?;
+                    let rows = stmt
+                        .query_map(params_from_iter(chunk), |r| r.get::<_, String>(0))
+                        .map_err(error::map)?;
+                    for tag in rows {
+                        taken.insert(tag.map_err(error::map)?);
+                    }
+                }
+                Ok(taken)
+            })
+            .await?;
+        Ok(candidates
+            .iter()
+            .copied()
+            .find(|t| !taken.contains(&t.to_string())))
     }
 
     async fn open_for_dispatcher(

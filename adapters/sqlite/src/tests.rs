@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::schema;
 use crate::store::{
     BY_INBOUND_SID, BY_JOB, BY_LEG_SID, DUE, GET, LIST_ALL, LIST_OPEN, OPEN_BY_TAG,
-    OPEN_FOR_CUSTOMER, OPEN_FOR_DISPATCHER,
+    OPEN_FOR_CUSTOMER, OPEN_FOR_DISPATCHER, taken_tags_sql,
 };
 
 fn db() -> Connection {
@@ -100,4 +100,15 @@ fn every_lookup_uses_an_index() {
             "{name} sorts instead of reading an index in order: {p:?}"
         );
     }
+}
+
+#[test]
+fn taken_tags_reads_only_the_open_tag_index() {
+    let p = plan(&db(), &taken_tags_sql(32));
+    assert!(full_scans(&p).is_empty(), "taken tags scans a table: {p:?}");
+    assert!(
+        p.iter()
+            .any(|l| l.contains("USING COVERING INDEX dispatches_open_tag")),
+        "taken tags should read the open tag index alone: {p:?}"
+    );
 }

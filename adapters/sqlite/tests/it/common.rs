@@ -63,6 +63,9 @@ impl Store for FileStore {
     async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError> {
         self.store.open_by_tag(tag).await
     }
+    async fn first_free_tag(&self, candidates: &[Tag]) -> Result<Option<Tag>, StoreError> {
+        self.store.first_free_tag(candidates).await
+    }
     async fn open_for_dispatcher(
         &self,
         dispatcher: PhoneNumber,
