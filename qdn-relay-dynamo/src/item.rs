@@ -29,6 +29,7 @@ pub(crate) const RECORD: &str = "rec";
 pub(crate) const INBOUND_SIDS: &str = "in_sids";
 pub(crate) const LEG_SIDS: &str = "leg_sids";
 pub(crate) const NOTIFIED: &str = "notified";
+pub(crate) const JOB: &str = "job";
 
 /// Builds the key values of every kind of item.
 pub(crate) struct Keys<'a>(pub(crate) &'a DynamoConfig);
@@ -67,6 +68,17 @@ impl Keys<'_> {
 
     pub(crate) fn tag(&self, tag: Tag) -> (String, String) {
         (format!("{}TAG#{tag}", self.p()), format!("{}TAG", self.p()))
+    }
+
+    /// The partition of a job's items: one per dispatch of the job.
+    pub(crate) fn job_pk(&self, job: &str) -> String {
+        format!("{}JOB#{job}", self.p())
+    }
+
+    /// A job item's key: the job's partition, the dispatch id as sort key
+    /// (ids sort by creation time, so a backwards query reads newest first).
+    pub(crate) fn job(&self, job: &str, id: &str) -> (String, String) {
+        (self.job_pk(job), format!("{}JOB#{id}", self.p()))
     }
 
     /// The partition of a dispatcher's notified items.
@@ -204,14 +216,16 @@ pub(crate) fn fits(size: usize) -> bool {
 
 /// The lookup items that exist for one version of a dispatch, as recorded
 /// on its item: whether it is open (its `OPEN` and `TAG` items exist), the
-/// inbound and leg sids that have lookup items, and, while open, each
-/// notified dispatcher's last notified time (their notified items).
+/// inbound and leg sids that have lookup items, while open each notified
+/// dispatcher's last notified time (their notified items), and the host
+/// job it is filed under (its job item).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Indexed {
     pub(crate) open: bool,
     pub(crate) inbound: BTreeSet<String>,
     pub(crate) legs: BTreeSet<String>,
     pub(crate) notified: BTreeMap<String, i64>,
+    pub(crate) job: Option<String>,
 }
 
 impl Indexed {
@@ -230,6 +244,7 @@ impl Indexed {
             } else {
                 BTreeMap::new()
             },
+            job: d.job_id().map(|j| j.as_str().to_owned()),
         }
     }
 
@@ -259,6 +274,9 @@ impl Indexed {
                 ),
             );
         }
+        if let Some(job) = &self.job {
+            item.insert(JOB.into(), AttributeValue::S(job.clone()));
+        }
     }
 
     /// Reads them back from a dispatch item.
@@ -286,11 +304,17 @@ impl Indexed {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(format!("attribute {NOTIFIED} is not a map")),
         };
+        let job = match item.get(JOB) {
+            None => None,
+            Some(AttributeValue::S(j)) => Some(j.clone()),
+            Some(_) => return Err(format!("attribute {JOB} is not a string")),
+        };
         Ok(Self {
             open,
             inbound: set(INBOUND_SIDS)?,
             legs: set(LEG_SIDS)?,
             notified,
+            job,
         })
     }
 }
@@ -377,15 +401,27 @@ mod tests {
 
     #[test]
     fn index_facts_round_trip_through_an_item() {
-        let d = qdn_relay_core::contract::fixture(1, "K7", "+16195550100", "SMin1", 0);
+        let mut d = qdn_relay_core::contract::fixture(1, "K7", "+16195550100", "SMin1", 0);
         let facts = Indexed::of(&d);
         assert!(facts.open);
         assert_eq!(facts.inbound.len(), 1);
         assert_eq!(facts.notified.len(), 1);
+        assert_eq!(facts.job, None);
         let mut item = HashMap::new();
         facts.write(&mut item);
         assert_eq!(Indexed::read(&item), Ok(facts));
         assert!(Indexed::read(&HashMap::new()).is_err(), "open is required");
+
+        d.set_job_id(Some(
+            "dumpster #1042".parse().unwrap_or_else(|e| panic!("{e}")),
+        ));
+        let facts = Indexed::of(&d);
+        assert_eq!(facts.job.as_deref(), Some("dumpster #1042"));
+        let mut item = HashMap::new();
+        facts.write(&mut item);
+        assert_eq!(Indexed::read(&item), Ok(facts));
+        item.insert(JOB.into(), AttributeValue::N("1".into()));
+        assert!(Indexed::read(&item).is_err(), "a job that is not a string");
     }
 
     #[test]

@@ -26,12 +26,13 @@
 //!
 //! | item | `pk` | `sk` | other attributes | exists |
 //! |---|---|---|---|---|
-//! | dispatch | `P` `D#<id>` | `P` `D` | `id`, `version`, `state`, `open`, `rec`, `in_sids`, `leg_sids`, `notified`, due and list index keys, `expires_at` | always |
+//! | dispatch | `P` `D#<id>` | `P` `D` | `id`, `version`, `state`, `open`, `rec`, `in_sids`, `leg_sids`, `notified`, `job`, due and list index keys, `expires_at` | always |
 //! | inbound sid | `P` `IN#<MessageSid>` | `P` `IN` | `id`, `expires_at` | once the text is saved |
 //! | leg sid | `P` `LEG#<MessageSid>` | `P` `LEG` | `id`, `expires_at` | once the provider accepted the leg |
 //! | open customer | `P` `OPEN#<line>#<customer>` | `P` `OPEN` | `id`, list index keys | while the dispatch is open |
 //! | tag | `P` `TAG#<tag>` | `P` `TAG` | `id` | while the dispatch is open |
 //! | notified | `P` `N#<dispatcher>` | `P` `N#<millis>#<id>` | `id` | while open, one per dispatcher texted about it |
+//! | job | `P` `JOB#<job id>` | `P` `JOB#<id>` | `id`, `expires_at` once closed | while the dispatch has a [job id](qdn_relay_core::Dispatch::job_id), under its current one |
 //!
 //! (`<millis>` is the last time the dispatcher was texted about the
 //! dispatch, as 20 zero-padded digits, so string order is time order.)
@@ -43,7 +44,8 @@
 //! dispatch's version (the condition of every update); `state` is there for
 //! people reading the table. `open`, `in_sids`, `leg_sids` and `notified`
 //! (dispatcher → millis) record which lookup items this version wrote, so
-//! the next save writes only what changed.
+//! the next save writes only what changed; `job` is the job id its job
+//! item is filed under.
 //!
 //! ### Global secondary indexes (both project keys only)
 //!
@@ -69,11 +71,13 @@
 //! | `get` | `GetItem` of the dispatch item |
 //! | `by_inbound_sid`, `by_leg_sid`, `open_for_customer`, `open_by_tag` | `GetItem` of the lookup item, then `GetItem` of the dispatch |
 //! | `open_for_dispatcher` | `Query` of the dispatcher's notified partition, newest first, `limit`; then `BatchGetItem` |
+//! | `by_job` | `Query` of the job's partition, backwards (ids sort by time, so newest first), `limit`; then `BatchGetItem` |
 //! | `due` | one `Query` per shard of `due`, concurrently |
 //! | `list` | one `Query` per shard of `list`, concurrently; then `BatchGetItem` |
 //! | `save` | `TransactWriteItems` (plus one `GetItem`, unless this store just loaded that version) |
 //!
-//! No call ever scans. Reads of the table are strongly consistent; the two
+//! No call ever scans. Reads of the table are strongly consistent
+//! (`by_job` too: its job items are in the table, not in an index); the two
 //! index queries (`due`, `list`) are eventually consistent, as every GSI
 //! is: a sweep may see a deadline a moment late or a fired one a moment
 //! longer, which the relay tolerates (a timeout handled early or twice is a
@@ -89,11 +93,12 @@
 //! conditions: the open-customer, tag and inbound-sid items are put with
 //! `attribute_not_exists(pk) OR id = :id`; the open-customer and tag items
 //! are deleted (same condition) when the dispatch stops being open, with
-//! its notified items. The dispatch and its lookup items change together
-//! or not at all.
+//! its notified items. The job item is put when the job id appears and
+//! moved (old one deleted, new one put) when it changes. The dispatch and
+//! its lookup items change together or not at all.
 //!
 //! Before the transaction, the save reads the stored version's `open`,
-//! `in_sids`, `leg_sids` and `notified` (or takes them from the load that
+//! `in_sids`, `leg_sids`, `notified` and `job` (or takes them from the load that
 //! just preceded it in this process: a version's contents never change),
 //! so the transaction holds only what is new: a dispatch with hundreds of
 //! texts still saves in a few actions. A stored version other than the
@@ -124,9 +129,10 @@
 //! dispatch stops being open (closed, or failed after every level), its
 //! item and every inbound-sid and leg lookup item get `expires_at` =
 //! closing time + [`DynamoConfig::retention`] (90 days), and DynamoDB
-//! deletes them some time after that. The open-customer, tag and notified
-//! items are deleted at once when the dispatch stops being open. With
-//! `retention: None` nothing expires.
+//! deletes them some time after that; so does its job item, which every
+//! save of a closed dispatch writes again with the dispatch's expiry. The
+//! open-customer, tag and notified items are deleted at once when the
+//! dispatch stops being open. With `retention: None` no dispatch expires.
 //!
 //! ## Error mapping
 //!

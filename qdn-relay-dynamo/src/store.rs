@@ -16,8 +16,8 @@ use aws_sdk_dynamodb::types::{
 };
 use futures_util::future::try_join_all;
 use qdn_relay_core::{
-    ConflictReason, Dispatch, DispatchId, Due, ListFilter, PhoneNumber, ProviderMessageId, Store,
-    StoreError, Tag, Timestamp,
+    ConflictReason, Dispatch, DispatchId, Due, JobId, ListFilter, PhoneNumber, ProviderMessageId,
+    Store, StoreError, Tag, Timestamp,
 };
 
 use crate::config::{DynamoConfig, IndexNames};
@@ -42,7 +42,7 @@ const BATCH_GET_KEYS: usize = 100;
 /// save that follows it.
 const CACHE_CAPACITY: usize = 4096;
 
-type Item = HashMap<String, AttributeValue>;
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 /// Dispatch id → (version, what that version indexed).
 type IndexCache = HashMap<DispatchId, (u64, Arc<Indexed>)>;
@@ -111,7 +111,7 @@ impl DynamoStore {
         &self.config
     }
 
-    fn keys(&self) -> Keys<'_> {
+    pub(crate) fn keys(&self) -> Keys<'_> {
         Keys(&self.config)
     }
 
@@ -135,7 +135,10 @@ impl DynamoStore {
     // ----- reads -----------------------------------------------------------
 
     /// A strongly consistent `GetItem`.
-    async fn get_item(&self, (pk, sk): (String, String)) -> Result<Option<Item>, StoreError> {
+    pub(crate) async fn get_item(
+        &self,
+        (pk, sk): (String, String),
+    ) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -222,21 +225,37 @@ impl DynamoStore {
         Ok(self.load(id).await?.filter(holds))
     }
 
-    /// Loads many dispatches with consistent `BatchGetItem`s (in chunks of
-    /// 100, retrying unprocessed keys).
+    /// Loads many dispatches with consistent `BatchGetItem`s.
     async fn load_many(
         &self,
         ids: &[DispatchId],
     ) -> Result<HashMap<DispatchId, Dispatch>, StoreError> {
+        let keys: Vec<Item> = ids
+            .iter()
+            .map(|&id| {
+                let (pk, sk) = self.keys().dispatch(id);
+                self.keys().key(pk, sk)
+            })
+            .collect();
         let mut out = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(BATCH_GET_KEYS) {
-            let mut keys: Vec<Item> = chunk
-                .iter()
-                .map(|&id| {
-                    let (pk, sk) = self.keys().dispatch(id);
-                    self.keys().key(pk, sk)
-                })
-                .collect();
+        for item in self.batch_get(keys).await? {
+            let d = self.read_dispatch(None, &item)?;
+            out.insert(d.id(), d);
+        }
+        Ok(out)
+    }
+
+    /// Reads many items by key with consistent `BatchGetItem`s (in chunks
+    /// of 100, retrying unprocessed keys), in no particular order. The keys
+    /// must be distinct.
+    pub(crate) async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut keys = keys.into_iter();
+        loop {
+            let mut keys: Vec<Item> = keys.by_ref().take(BATCH_GET_KEYS).collect();
+            if keys.is_empty() {
+                return Ok(out);
+            }
             let mut attempt = 0;
             while !keys.is_empty() {
                 attempt += 1;
@@ -264,14 +283,11 @@ impl DynamoStore {
                     .send()
                     .await
                     .map_err(map_sdk)?;
-                for item in resp
-                    .responses
-                    .and_then(|mut r| r.remove(&self.config.table))
-                    .unwrap_or_default()
-                {
-                    let d = self.read_dispatch(None, &item)?;
-                    out.insert(d.id(), d);
-                }
+                out.extend(
+                    resp.responses
+                        .and_then(|mut r| r.remove(&self.config.table))
+                        .unwrap_or_default(),
+                );
                 keys = resp
                     .unprocessed_keys
                     .and_then(|mut u| u.remove(&self.config.table))
@@ -279,7 +295,6 @@ impl DynamoStore {
                     .unwrap_or_default();
             }
         }
-        Ok(out)
     }
 
     /// Runs one query to the end or to `limit` items.
@@ -352,7 +367,7 @@ impl DynamoStore {
 
     /// Sleeps before another attempt: 10 ms, 20 ms, 40 ms, … plus jitter,
     /// on the client's own sleep implementation.
-    async fn backoff(&self, attempt: u32) {
+    pub(crate) async fn backoff(&self, attempt: u32) {
         let base = 10u64 << attempt.saturating_sub(1).min(6);
         let jitter = u64::from(
             std::time::SystemTime::now()
@@ -368,7 +383,8 @@ impl DynamoStore {
 
     /// What the stored version `expected` of `id` has indexed: remembered
     /// from the load that preceded this save, else read (one consistent
-    /// `GetItem` of the dispatch item's small attributes). A version that
+    /// `GetItem` of the dispatch item's small attributes, every one that
+    /// [`Indexed::read`] reads). A version that
     /// is not `expected` is a conflict, found before anything is written.
     async fn indexed_at(&self, id: DispatchId, expected: u64) -> Result<Arc<Indexed>, StoreError> {
         if let Some(hit) = self.recall(id, expected) {
@@ -381,12 +397,13 @@ impl DynamoStore {
             .table_name(&self.config.table)
             .set_key(Some(self.keys().key(pk, sk)))
             .consistent_read(true)
-            .projection_expression("#v, #o, #i, #l, #n")
+            .projection_expression("#v, #o, #i, #l, #n, #j")
             .expression_attribute_names("#v", item::VERSION)
             .expression_attribute_names("#o", item::OPEN)
             .expression_attribute_names("#i", item::INBOUND_SIDS)
             .expression_attribute_names("#l", item::LEG_SIDS)
             .expression_attribute_names("#n", item::NOTIFIED)
+            .expression_attribute_names("#j", item::JOB)
             .send()
             .await
             .map_err(map_sdk)?
@@ -534,6 +551,26 @@ impl DynamoStore {
                 main.push((self.delete(key)?, Guard::Index));
             }
         }
+
+        // The job item: one per (job, dispatch), moved when the job id
+        // appears or changes. While the dispatch is not open it is written
+        // again on every save, so it carries the same time to live as the
+        // dispatch item.
+        let ttl_attr = ttl.map(|t| (cfg.ttl_attribute.clone(), AttributeValue::N(t.to_string())));
+        if old.job != new.job
+            && let Some(was) = &old.job
+        {
+            main.push((self.delete(k.job(was, &id_s))?, Guard::Index));
+        }
+        if let Some(job) = &new.job
+            && (old.job != new.job || ttl.is_some())
+        {
+            let (pk, sk) = k.job(job, &id_s);
+            let mut it = k.key(pk, sk);
+            it.insert(item::ID.into(), AttributeValue::S(id_s.clone()));
+            it.extend(ttl_attr.clone());
+            main.push((self.put(it, None)?, Guard::Index));
+        }
         if main.len() > MAX_TRANSACTION_ACTIONS {
             return Err(invalid(SaveError::TooManyActions {
                 actions: main.len(),
@@ -544,7 +581,6 @@ impl DynamoStore {
         // or all of them when the dispatch stops being open (to stamp the
         // time to live on them).
         let stamp = ttl.is_some() && old.open && !new.open;
-        let ttl_attr = ttl.map(|t| (cfg.ttl_attribute.clone(), AttributeValue::N(t.to_string())));
         let mut lookups: Vec<Action> = Vec::new();
         for sid in &new.inbound {
             if stamp || !old.inbound.contains(sid) {
@@ -896,12 +932,34 @@ impl Store for DynamoStore {
             .collect())
     }
 
-    // Interim: the indexed lookup lands with the DynamoDB job-item change.
-    async fn by_job(
-        &self,
-        _job: &qdn_relay_core::JobId,
-        _limit: usize,
-    ) -> Result<Vec<Dispatch>, StoreError> {
-        Err(StoreError::backend(false, "by_job: not implemented yet"))
+    async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let items = self
+            .query(Query {
+                index: None,
+                pk_attr: &self.config.partition_key,
+                pk: self.keys().job_pk(job.as_str()),
+                sk_attr: &self.config.sort_key,
+                below: None,
+                forward: false,
+                limit,
+            })
+            .await?;
+        let ids = items
+            .iter()
+            .map(|it| {
+                item::string(it, item::ID)
+                    .and_then(|s| s.parse::<DispatchId>().ok())
+                    .ok_or_else(|| StoreError::Corrupt("job item without an id".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut found = self.load_many(&ids).await?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| found.remove(id))
+            .filter(|d| d.job_id() == Some(job))
+            .collect())
     }
 }

@@ -22,9 +22,9 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use qdn_relay_core::{
-    ConflictReason, DashboardAction, Dispatch, DispatchId, Due, EventKind, InboundText, ListFilter,
-    ManualClock, Outcome, PhoneNumber, Policy, ProviderMessageId, Purpose, RecordingProvider,
-    Relay, State, Store, StoreError, Tag, Timestamp,
+    ConflictReason, DashboardAction, Dispatch, DispatchId, Due, EventKind, InboundText, JobId,
+    ListFilter, ManualClock, Outcome, PhoneNumber, Policy, ProviderMessageId, Purpose,
+    RecordingProvider, Relay, State, Store, StoreError, Tag, Timestamp,
 };
 use qdn_relay_dynamo::DynamoStore;
 use tokio::sync::{Barrier, Mutex};
@@ -312,6 +312,9 @@ impl Store for Counting {
     }
     async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
         self.inner.list(filter, limit).await
+    }
+    async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
+        self.inner.by_job(job, limit).await
     }
 }
 

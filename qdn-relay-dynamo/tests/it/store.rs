@@ -1,13 +1,13 @@
 //! The design itself: round trips, the sharded due index, the 100-action
 //! limit, time to live.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use qdn_relay_core::contract::fixture;
 use qdn_relay_core::{
-    DashboardAction, Dispatch, InboundText, Input, ListFilter, MemoryStore, Store, Timestamp,
+    DashboardAction, Dispatch, InboundText, Input, JobId, ListFilter, MemoryStore, Store, Timestamp,
 };
 
 use crate::common::{dispatch_item, fresh, fresh_with, raw_item, sid, twin};
@@ -234,4 +234,88 @@ async fn lookup_items_follow_the_dispatch() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.map(|g| g.version()), Some(2));
+}
+
+fn ttl_of(
+    s: &qdn_relay_dynamo::DynamoStore,
+    item: &HashMap<String, AttributeValue>,
+) -> Option<i64> {
+    match item.get(&s.config().ttl_attribute) {
+        Some(AttributeValue::N(n)) => Some(n.parse().unwrap_or_else(|e| panic!("{n}: {e}"))),
+        None => None,
+        Some(other) => panic!("time to live is not a number: {other:?}"),
+    }
+}
+
+/// The job item: written when the job id appears, moved when it changes
+/// (by a process that did not load the dispatch, too), and stamped with
+/// the dispatch's time to live once it is closed.
+#[tokio::test]
+async fn job_items_move_with_the_link_and_expire_with_the_dispatch() {
+    let s = fresh().await;
+    let other_process = twin(&s).await;
+    let p = s.config().key_prefix.clone();
+    let job = |j: &str| -> JobId { j.parse().unwrap_or_else(|e| panic!("{e}")) };
+    let mut d = fixture(1, "K7", "+16195550100", "SMin1", 0);
+    d.set_job_id(Some(job("dumpster #1042")));
+    s.save(&d, 0).await.unwrap_or_else(|e| panic!("{e}"));
+    let first = (
+        format!("{p}JOB#dumpster #1042"),
+        format!("{p}JOB#{}", d.id()),
+    );
+    let it = raw_item(&s, &first.0, &first.1)
+        .await
+        .expect("the job item exists once the job id does");
+    assert_eq!(
+        ttl_of(&s, &it),
+        None,
+        "an open dispatch's job item does not expire"
+    );
+
+    let e = step(
+        &mut d,
+        Input::Dashboard(DashboardAction::Close { by: "ann".into() }),
+    );
+    s.save(&d, e).await.unwrap_or_else(|e| panic!("{e}"));
+    let stamped = ttl_of(&s, &dispatch_item(&s, d.id()).await).expect("closed: expires");
+    let it = raw_item(&s, &first.0, &first.1).await.expect("job item");
+    assert_eq!(ttl_of(&s, &it), Some(stamped), "expires with its dispatch");
+
+    // Re-linked by another process (no cached index facts).
+    let expected = d.version();
+    let at = d.updated_at().plus(Duration::from_secs(1));
+    assert!(!d.link_job(at, job("other")).is_empty());
+    d.set_version(expected + 1);
+    other_process
+        .save(&d, expected)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        raw_item(&s, &first.0, &first.1).await.is_none(),
+        "the old job item is deleted in the same transaction"
+    );
+    let moved = raw_item(&s, &format!("{p}JOB#other"), &format!("{p}JOB#{}", d.id()))
+        .await
+        .expect("the new job item");
+    assert_eq!(
+        ttl_of(&s, &moved),
+        ttl_of(&s, &dispatch_item(&s, d.id()).await)
+    );
+    let found = s
+        .by_job(&job("other"), 5)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(found, vec![d.clone()]);
+    assert!(
+        s.by_job(&job("dumpster #1042"), 5)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_empty()
+    );
+    assert!(
+        s.by_job(&job("other"), 0)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_empty()
+    );
 }
