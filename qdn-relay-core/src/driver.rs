@@ -119,6 +119,10 @@ impl RelayError {
     }
 }
 
+/// What [`Relay::transition`] did: the outcome, the effects to run, the
+/// dispatch's policy snapshot and, if it saved, the dispatch as saved.
+type TransitionResult = (Outcome, Vec<Effect>, Arc<Policy>, Option<Dispatch>);
+
 /// What a sweep did.
 #[derive(Debug, Default)]
 pub struct SweepReport {
@@ -362,7 +366,7 @@ where
             d.set_version(1);
             match self.store.save(&d, 0).await {
                 Ok(()) => {
-                    self.run_effects(id, &policy, effects).await;
+                    self.run_effects(id, &policy, effects, Some(d)).await;
                     self.sync_job(id).await;
                     return Ok(Outcome::Opened(id));
                 }
@@ -598,8 +602,8 @@ where
         at: Option<Timestamp>,
         input: Input,
     ) -> Result<Outcome, RelayError> {
-        let (outcome, effects, policy) = self.transition(id, at, input).await?;
-        self.run_effects(id, &policy, effects).await;
+        let (outcome, effects, policy, saved) = self.transition(id, None, at, input).await?;
+        self.run_effects(id, &policy, effects, saved).await;
         self.sync_job(id).await;
         Ok(outcome)
     }
@@ -737,29 +741,46 @@ where
         }
     }
 
-    /// Load → handle → save; also returns the dispatch's policy snapshot.
+    /// Load → handle → save; also returns the dispatch's policy snapshot
+    /// and, when it saved, the dispatch as saved.
+    ///
+    /// `start` is a copy of the dispatch this driver saved last (it skips
+    /// the load). It is trusted only through the version-checked save: if
+    /// it is stale the save conflicts and the loop reloads; if the input
+    /// does nothing or is refused on it, the answer comes from a fresh load
+    /// instead, so a stale copy never decides anything.
     async fn transition(
         &self,
         id: DispatchId,
+        mut start: Option<Dispatch>,
         at: Option<Timestamp>,
         input: Input,
-    ) -> Result<(Outcome, Vec<Effect>, Arc<Policy>), RelayError> {
+    ) -> Result<TransitionResult, RelayError> {
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let mut d = self
-                .store
-                .get(id)
-                .await?
-                .ok_or_else(|| RelayError::NotFound(id.to_string()))?;
+            let cached = start.take().filter(|d| d.id() == id);
+            let from_cache = cached.is_some();
+            let mut d = match cached {
+                Some(d) => d,
+                None => self
+                    .store
+                    .get(id)
+                    .await?
+                    .ok_or_else(|| RelayError::NotFound(id.to_string()))?,
+            };
             let now = at.unwrap_or_else(|| self.clock.now());
             let expected = d.version();
-            let effects = d.handle(now, input.clone())?;
+            let effects = match d.handle(now, input.clone()) {
+                Ok(fx) if fx.is_empty() && from_cache => continue,
+                Err(_) if from_cache => continue,
+                other => other?,
+            };
             let policy = Arc::clone(d.policy());
             if effects.is_empty() {
-                return Ok((Outcome::Unchanged(id), effects, policy));
+                return Ok((Outcome::Unchanged(id), effects, policy, None));
             }
             d.set_version(expected + 1);
             match self.store.save(&d, expected).await {
-                Ok(()) => return Ok((Outcome::Applied(id), effects, policy)),
+                Ok(()) => return Ok((Outcome::Applied(id), effects, policy, Some(d))),
                 Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -792,7 +813,17 @@ where
     /// Publishes events and sends texts, feeding each send's outcome back.
     /// Failures here never undo a saved transition: a send whose outcome
     /// could not be saved stays pending and the sweep finishes it.
-    async fn run_effects(&self, id: DispatchId, policy: &Policy, effects: Vec<Effect>) {
+    ///
+    /// `latest` is the dispatch as this driver just saved it: the first
+    /// send outcome starts from it instead of loading it again (see
+    /// [`Relay::transition`]).
+    async fn run_effects(
+        &self,
+        id: DispatchId,
+        policy: &Policy,
+        effects: Vec<Effect>,
+        mut latest: Option<Dispatch>,
+    ) {
         let mut queue: VecDeque<Effect> = VecDeque::with_capacity(effects.len());
         self.enqueue(id, &mut queue, effects).await;
         let mut sends = 0usize;
@@ -818,8 +849,11 @@ where
                             }
                         }
                     };
-                    match self.transition(id, None, input).await {
-                        Ok((_, more, _)) => self.enqueue(id, &mut queue, more).await,
+                    match self.transition(id, latest.take(), None, input).await {
+                        Ok((_, more, _, saved)) => {
+                            latest = saved;
+                            self.enqueue(id, &mut queue, more).await;
+                        }
                         Err(e) => tracing::error!(
                             dispatch = %id, leg = msg.leg, error = %e,
                             "could not record a send outcome; the sweep will retry the leg"

@@ -6,3 +6,4 @@ mod memory_contract;
 mod policies;
 mod policy_props;
 mod props;
+mod store_calls;
