@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
-use qdn_relay_core::{Dispatch, DispatchId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
+use qdn_relay_core::{
+    Dispatch, DispatchId, PhoneNumber, ProviderMessageId, RateKey, Tag, Timestamp,
+};
 
 use crate::config::DynamoConfig;
 
@@ -30,6 +32,8 @@ pub(crate) const INBOUND_SIDS: &str = "in_sids";
 pub(crate) const LEG_SIDS: &str = "leg_sids";
 pub(crate) const NOTIFIED: &str = "notified";
 pub(crate) const JOB: &str = "job";
+pub(crate) const AT: &str = "at";
+pub(crate) const SENT: &str = "sent";
 
 /// Builds the key values of every kind of item.
 pub(crate) struct Keys<'a>(pub(crate) &'a DynamoConfig);
@@ -79,6 +83,23 @@ impl Keys<'_> {
     /// (ids sort by creation time, so a backwards query reads newest first).
     pub(crate) fn job(&self, job: &str, id: &str) -> (String, String) {
         (self.job_pk(job), format!("{}JOB#{id}", self.p()))
+    }
+
+    /// A number's opt-out item (exists while it is opted out).
+    pub(crate) fn opt_out(&self, number: PhoneNumber) -> (String, String) {
+        (
+            format!("{}OPTOUT#{number}", self.p()),
+            format!("{}OPTOUT", self.p()),
+        )
+    }
+
+    /// A rate-limit key's history item.
+    pub(crate) fn rate(&self, key: RateKey) -> (String, String) {
+        let pk = match key {
+            RateKey::Destination(n) => format!("{}RATE#TO#{n}", self.p()),
+            RateKey::Line(n) => format!("{}RATE#LINE#{n}", self.p()),
+        };
+        (pk, format!("{}RATE", self.p()))
     }
 
     /// The partition of a dispatcher's notified items.

@@ -33,6 +33,8 @@
 //! | tag | `P` `TAG#<tag>` | `P` `TAG` | `id` | while the dispatch is open |
 //! | notified | `P` `N#<dispatcher>` | `P` `N#<millis>#<id>` | `id` | while open, one per dispatcher texted about it |
 //! | job | `P` `JOB#<job id>` | `P` `JOB#<id>` | `id`, `expires_at` once closed | while the dispatch has a [job id](qdn_relay_core::Dispatch::job_id), under its current one |
+//! | opt-out | `P` `OPTOUT#<number>` | `P` `OPTOUT` | `at` (millis of the first opt-out) | while the number is opted out |
+//! | rate history | `P` `RATE#TO#<number>` or `P` `RATE#LINE#<line>` | `P` `RATE` | `sent` (millis, oldest first), `version`, `expires_at` | until its longest period has passed since its last text |
 //!
 //! (`<millis>` is the last time the dispatcher was texted about the
 //! dispatch, as 20 zero-padded digits, so string order is time order.)
@@ -75,6 +77,9 @@
 //! | `due` | one `Query` per shard of `due`, concurrently |
 //! | `list` | one `Query` per shard of `list`, concurrently; then `BatchGetItem` |
 //! | `save` | `TransactWriteItems` (plus one `GetItem`, unless this store just loaded that version) |
+//! | [`OptOuts`](qdn_relay_core::OptOuts): `is_opted_out`, `opt_out`, `opt_in` | one `GetItem`, conditional `PutItem` (absent: the first time stays) or `DeleteItem` |
+//! | `opted_out_among` | `BatchGetItem` of the opt-out items |
+//! | [`RateLimiter`](qdn_relay_core::RateLimiter): `acquire` | a `GetItem` per claimed key, then, to admit, one `TransactWriteItems` of their histories, each conditional on the version read |
 //!
 //! No call ever scans. Reads of the table are strongly consistent
 //! (`by_job` too: its job items are in the table, not in an index); the two
@@ -133,6 +138,22 @@
 //! save of a closed dispatch writes again with the dispatch's expiry. The
 //! open-customer, tag and notified items are deleted at once when the
 //! dispatch stops being open. With `retention: None` no dispatch expires.
+//! Opt-outs never expire; a rate history expires once its longest period
+//! has passed since its last text (it no longer limits anything).
+//!
+//! ## Opt-outs and rate limits
+//!
+//! [`DynamoStore`] is also the relay's durable
+//! [`OptOuts`](qdn_relay_core::OptOuts) (pass the same store to the relay
+//! builder's `opt_outs`) and, optionally, its shared
+//! [`RateLimiter`](qdn_relay_core::RateLimiter) (`rate_limiter`), in the
+//! same table: a `STOP` is seen by every process on the table at once, and
+//! no rate limit is exceeded however many processes send. An admission
+//! reads the histories of its keys and writes them back in one
+//! transaction conditional on the versions it read; when another process
+//! counted a text in between, nothing is counted and it reads again (at
+//! most [`RATE_ATTEMPTS`] times, then a retryable error, on which the
+//! driver sends anyway, as with every safety port failure).
 //!
 //! ## Error mapping
 //!
@@ -166,11 +187,13 @@
 mod config;
 mod error;
 mod item;
+mod safety;
 mod store;
 mod table;
 
 pub use config::{DEFAULT_RETENTION, DEFAULT_SHARDS, DynamoConfig, IndexNames};
 pub use error::{SaveError, TableError};
+pub use safety::RATE_ATTEMPTS;
 pub use store::{DynamoStore, MAX_TRANSACTION_ACTIONS};
 pub use table::{CREATE_TIMEOUT, create_table, wait_until_active};
 

@@ -11,4 +11,5 @@ mod common;
 mod contract;
 mod errors;
 mod race;
+mod safety;
 mod store;
