@@ -447,3 +447,241 @@ async fn jobs_a_relay_without_a_job_system_stops_owing_syncs() {
     assert_eq!(d.job_sync().and_then(|s| s.retry_at), None);
     assert_eq!(d.next_deadline(), d.level_deadline());
 }
+
+// ----- property: whatever happens, every text reaches its job once -----
+
+mod prop {
+    use std::collections::HashSet;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError};
+    use qdn_relay_core::{DeliveryStatus, Direction, Dispatch, MilestoneKind, Purpose, Relay};
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A customer texts (0: the job's customer, 1: another one); the
+        /// webhook is delivered `1 + retries` times.
+        Customer { who: u8, retries: u8 },
+        /// A dispatcher (0: primary, 1: backup) texts, maybe a command.
+        Dispatcher { who: u8, command: u8 },
+        /// Status callbacks for the `nth` accepted send.
+        Callback { nth: u8, failed: bool },
+        /// Time passes (sweeping at every deadline).
+        Advance { secs: u16 },
+        /// The job system goes down or comes back.
+        JobsDown(bool),
+        /// The dashboard acts on the newest dispatch.
+        Dashboard { close: bool },
+        /// A customer text handled by a process that dies during the job
+        /// sync (after the relay saved and sent).
+        CrashedCustomerText,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..2, 0u8..2).prop_map(|(who, retries)| Op::Customer { who, retries }),
+            3 => (0u8..2, 0u8..4).prop_map(|(who, command)| Op::Dispatcher { who, command }),
+            3 => (0u8..8, any::<bool>()).prop_map(|(nth, failed)| Op::Callback { nth, failed }),
+            4 => (1u16..1800).prop_map(|secs| Op::Advance { secs }),
+            2 => any::<bool>().prop_map(Op::JobsDown),
+            1 => any::<bool>().prop_map(|close| Op::Dashboard { close }),
+            1 => Just(Op::CrashedCustomerText),
+        ]
+    }
+
+    /// Polls a future once: everything the in-memory ports can do happens
+    /// in that poll; a future still pending then is dropped, as a process
+    /// dies.
+    fn poll_once<F: Future>(f: F) -> Option<F::Output> {
+        let mut f = pin!(f);
+        match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        }
+    }
+
+    async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let c = cast();
+        let sim = Simulation::with_jobs(c.line, policy(&c));
+        let other = n("+16195550177");
+        let j1 = job("job-customer");
+        let j2 = job("job-other");
+        sim.jobs.open_job(c.line, c.customer, j1.clone());
+        sim.jobs.open_job(c.line, other, j2.clone());
+        let crashing = Relay::builder(sim.store.clone(), sim.provider.clone(), sim.clock.clone())
+            .line(c.line, policy(&c))
+            .jobs(Arc::new(Hangs))
+            .build();
+        let mut crashed = false;
+        for (i, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Customer { who, retries } => {
+                    let from = if who == 0 { c.customer } else { other };
+                    let t = sim.text(from, &format!("customer text {i}"));
+                    for _ in 0..=retries {
+                        let _ = sim.relay.inbound(t.clone()).await;
+                    }
+                }
+                Op::Dispatcher { who, command } => {
+                    let from = if who == 0 { c.primary } else { c.backup };
+                    let body = match command {
+                        0 => "ACK".to_owned(),
+                        1 => "PASS".to_owned(),
+                        2 => "DONE".to_owned(),
+                        _ => format!("reply {i}"),
+                    };
+                    let t = sim.text(from, &body);
+                    let _ = sim.relay.inbound(t.clone()).await;
+                    let _ = sim.relay.inbound(t).await;
+                }
+                Op::Callback { nth, failed } => {
+                    let sids = sent_sids(&sim);
+                    if let Some(sid) = sids.get(nth as usize) {
+                        let status = if failed {
+                            DeliveryStatus::Failed
+                        } else {
+                            DeliveryStatus::Delivered
+                        };
+                        let _ = sim.report(sid, status, None).await;
+                        let _ = sim.report(sid, status, None).await;
+                    }
+                }
+                Op::Advance { secs } => {
+                    sim.advance(Duration::from_secs(u64::from(secs)))
+                        .await
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                }
+                Op::JobsDown(down) => sim.jobs.set_down(down),
+                Op::Dashboard { close } => {
+                    if let Some(d) = sim.store.all().first() {
+                        let action = if close {
+                            qdn_relay_core::DashboardAction::Close { by: "ops".into() }
+                        } else {
+                            qdn_relay_core::DashboardAction::Ack { by: "ops".into() }
+                        };
+                        let _ = sim.relay.dashboard(d.id(), action).await;
+                    }
+                }
+                Op::CrashedCustomerText => {
+                    let t = sim.text(c.customer, &format!("customer text {i}"));
+                    if poll_once(crashing.inbound(t)).is_none() {
+                        crashed = true;
+                    }
+                }
+            }
+        }
+        // The job system is back; time passes (every retry comes due).
+        sim.jobs.set_down(false);
+        sim.advance(Duration::from_secs(6 * 3600))
+            .await
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+
+        for d in sim.store.all() {
+            check(&sim, &d)?;
+        }
+        if !crashed {
+            prop_assert_eq!(
+                sim.jobs.repeated_keys(),
+                0,
+                "without a crash the relay never repeats a job call"
+            );
+        }
+        Ok(())
+    }
+
+    /// The job's log holds exactly the dispatch's texts, in order; its
+    /// milestones match the dispatch; nothing more is owed.
+    fn check(sim: &Simulation, d: &Dispatch) -> Result<(), TestCaseError> {
+        let sync = d.job_sync().cloned().unwrap_or_default();
+        prop_assert!(sync.resolved, "{}: never resolved", d.id());
+        prop_assert_eq!(sync.retry_at, None, "{}: still owes its job", d.id());
+        let Some(j) = d.job_id() else {
+            return Ok(());
+        };
+        let record = sim.jobs.job(j).expect("a resolved job exists");
+        let mine: Vec<_> = record
+            .messages
+            .iter()
+            .filter(|m| m.dispatch == d.id())
+            .collect();
+        let inbound: Vec<String> = d
+            .thread()
+            .iter()
+            .filter(|e| e.direction == Direction::Inbound)
+            .filter_map(|e| e.sid.as_ref().map(|s| format!("in:{s}")))
+            .collect();
+        let outbound: Vec<String> = d
+            .legs()
+            .iter()
+            .filter(|l| l.sid.is_some() || l.status == DeliveryStatus::Unknown)
+            .map(|l| format!("out:{}:{}", d.id(), l.index))
+            .collect();
+        let got_in: Vec<String> = mine
+            .iter()
+            .filter(|m| m.direction == Direction::Inbound)
+            .map(|m| m.key.clone())
+            .collect();
+        let got_out: Vec<String> = mine
+            .iter()
+            .filter(|m| m.direction == Direction::Outbound)
+            .map(|m| m.key.clone())
+            .collect();
+        prop_assert_eq!(&got_in, &inbound, "received texts, in order");
+        prop_assert_eq!(&got_out, &outbound, "sent texts, in order");
+        let keys: HashSet<&str> = mine.iter().map(|m| m.key.as_str()).collect();
+        prop_assert_eq!(keys.len(), mine.len(), "no text twice");
+
+        let has = |k: MilestoneKind| {
+            record
+                .milestones
+                .iter()
+                .filter(|m| m.dispatch == d.id() && m.kind == k)
+                .count()
+        };
+        let sent_forward = |first: bool| {
+            d.legs().iter().any(|l| {
+                matches!(l.purpose, Purpose::Forward { round, level } if ((round, level) == (0, 0)) == first)
+                    && l.sid.is_some()
+            })
+        };
+        prop_assert_eq!(
+            has(MilestoneKind::Forwarded),
+            usize::from(sent_forward(true))
+        );
+        prop_assert_eq!(has(MilestoneKind::Escalated) > 0, sent_forward(false));
+        prop_assert_eq!(has(MilestoneKind::Acked), usize::from(d.ack().is_some()));
+        prop_assert_eq!(
+            has(MilestoneKind::Closed),
+            usize::from(d.closed_at().is_some())
+        );
+        prop_assert_eq!(
+            has(MilestoneKind::Failed),
+            usize::from(d.state() == State::Failed)
+        );
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(Config {
+            cases: 128,
+            max_shrink_iters: 2000,
+            ..Config::default()
+        })]
+
+        #[test]
+        fn jobs_every_text_reaches_its_job_once_through_outages_and_crashes(
+            ops in proptest::collection::vec(op(), 1..30),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("runtime");
+            rt.block_on(run(ops))?;
+        }
+    }
+}
