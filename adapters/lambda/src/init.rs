@@ -187,10 +187,12 @@ pub fn provider(settings: &RelaySettings, env: &Env) -> Result<Arc<dyn SmsProvid
 }
 
 /// The relay over these ports, for the settings' business line and
-/// policy, publishing its events to the log (and to `extra_sinks`).
+/// policy, keeping opt-outs in `opt_outs`, publishing its events to the log
+/// (and to `extra_sinks`).
 pub fn relay(
     settings: &RelaySettings,
     store: Arc<dyn Store>,
+    opt_outs: Arc<dyn qdn_relay_core::OptOuts>,
     provider: Arc<dyn SmsProvider>,
     clock: Arc<dyn Clock>,
     extra_sinks: Vec<Box<dyn EventSink>>,
@@ -200,6 +202,7 @@ pub fn relay(
     Arc::new(
         Relay::builder(store, provider, clock)
             .line(settings.line, settings.policy.clone())
+            .opt_outs(opt_outs)
             .sink(Arc::new(qdn_relay_core::FanoutSink(sinks)))
             .build(),
     )
@@ -309,14 +312,16 @@ pub async fn from_env() -> Result<(RelaySettings, Arc<DynRelay>), InitError> {
     }
     let settings = env.settings()?;
     let table = env.table()?;
-    let store = qdn_relay_dynamo::DynamoStore::new(
+    let store = Arc::new(qdn_relay_dynamo::DynamoStore::new(
         qdn_relay_dynamo::Client::new(&service_config(&aws, &env, "AWS_ENDPOINT_URL_DYNAMODB")),
         qdn_relay_dynamo::DynamoConfig::new(table),
-    );
+    ));
     let provider = provider(&settings, &env)?;
+    // Opt-outs in the same table: a STOP holds across Lambda instances.
     let relay = relay(
         &settings,
-        Arc::new(store),
+        store.clone(),
+        store,
         provider,
         Arc::new(qdn_relay_core::SystemClock),
         Vec::new(),
@@ -367,6 +372,7 @@ mod tests {
         let relay = relay(
             &s,
             Arc::new(qdn_relay_core::MemoryStore::new()),
+            Arc::new(qdn_relay_core::MemoryOptOuts::new()),
             Arc::new(DryRunProvider::new()),
             Arc::new(qdn_relay_core::SystemClock),
             Vec::new(),

@@ -65,6 +65,7 @@ fn harness_with(extra: &[(&str, &str)]) -> Harness {
     let relay = init::relay(
         &settings,
         store.clone() as Arc<dyn Store>,
+        Arc::new(qdn_relay_core::MemoryOptOuts::new()),
         provider.clone() as Arc<dyn SmsProvider>,
         clock.clone() as Arc<dyn Clock>,
         Vec::new(),
@@ -324,6 +325,7 @@ async fn a_failed_sweep_is_an_error_result() {
     let relay = init::relay(
         &settings,
         Arc::new(store),
+        Arc::new(qdn_relay_core::MemoryOptOuts::new()),
         Arc::new(RecordingProvider::new()),
         Arc::new(ManualClock::new(Timestamp::from_millis(1_795_537_205_000))),
         Vec::new(),
