@@ -52,6 +52,10 @@ pub enum OpenError {
         /// The highest version this build knows.
         known: u32,
     },
+    /// The background checkpoint thread of a file store could not be
+    /// started.
+    #[error("cannot start the sqlite checkpoint thread: {0}")]
+    Thread(#[source] std::io::Error),
     /// The blocking task that opens the database could not run (the
     /// runtime is shutting down).
     #[error("the task opening the sqlite database did not run: {0}")]

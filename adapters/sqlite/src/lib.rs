@@ -68,6 +68,25 @@
 //! seeing the last committed save. An in-memory store has one connection
 //! that serves both, since an in-memory database belongs to its connection.
 //!
+//! A file store also runs one background thread, with its own connection,
+//! that checkpoints the WAL (copies it back into the database file, with
+//! its `fsync`s) every 64 writes or half a second, as a `PASSIVE`
+//! checkpoint that never waits for or blocks the other connections. The
+//! writer's own automatic checkpoint is raised to 16,384 pages (64 MiB), a
+//! bound it reaches only if the thread cannot keep up, so a save does not
+//! pay for a checkpoint while every other save waits behind it.
+//!
+//! ## Durability
+//!
+//! A `save` that returned is committed to the WAL. With
+//! `synchronous=NORMAL` the commit is not `fsync`ed: it survives the
+//! process crashing or being killed (the WAL is in the operating system's
+//! cache and is replayed on the next open), but a power loss or an
+//! operating-system crash may lose the saves since the last `fsync` of the
+//! WAL — in practice those since the last background checkpoint, about
+//! half a second — while the database stays consistent (never a torn or
+//! half-applied save).
+//!
 //! `save` runs as one `BEGIN IMMEDIATE` transaction: it takes the write
 //! lock first, then checks the version and the uniqueness rules, writes the
 //! row, replaces the side-table rows and commits. A failed check returns
