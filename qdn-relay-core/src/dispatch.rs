@@ -422,6 +422,9 @@ impl Dispatch {
                 self.on_dispatcher_text(now, text, route, &mut fx)?
             }
             Input::Delivery(r) => self.on_delivery(now, r, &mut fx)?,
+            Input::LegDelivery { leg, report } => {
+                self.on_leg_delivery(now, leg, report, &mut fx)?
+            }
             Input::SendOutcome { leg, result } => {
                 self.on_send_outcome(now, leg, result, &mut fx)?
             }
@@ -651,6 +654,43 @@ impl Dispatch {
             self.after_leg_failed(now, i, unreachable, fx);
         }
         Ok(())
+    }
+
+    /// A callback naming its leg: gives a leg still without a message id
+    /// the report's (as if the provider's answer had arrived), then applies
+    /// the report.
+    fn on_leg_delivery(
+        &mut self,
+        now: Timestamp,
+        leg: u32,
+        r: DeliveryReport,
+        fx: &mut Fx<'_>,
+    ) -> Result<(), InputError> {
+        if !self.legs.iter().any(|l| l.sid.as_ref() == Some(&r.sid)) {
+            let l = self
+                .legs
+                .get_mut(leg as usize)
+                .ok_or(InputError::UnknownLeg(leg))?;
+            let early = l.sid.is_none()
+                && matches!(l.status, DeliveryStatus::Pending | DeliveryStatus::Unknown);
+            if !early {
+                return Err(InputError::UnknownMessage(r.sid));
+            }
+            l.sid = Some(r.sid.clone());
+            l.sent_at = Some(now);
+            l.retry_at = None;
+            l.updated_at = now;
+            l.status = DeliveryStatus::Queued;
+            self.emit(
+                now,
+                fx,
+                EventKind::Sent {
+                    leg,
+                    sid: r.sid.clone(),
+                },
+            );
+        }
+        self.on_delivery(now, r, fx)
     }
 
     fn on_send_outcome(

@@ -427,6 +427,38 @@ where
         self.apply(d.id(), None, Input::Delivery(report)).await
     }
 
+    /// A status callback whose URL named the dispatch and leg it is about
+    /// (the relay's Twilio client puts them there). Unlike
+    /// [`Relay::delivery`] it is applied even when the provider's answer to
+    /// the send is not recorded yet (a callback can overtake it) or was
+    /// lost (a timeout after the request went out): the leg gets its
+    /// message id from the callback. A report whose message id belongs to
+    /// another leg is refused.
+    pub async fn leg_delivery(
+        &self,
+        report: DeliveryReport,
+        dispatch: DispatchId,
+        leg: u32,
+    ) -> Result<Outcome, RelayError> {
+        if let Some(d) = self.store.by_leg_sid(&report.sid).await? {
+            if d.id() != dispatch {
+                return Err(RelayError::UnknownMessage(report.sid));
+            }
+            return self.apply(d.id(), None, Input::Delivery(report)).await;
+        }
+        let sid = report.sid.clone();
+        match self
+            .apply(dispatch, None, Input::LegDelivery { leg, report })
+            .await
+        {
+            Err(RelayError::NotFound(_))
+            | Err(RelayError::Input(InputError::UnknownLeg(_) | InputError::UnknownMessage(_))) => {
+                Err(RelayError::UnknownMessage(sid))
+            }
+            other => other,
+        }
+    }
+
     /// A dashboard action on a dispatch (behaviour B4).
     pub async fn dashboard(
         &self,

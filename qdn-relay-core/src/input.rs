@@ -333,6 +333,17 @@ pub enum Input {
     },
     /// A status callback for one of this dispatch's outbound messages.
     Delivery(DeliveryReport),
+    /// A status callback that names its leg (the relay put the dispatch and
+    /// leg in the callback URL): it is accepted even before the provider's
+    /// answer to the send was recorded, or when that answer was lost (the
+    /// leg is then `pending` or `unknown` with no message id yet), and gives
+    /// the leg its message id.
+    LegDelivery {
+        /// The leg the callback URL named.
+        leg: u32,
+        /// The report.
+        report: DeliveryReport,
+    },
     /// What the provider answered to a send.
     SendOutcome {
         /// The leg that was sent.

@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use qdn_relay_core::{DashboardAction, Dispatch, JobId, JobIdError, ListFilter, RelayError};
+use qdn_relay_core::{
+    DashboardAction, Dispatch, DispatchId, JobId, JobIdError, ListFilter, RelayError,
+};
 use qdn_relay_twilio::{Form, InboundWebhook, StatusCallback, twiml_empty, twiml_message};
 use serde::Deserialize;
 use serde_json::json;
@@ -178,8 +180,34 @@ pub(crate) async fn status(
     let b = body(b)?;
     let form = s.twilio_form(&uri, &headers, &b)?;
     let cb = StatusCallback::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
-    s.inner.relay.delivery(cb.into_delivery_report()).await?;
+    let report = cb.into_delivery_report();
+    match callback_leg(&uri)? {
+        Some((dispatch, leg)) => s.inner.relay.leg_delivery(report, dispatch, leg).await?,
+        None => s.inner.relay.delivery(report).await?,
+    };
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The dispatch and leg the relay put in a status callback's URL
+/// (`?dispatch=<id>&leg=<n>`; covered by the signature). Other parameters
+/// are left alone.
+fn callback_leg(uri: &Uri) -> ApiResult<Option<(DispatchId, u32)>> {
+    let query = Form::parse(uri.query().unwrap_or("").as_bytes());
+    match (query.get("dispatch"), query.get("leg")) {
+        (None, None) => Ok(None),
+        (Some(d), Some(l)) => {
+            let d = d.parse::<DispatchId>().map_err(|e| {
+                ApiError::bad_request(format!("invalid dispatch in the callback URL: {e}"))
+            })?;
+            let l = l.parse::<u32>().map_err(|_| {
+                ApiError::bad_request(format!("invalid leg {l:?} in the callback URL"))
+            })?;
+            Ok(Some((d, l)))
+        }
+        _ => Err(ApiError::bad_request(
+            "the callback URL must carry both dispatch and leg, or neither",
+        )),
+    }
 }
 
 #[derive(Deserialize)]

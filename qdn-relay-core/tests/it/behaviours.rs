@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use qdn_relay_core::sim::Simulation;
 use qdn_relay_core::{
-    AckVia, Actor, DashboardAction, DeliveryError, DeliveryStatus, Dispatch, ErrorClass, EventKind,
-    FinalStatus, InboundText, Input, Level, ListFilter, OUTBOX_GRACE, Outcome, PhoneNumber, Policy,
-    ProviderMessageId, RelayError, SendError, SendErrorKind, State, Store, Timestamp,
+    AckVia, Actor, DashboardAction, DeliveryError, DeliveryReport, DeliveryStatus, Dispatch,
+    ErrorClass, EventKind, FinalStatus, InboundText, Input, Level, ListFilter, OUTBOX_GRACE,
+    Outcome, PhoneNumber, Policy, ProviderMessageId, RelayError, SendError, SendErrorKind, State,
+    Store, Timestamp,
 };
 
 fn n(s: &str) -> PhoneNumber {
@@ -696,6 +697,166 @@ async fn b6_a_maybe_sent_error_is_never_resent_and_the_timeout_covers_it() {
     assert_eq!(only(&sim).legs()[0].status, DeliveryStatus::Unknown);
     sim.advance(MIN).await.expect("ok");
     assert_eq!(bodies_to(&sim, c.backup).len(), 1);
+}
+
+#[tokio::test]
+async fn b6_a_callback_naming_its_leg_heals_a_lost_send_answer_and_fails_over() {
+    let (sim, c) = seed_sim();
+    sim.provider.script(
+        c.primary,
+        [Err(SendError::new(SendErrorKind::MaybeSent, "timeout"))],
+    );
+    sim.customer_texts(c.customer, "hello").await.expect("ok");
+    let d = only(&sim);
+    assert_eq!(d.legs()[0].status, DeliveryStatus::Unknown);
+    let sid: ProviderMessageId = "SMlate0000000000000000000000000001".parse().expect("sid");
+    // Without the leg the callback cannot be placed.
+    let e = sim
+        .report(&sid, DeliveryStatus::Sent, None)
+        .await
+        .expect_err("unknown sid");
+    assert!(e.to_string().contains("SMlate"), "{e}");
+    // Naming its leg, it is: the leg learns its sid.
+    let report = |status, error| DeliveryReport {
+        sid: sid.clone(),
+        status,
+        error,
+    };
+    let out = sim
+        .relay
+        .leg_delivery(report(DeliveryStatus::Sent, None), d.id(), 0)
+        .await
+        .expect("placed");
+    assert!(matches!(out, Outcome::Applied(_)));
+    let leg = only(&sim).legs()[0].clone();
+    assert_eq!(
+        (leg.sid.as_ref(), leg.status),
+        (Some(&sid), DeliveryStatus::Sent)
+    );
+    // Then it fails: the backup is texted at once (B6), not after 15 min.
+    sim.relay
+        .leg_delivery(
+            report(
+                DeliveryStatus::Undelivered,
+                Some(DeliveryError {
+                    code: 30003,
+                    class: ErrorClass::RetryLater,
+                }),
+            ),
+            d.id(),
+            0,
+        )
+        .await
+        .expect("failed");
+    assert_eq!(bodies_to(&sim, c.backup).len(), 1);
+    // A sid that belongs to another leg, a leg that does not exist, or
+    // another dispatch: refused, nothing changes.
+    let v = only(&sim).version();
+    for (dispatch, leg) in [(d.id(), 1), (d.id(), 9)] {
+        let e = sim
+            .relay
+            .leg_delivery(report(DeliveryStatus::Read, None), dispatch, leg)
+            .await;
+        assert!(
+            matches!(e, Ok(Outcome::Unchanged(_)) | Err(_)),
+            "{dispatch}/{leg}: {e:?}"
+        );
+    }
+    let other_sid: ProviderMessageId = "SMlate0000000000000000000000000002".parse().expect("sid");
+    for leg in [0, 9] {
+        let e = sim
+            .relay
+            .leg_delivery(
+                DeliveryReport {
+                    sid: other_sid.clone(),
+                    status: DeliveryStatus::Sent,
+                    error: None,
+                },
+                d.id(),
+                leg,
+            )
+            .await;
+        assert!(
+            matches!(e, Err(RelayError::UnknownMessage(_))),
+            "leg {leg}: {e:?}"
+        );
+    }
+    let e = sim
+        .relay
+        .leg_delivery(
+            DeliveryReport {
+                sid: other_sid,
+                status: DeliveryStatus::Sent,
+                error: None,
+            },
+            qdn_relay_core::DispatchId::from_u128(42),
+            0,
+        )
+        .await;
+    assert!(matches!(e, Err(RelayError::UnknownMessage(_))), "{e:?}");
+    assert_eq!(only(&sim).version(), v, "refused callbacks change nothing");
+}
+
+#[test]
+fn b2_a_callback_that_overtakes_the_send_answer_is_kept_and_the_answer_is_a_no_op() {
+    let c = cast();
+    let policy = Arc::new(Policy::simple(c.primary, c.backup, 15 * MIN).expect("policy"));
+    let now = Timestamp::from_millis(1_767_603_600_000);
+    let text = InboundText {
+        sid: "SMin1".parse().expect("sid"),
+        from: c.customer,
+        to: c.line,
+        body: "hello".into(),
+        media: vec![],
+    };
+    let (mut d, _) = Dispatch::open(
+        qdn_relay_core::DispatchId::from_u128(7),
+        "K7".parse().expect("tag"),
+        policy,
+        text,
+        now,
+    )
+    .expect("open");
+    assert_eq!(d.legs()[0].status, DeliveryStatus::Pending);
+    let sid: ProviderMessageId = "SMfast".parse().expect("sid");
+    let fx = d
+        .handle(
+            now,
+            Input::LegDelivery {
+                leg: 0,
+                report: DeliveryReport {
+                    sid: sid.clone(),
+                    status: DeliveryStatus::Delivered,
+                    error: None,
+                },
+            },
+        )
+        .expect("placed");
+    assert!(!fx.is_empty());
+    assert_eq!(d.legs()[0].status, DeliveryStatus::Delivered);
+    assert_eq!(d.legs()[0].retry_at, None, "the outbox will not resend it");
+    // The provider's answer arrives afterwards: nothing more happens.
+    let fx = d
+        .handle(
+            now,
+            Input::SendOutcome {
+                leg: 0,
+                result: Ok(sid.clone()),
+            },
+        )
+        .expect("ok");
+    assert!(fx.is_empty(), "{fx:?}");
+    let fx = d
+        .handle(
+            now,
+            Input::SendOutcome {
+                leg: 0,
+                result: Err(SendError::new(SendErrorKind::MaybeSent, "late timeout")),
+            },
+        )
+        .expect("ok");
+    assert!(fx.is_empty(), "{fx:?}");
+    assert_eq!(d.legs()[0].sid.as_ref(), Some(&sid));
 }
 
 #[tokio::test]

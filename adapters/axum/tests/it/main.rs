@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use qdn_relay_axum::{AppState, EventHub, HttpConfig, MaintenanceSink, router};
 use qdn_relay_core::{
     Clock, FanoutSink, JobId, ManualClock, MemoryJobs, MemoryStore, PhoneNumber, Policy,
-    RecordingProvider, Relay, SmsProvider, State, Store, Timestamp,
+    RecordingProvider, Relay, SendError, SendErrorKind, SmsProvider, State, Store, Timestamp,
 };
 use qdn_relay_twilio::{Secret, SignatureValidator};
 use serde_json::Value;
@@ -355,6 +355,74 @@ async fn a_failed_status_callback_escalates_at_once() {
     ];
     let (s, _, _) = send(&app, signed("/sms/status", &unknown)).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_status_callback_naming_its_leg_is_placed_even_without_a_recorded_sid() {
+    let app = app();
+    // The send's answer is lost (a timeout after the request went out).
+    app.provider.script(
+        n(PRIMARY),
+        [Err(SendError::new(SendErrorKind::MaybeSent, "timeout"))],
+    );
+    inbound(&app, 1, CUSTOMER, "hello").await;
+    let d = app.store.all()[0].clone();
+    assert_eq!(d.legs()[0].sid, None);
+    let cb = |status: &'static str| {
+        vec![
+            ("MessageSid", "SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1"),
+            ("AccountSid", ACCOUNT),
+            ("MessageStatus", status),
+            ("ErrorCode", "30003"),
+            ("From", LINE),
+            ("To", PRIMARY),
+        ]
+    };
+    // Bad leg references are refused and change nothing.
+    for q in [
+        format!("dispatch={}", d.id()),
+        "leg=0".to_owned(),
+        "dispatch=nope&leg=0".to_owned(),
+        format!("dispatch={}&leg=-1", d.id()),
+    ] {
+        let (s, b, _) = send(
+            &app,
+            signed(&format!("/sms/status?{q}"), &cb("undelivered")),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{q}: {b}");
+    }
+    // A signature over another URL (the leg changed in transit) is refused.
+    let (owned, body) = form(&cb("undelivered"));
+    let sig = SignatureValidator::new(Secret::new(TOKEN)).sign_form(
+        &format!("http://relay.test/sms/status?dispatch={}&leg=1", d.id()),
+        &owned,
+    );
+    let forged = Request::post(format!("/sms/status?dispatch={}&leg=0", d.id()))
+        .header(header::HOST, "relay.test")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("X-Twilio-Signature", sig)
+        .body(Body::from(body))
+        .expect("request");
+    let (s, _, _) = send(&app, forged).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(app.store.all()[0].version(), d.version());
+
+    let path = format!("/sms/status?dispatch={}&leg=0", d.id());
+    for _ in 0..2 {
+        let (s, b, _) = send(&app, signed(&path, &cb("undelivered"))).await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    }
+    let d = app.store.all()[0].clone();
+    assert_eq!(
+        d.legs()[0].sid.as_ref().map(ToString::to_string).as_deref(),
+        Some("SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1")
+    );
+    assert_eq!(
+        app.provider.accepted_to(n(BACKUP)).len(),
+        1,
+        "the failed primary escalates at once, once"
+    );
 }
 
 #[tokio::test]
