@@ -507,6 +507,75 @@ fn sweeps(c: &mut Criterion) {
     }
 }
 
+/// A provider that answers after `latency` (a real provider's round trip).
+struct SlowProvider {
+    latency: Duration,
+    n: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl qdn_relay_core::SmsProvider for SlowProvider {
+    async fn send(
+        &self,
+        _msg: &qdn_relay_core::OutboundMessage,
+    ) -> Result<qdn_relay_core::SendReceipt, SendError> {
+        tokio::time::sleep(self.latency).await;
+        let n = self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(qdn_relay_core::SendReceipt {
+            sid: format!("SMslow{n:028}").parse().expect("a valid sid"),
+        })
+    }
+    fn name(&self) -> &str {
+        "slow"
+    }
+}
+
+/// A sweep of due escalations against a provider with a round trip of
+/// 10 ms, one after another and with the default concurrency.
+fn sweep_latency(c: &mut Criterion) {
+    let f = Fixture::new();
+    let due: u64 = if Sizes::get().due < 1000 { 20 } else { 100 };
+    let latency = Duration::from_millis(10);
+    let mut g = c.benchmark_group(format!("sweep_latency/{due}_due_10ms_provider"));
+    g.sampling_mode(SamplingMode::Flat).sample_size(10);
+    for concurrency in [1, qdn_relay_core::DEFAULT_SWEEP_CONCURRENCY] {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        g.bench_function(format!("concurrency_{concurrency}"), |b| {
+            b.iter_batched(
+                || {
+                    let store = Arc::new(MemoryStore::new());
+                    rt.block_on(async {
+                        for i in 0..due {
+                            let mut d = f.typical(i, T0);
+                            d.set_version(1);
+                            store.save(&d, 0).await.expect("saved");
+                        }
+                    });
+                    let provider = Arc::new(SlowProvider {
+                        latency,
+                        n: 0.into(),
+                    });
+                    let clock = Arc::new(ManualClock::new(T0.plus(TIMEOUT)));
+                    Relay::builder(store, provider, clock)
+                        .line(f.line, (*f.policy).clone())
+                        .sweep_concurrency(concurrency)
+                        .build()
+                },
+                |relay| {
+                    let r = rt.block_on(relay.sweep());
+                    assert_eq!(r.fired as u64, due);
+                    r
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
 // ---------------------------------------------------------------------------
 // 3. Memory per open dispatch
 
@@ -577,5 +646,5 @@ fn fill_typical(f: &Fixture, n: usize, first: u64) -> (Runtime, MemoryStore, Dis
     (rt, store, id)
 }
 
-criterion::criterion_group!(benches, memory, transitions, sweeps);
+criterion::criterion_group!(benches, memory, transitions, sweeps, sweep_latency);
 criterion::criterion_main!(benches);

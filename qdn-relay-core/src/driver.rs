@@ -3,6 +3,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use futures_util::stream::{self, StreamExt as _};
+
 use crate::dispatch::{Dispatch, InputError, SkipReason};
 use crate::event::{Effect, EventKind, OutboundMessage};
 use crate::input::{DashboardAction, DeliveryReport, InboundText, Input, RouteReason};
@@ -20,6 +22,9 @@ pub const MAX_CONFLICT_RETRIES: usize = 16;
 /// How many tags a new dispatch tries (short ones first) before it takes
 /// the last and lets the store's uniqueness rule decide.
 const TAG_CANDIDATES: usize = 32;
+
+/// How many due dispatches a sweep handles at once by default.
+pub const DEFAULT_SWEEP_CONCURRENCY: usize = 16;
 
 /// How many sends one input may cause before the rest are left to the
 /// outbox (a bound against runaway loops).
@@ -181,6 +186,7 @@ pub struct Relay<S: ?Sized, P: ?Sized, C: ?Sized> {
     lines: HashMap<PhoneNumber, Arc<Policy>>,
     rng: Mutex<u64>,
     sweep_batch: usize,
+    sweep_concurrency: usize,
 }
 
 /// Builds a [`Relay`].
@@ -213,6 +219,7 @@ where
                 lines: HashMap::new(),
                 rng: Mutex::new(seed),
                 sweep_batch: 256,
+                sweep_concurrency: DEFAULT_SWEEP_CONCURRENCY,
             },
         }
     }
@@ -560,20 +567,25 @@ where
             if fresh.is_empty() {
                 break;
             }
-            for d in fresh {
-                match self.apply(d.id, Some(now), Input::Timeout).await {
+            // Each dispatch is handled by one future; up to
+            // `sweep_concurrency` of them wait on the provider at once.
+            let mut handled = stream::iter(fresh)
+                .map(|d| async move { (d.id, self.apply(d.id, Some(now), Input::Timeout).await) })
+                .buffer_unordered(self.sweep_concurrency);
+            while let Some((id, result)) = handled.next().await {
+                match result {
                     Ok(Outcome::Unchanged(_)) => {
                         if self.jobs.is_none() {
                             // Due only for a job sync, with no job system
                             // wired in any more: stop it coming back.
-                            self.clear_job_retry(d.id).await;
+                            self.clear_job_retry(id).await;
                         }
                         report.unchanged += 1;
                     }
                     Ok(_) => report.fired += 1,
                     Err(e) => {
-                        tracing::warn!(dispatch = %d.id, error = %e, "sweep: dispatch failed");
-                        report.errors.push((d.id, e));
+                        tracing::warn!(dispatch = %id, error = %e, "sweep: dispatch failed");
+                        report.errors.push((id, e));
                     }
                 }
             }
@@ -986,6 +998,17 @@ where
     /// Seeds ids and tags (for reproducible simulations).
     pub fn seed(mut self, seed: u64) -> Self {
         self.relay.rng = Mutex::new(seed);
+        self
+    }
+
+    /// How many due dispatches a sweep handles at once (default
+    /// [`DEFAULT_SWEEP_CONCURRENCY`]; 1 handles them one after another).
+    /// Each dispatch is still handled by one future at a time; this bounds
+    /// how many wait on the store and the provider together, so a sweep of
+    /// many due dispatches takes the provider's latency times
+    /// `due / concurrency`, not times `due`.
+    pub fn sweep_concurrency(mut self, n: usize) -> Self {
+        self.relay.sweep_concurrency = n.max(1);
         self
     }
 

@@ -48,7 +48,10 @@ pub use dispatch::{
     Ack, AckVia, Direction, Dispatch, InputError, JOB_SYNC_GRACE, Leg, MAX_SEND_ATTEMPTS,
     OUTBOX_GRACE, Purpose, SkipReason, State, ThreadEntry,
 };
-pub use driver::{MAX_CONFLICT_RETRIES, Outcome, Relay, RelayBuilder, RelayError, SweepReport};
+pub use driver::{
+    DEFAULT_SWEEP_CONCURRENCY, MAX_CONFLICT_RETRIES, Outcome, Relay, RelayBuilder, RelayError,
+    SweepReport,
+};
 pub use event::{Effect, EscalationReason, EventKind, OutboundMessage, RelayEvent};
 pub use failover::Failover;
 pub use input::{

@@ -1101,3 +1101,104 @@ async fn b1_media_is_forwarded_as_links_and_an_empty_text_says_so() {
         )]
     );
 }
+
+/// A provider that yields before answering and records how many sends
+/// were in flight at once.
+struct Overlapping {
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    sent: std::sync::Mutex<Vec<qdn_relay_core::OutboundMessage>>,
+}
+
+#[async_trait::async_trait]
+impl qdn_relay_core::SmsProvider for Overlapping {
+    async fn send(
+        &self,
+        msg: &qdn_relay_core::OutboundMessage,
+    ) -> Result<qdn_relay_core::SendReceipt, SendError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        self.in_flight.fetch_sub(1, SeqCst);
+        let mut sent = self.sent.lock().expect("lock");
+        sent.push(msg.clone());
+        Ok(qdn_relay_core::SendReceipt {
+            sid: format!("SMov{:030}", sent.len()).parse().expect("sid"),
+        })
+    }
+    fn name(&self) -> &str {
+        "overlapping"
+    }
+}
+
+async fn sweep_many(concurrency: usize) -> (usize, usize, Vec<PhoneNumber>) {
+    let c = cast();
+    let clock = Arc::new(qdn_relay_core::ManualClock::new(Timestamp::from_millis(
+        1_767_603_600_000,
+    )));
+    let store = Arc::new(qdn_relay_core::MemoryStore::new());
+    let provider = Arc::new(Overlapping {
+        in_flight: 0.into(),
+        most: 0.into(),
+        sent: Default::default(),
+    });
+    let relay = qdn_relay_core::Relay::builder(store.clone(), provider.clone(), clock.clone())
+        .line(
+            c.line,
+            Policy::simple(c.primary, c.backup, 15 * MIN).expect("policy"),
+        )
+        .sweep_concurrency(concurrency)
+        .sweep_batch(7)
+        .build();
+    for i in 0..40u32 {
+        let text = InboundText {
+            sid: format!("SMin{i:030}").parse().expect("sid"),
+            from: format!("+1619555{:04}", 2000 + i).parse().expect("number"),
+            to: c.line,
+            body: "hello".into(),
+            media: vec![],
+        };
+        relay.customer_text(text).await.expect("opened");
+    }
+    provider.most.store(0, std::sync::atomic::Ordering::SeqCst);
+    clock.set(Timestamp::from_millis(1_767_603_600_000).plus(15 * MIN));
+    let report = relay.sweep().await;
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.fired, 40);
+    let to_backup: Vec<PhoneNumber> = provider
+        .sent
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|m| m.to == c.backup)
+        .map(|m| m.to)
+        .collect();
+    let dispatches = store.all();
+    assert!(
+        dispatches
+            .iter()
+            .all(|d| d.level() == 1 && d.legs().len() == 2),
+        "every dispatch escalated exactly once"
+    );
+    (
+        provider.most.load(std::sync::atomic::Ordering::SeqCst),
+        report.fired,
+        to_backup,
+    )
+}
+
+#[tokio::test]
+async fn b3_a_sweep_escalates_many_dispatches_concurrently_each_once() {
+    let (most, fired, to_backup) = sweep_many(8).await;
+    assert_eq!((fired, to_backup.len()), (40, 40));
+    assert!(
+        (2..=8).contains(&most),
+        "sends overlap, within the bound: {most} in flight at most"
+    );
+    let (most, _, to_backup) = sweep_many(1).await;
+    assert_eq!(to_backup.len(), 40);
+    assert_eq!(most, 1, "concurrency 1 sends one after another");
+}
