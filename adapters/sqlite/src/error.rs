@@ -84,6 +84,13 @@ pub(crate) fn map(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// [`map`] for an error that several saves share (a transaction that could
+/// not begin or commit): each gets a backend error with its message and
+/// whether it is retryable.
+pub(crate) fn map_ref(e: &rusqlite::Error) -> StoreError {
+    StoreError::backend(is_retryable(e), e.to_string())
+}
+
 /// Maps a failed blocking task: a panic is resumed (it is a bug and must
 /// not pass for a backend error); a task cancelled by a shutting-down
 /// runtime is a non-retryable backend error.

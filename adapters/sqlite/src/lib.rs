@@ -87,13 +87,23 @@
 //! half a second — while the database stays consistent (never a torn or
 //! half-applied save).
 //!
-//! `save` runs as one `BEGIN IMMEDIATE` transaction: it takes the write
+//! `save` runs inside a `BEGIN IMMEDIATE` transaction: it takes the write
 //! lock first, then checks the version and the uniqueness rules, writes the
 //! row, replaces the side-table rows and commits. A failed check returns
-//! before anything is written and the transaction rolls back, so a failed
-//! save changes nothing. Because the checks run under the write lock, they
-//! hold against other processes sharing the file too (they wait up to the
-//! busy timeout for the lock).
+//! before anything is written and is rolled back, so a failed save changes
+//! nothing. Because the checks run under the write lock, they hold against
+//! other processes sharing the file too (they wait up to the busy timeout
+//! for the lock).
+//!
+//! Concurrent saves share transactions (group commit): the first save that
+//! finds no group under way takes the writer and commits every save queued
+//! by then (up to 64) in one transaction, each in its own `SAVEPOINT`, so
+//! each is checked against the ones before it exactly as if they had run one
+//! after another, and a refused save is rolled back to its savepoint alone.
+//! A save that fails in SQLite itself gets that error and the others are run
+//! again in a new transaction without it; a transaction that cannot begin
+//! or commit fails every save in it. A save returns only after the commit
+//! that holds it, so what it returns is what is on file.
 //!
 //! ## Error mapping
 //!

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -73,6 +73,7 @@ impl SqliteOptions {
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: Arc<Pool>,
+    saves: Arc<SaveQueue>,
     path: Option<Arc<PathBuf>>,
 }
 
@@ -112,6 +113,7 @@ impl SqliteStore {
         .map_err(OpenError::Task)??;
         Ok(Self {
             pool: Arc::new(pool),
+            saves: Arc::default(),
             path: Some(Arc::new(path)),
         })
     }
@@ -125,6 +127,7 @@ impl SqliteStore {
             .map_err(OpenError::Task)??;
         Ok(Self {
             pool: Arc::new(pool),
+            saves: Arc::default(),
             path: None,
         })
     }
@@ -228,7 +231,7 @@ const INSERT_NOTIFIED: &str =
 
 /// Everything `save` writes, taken from the dispatch before the blocking
 /// task so it owns its data.
-struct Row {
+pub(crate) struct Row {
     id: DispatchId,
     key: String,
     expected: i64,
@@ -250,7 +253,7 @@ struct Row {
 }
 
 impl Row {
-    fn new(d: &Dispatch, expected: u64) -> Result<Self, StoreError> {
+    pub(crate) fn new(d: &Dispatch, expected: u64) -> Result<Self, StoreError> {
         let id = d.id();
         let invalid = |message: String| StoreError::Invalid { id, message };
         if expected.checked_add(1) != Some(d.version()) {
@@ -293,12 +296,10 @@ impl Row {
         })
     }
 
-    /// The whole save, inside one `BEGIN IMMEDIATE` transaction: nothing is
-    /// written unless every check passed.
-    fn save(&self, conn: &mut Connection) -> Result<(), StoreError> {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(error::map)?;
+    /// The whole save, inside a transaction (or savepoint) `tx` that holds
+    /// the write lock: the checks first, so a refused save returns before
+    /// anything is written.
+    fn write(&self, tx: &Connection) -> Result<(), StoreError> {
         let conflict = |reason| StoreError::Conflict {
             id: self.id,
             reason,
@@ -406,13 +407,13 @@ impl Row {
 
         // The lookup tables: replace this dispatch's rows.
         self.replace(
-            &tx,
+            tx,
             DELETE_INBOUND,
             INSERT_INBOUND,
             self.inbound.iter().map(|s| s.as_str()),
         )?;
         self.replace(
-            &tx,
+            tx,
             DELETE_LEGS,
             INSERT_LEG,
             self.legs.iter().map(String::as_str),
@@ -426,8 +427,7 @@ impl Row {
                 ins.execute(params![self.key, n, at]).map_err(error::map)?;
             }
         }
-
-        tx.commit().map_err(error::map)
+        Ok(())
     }
 
     fn replace<'a>(
@@ -446,6 +446,173 @@ impl Row {
         }
         Ok(())
     }
+}
+
+// ---------------------------------------------------------------------------
+// Group commit: concurrent saves share one transaction.
+
+/// Saves waiting for the writer (group commit). The first save to find no
+/// group under way leads: it takes the writer connection and commits every
+/// save queued by then in one transaction, each in its own savepoint, and
+/// hands each its result; it goes on with the next group until its own
+/// save is done, then leaves the lead to a waiting save. The others wait
+/// for their result, not for the writer lock. One commit (and one write of
+/// each changed page to the WAL) then serves many saves, and a busy
+/// relay's saves stop queueing one transaction at a time behind a mutex.
+#[derive(Default)]
+pub(crate) struct SaveQueue {
+    state: Mutex<QueueState>,
+    /// Signalled when a group's results are set or the lead is free.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    pending: Vec<Arc<PendingSave>>,
+    leading: bool,
+}
+
+/// One queued save and, once its group committed or failed, its result
+/// (set and taken under the queue's lock).
+struct PendingSave {
+    row: Row,
+    result: Mutex<Option<Result<(), StoreError>>>,
+}
+
+/// At most this many saves share one transaction.
+const MAX_GROUP: usize = 64;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SaveQueue {
+    /// Queues `row`, then commits it (with whatever else is queued) or
+    /// waits for the save that did. Blocks; runs on the blocking pool.
+    fn save(&self, pool: &Pool, row: Row) -> Result<(), StoreError> {
+        let me = Arc::new(PendingSave {
+            row,
+            result: Mutex::new(None),
+        });
+        let mut state = lock(&self.state);
+        state.pending.push(Arc::clone(&me));
+        loop {
+            if let Some(done) = lock(&me.result).take() {
+                return done;
+            }
+            if !state.leading {
+                break;
+            }
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state.leading = true;
+        drop(state);
+        // Clears the lead and wakes the waiters even if a group panicked.
+        let _lead = Lead(self);
+        pool.write(|conn| {
+            loop {
+                let batch: Vec<Arc<PendingSave>> = {
+                    let mut state = lock(&self.state);
+                    let n = state.pending.len().min(MAX_GROUP);
+                    state.pending.drain(..n).collect()
+                };
+                let rows: Vec<&Row> = batch.iter().map(|p| &p.row).collect();
+                let results = save_group(conn, &rows);
+                let state = lock(&self.state);
+                for (p, r) in batch.iter().zip(results) {
+                    *lock(&p.result) = Some(r);
+                }
+                self.changed.notify_all();
+                if let Some(done) = lock(&me.result).take() {
+                    drop(state);
+                    return done;
+                }
+                // Ours was beyond the first MAX_GROUP queued: next group.
+            }
+        })
+    }
+}
+
+/// The lead of a [`SaveQueue`]: given up on drop.
+struct Lead<'a>(&'a SaveQueue);
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.state).leading = false;
+        self.0.changed.notify_all();
+    }
+}
+
+/// Runs `rows` as one `BEGIN IMMEDIATE` transaction, each in a savepoint,
+/// and returns each one's result. A save refused by its checks (a conflict)
+/// is rolled back to its savepoint and the others go on, seeing exactly
+/// what they would have seen had it run alone. A save that fails in SQLite
+/// itself gets that error; the transaction is then rolled back and the
+/// others are run again without it, so no save is ever reported committed
+/// unless the commit that holds it succeeded, and none is committed by
+/// accident after SQLite rolled a transaction back on its own.
+pub(crate) fn save_group(conn: &mut Connection, rows: &[&Row]) -> Vec<Result<(), StoreError>> {
+    let mut results: Vec<Option<Result<(), StoreError>>> = rows.iter().map(|_| None).collect();
+    'group: loop {
+        let todo: Vec<usize> = (0..rows.len()).filter(|&i| results[i].is_none()).collect();
+        if todo.is_empty() {
+            break;
+        }
+        let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                for i in todo {
+                    results[i] = Some(Err(error::map_ref(&e)));
+                }
+                break;
+            }
+        };
+        let mut done = Vec::with_capacity(todo.len());
+        for &i in &todo {
+            let outcome = (|| -> Result<Option<StoreError>, StoreError> {
+                let mut sp = tx.savepoint().map_err(error::map)?;
+                match rows[i].write(&sp) {
+                    Ok(()) => {
+                        sp.commit().map_err(error::map)?;
+                        Ok(None)
+                    }
+                    // A refusal: its checks run before it writes anything.
+                    Err(e @ (StoreError::Conflict { .. } | StoreError::Invalid { .. })) => {
+                        sp.rollback().map_err(error::map)?;
+                        sp.commit().map_err(error::map)?;
+                        Ok(Some(e))
+                    }
+                    Err(e) => Err(e),
+                }
+            })();
+            match outcome {
+                Ok(refusal) => done.push((i, refusal)),
+                Err(e) => {
+                    // SQLite failed: this save gets the error, the rest run
+                    // again in a new transaction (this one rolls back on drop).
+                    results[i] = Some(Err(e));
+                    drop(tx);
+                    continue 'group;
+                }
+            }
+        }
+        let committed = tx.commit();
+        for (i, refusal) in done {
+            results[i] = Some(match (&committed, refusal) {
+                (_, Some(e)) => Err(e),
+                (Ok(()), None) => Ok(()),
+                (Err(e), None) => Err(error::map_ref(e)),
+            });
+        }
+        break;
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(StoreError::backend(false, "save not run"))))
+        .collect()
 }
 
 /// Reads `(id, version, record)` rows into dispatches; a record that does
@@ -505,7 +672,11 @@ impl Store for SqliteStore {
 
     async fn save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
         let row = Row::new(d, expected)?;
-        self.write(move |c| row.save(c)).await
+        let pool = Arc::clone(&self.pool);
+        let saves = Arc::clone(&self.saves);
+        tokio::task::spawn_blocking(move || saves.save(&pool, row))
+            .await
+            .map_err(error::join)?
     }
 
     async fn by_inbound_sid(

@@ -8,7 +8,7 @@ use crate::store::{
     OPEN_FOR_CUSTOMER, OPEN_FOR_DISPATCHER, taken_tags_sql,
 };
 
-fn db() -> Connection {
+pub(crate) fn db() -> Connection {
     let mut c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
     schema::migrate(&mut c).unwrap_or_else(|e| panic!("{e}"));
     c
@@ -111,4 +111,170 @@ fn taken_tags_reads_only_the_open_tag_index() {
             .any(|l| l.contains("USING COVERING INDEX dispatches_open_tag")),
         "taken tags should read the open tag index alone: {p:?}"
     );
+}
+
+mod group_commit {
+    //! Saves that share one transaction get exactly the results they would
+    //! have had one by one, and a failure never commits a save by accident.
+
+    use qdn_relay_core::contract::fixture;
+    use qdn_relay_core::{ConflictReason, Dispatch, DispatchId, StoreError};
+    use rusqlite::Connection;
+
+    use crate::store::{Row, save_group};
+
+    use super::db;
+
+    fn row(d: &Dispatch, expected: u64) -> Row {
+        Row::new(d, expected).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn stored(c: &Connection) -> Vec<String> {
+        let mut stmt = c
+            .prepare("SELECT id FROM dispatches ORDER BY id")
+            .unwrap_or_else(|e| panic!("{e}"));
+        stmt.query_map([], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map(|r| r.unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    }
+
+    fn key(id: DispatchId) -> String {
+        id.to_string()
+    }
+
+    #[test]
+    fn a_refused_save_is_rolled_back_alone() {
+        let mut c = db();
+        let a = fixture(1, "K7", "+16195550100", "SMin1", 0);
+        let same_tag = fixture(2, "K7", "+16195550111", "SMin2", 1);
+        let b = fixture(3, "B8", "+16195550122", "SMin3", 2);
+        let mut a2 = a.clone();
+        a2.set_version(2);
+        let stale = a2.clone(); // also expects version 1
+        let rows = [
+            row(&a, 0),
+            row(&same_tag, 0),
+            row(&b, 0),
+            row(&a2, 1),
+            row(&stale, 1),
+        ];
+        let refs: Vec<&Row> = rows.iter().collect();
+        let results = save_group(&mut c, &refs);
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        assert!(
+            matches!(
+                &results[1],
+                Err(StoreError::Conflict {
+                    reason: ConflictReason::Tag(_),
+                    ..
+                })
+            ),
+            "the tag is held by a save earlier in the group: {:?}",
+            results[1]
+        );
+        assert!(results[2].is_ok(), "{:?}", results[2]);
+        assert!(
+            results[3].is_ok(),
+            "an update sees the create before it: {:?}",
+            results[3]
+        );
+        assert!(
+            matches!(
+                &results[4],
+                Err(StoreError::Conflict {
+                    reason: ConflictReason::Version {
+                        expected: 1,
+                        found: Some(2)
+                    },
+                    ..
+                })
+            ),
+            "the second writer of version 2 loses: {:?}",
+            results[4]
+        );
+        let mut want = vec![key(a.id()), key(b.id())];
+        want.sort();
+        assert_eq!(stored(&c), want);
+        let version: i64 = c
+            .query_row(
+                "SELECT version FROM dispatches WHERE id = ?1",
+                [key(a.id())],
+                |r| r.get(0),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(version, 2);
+    }
+
+    /// A save that fails in SQLite (here a trigger aborts its insert, or
+    /// rolls back the whole transaction) gets the error; the others are
+    /// committed, and nothing of the failed one is.
+    #[test]
+    fn a_failing_save_does_not_take_the_group_down_or_slip_through() {
+        for raise in ["ABORT", "ROLLBACK"] {
+            let mut c = db();
+            c.execute_batch(&format!(
+                "CREATE TRIGGER boom BEFORE INSERT ON dispatches \
+                 WHEN NEW.customer = '+16195550999' BEGIN SELECT RAISE({raise}, 'boom'); END;"
+            ))
+            .unwrap_or_else(|e| panic!("{e}"));
+            let a = fixture(1, "K7", "+16195550100", "SMin1", 0);
+            let bad = fixture(2, "B8", "+16195550999", "SMin2", 1);
+            let b = fixture(3, "C9", "+16195550122", "SMin3", 2);
+            let rows = [row(&a, 0), row(&bad, 0), row(&b, 0)];
+            let refs: Vec<&Row> = rows.iter().collect();
+            let results = save_group(&mut c, &refs);
+            assert!(results[0].is_ok(), "{raise}: {:?}", results[0]);
+            assert!(
+                matches!(&results[1], Err(StoreError::Backend { .. })),
+                "{raise}: {:?}",
+                results[1]
+            );
+            assert!(results[2].is_ok(), "{raise}: {:?}", results[2]);
+            let mut want = vec![key(a.id()), key(b.id())];
+            want.sort();
+            assert_eq!(stored(&c), want, "{raise}");
+            let sids: i64 = c
+                .query_row("SELECT count(*) FROM inbound_sids", [], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(sids, 2, "{raise}: nothing of the failed save is kept");
+            assert!(c.is_autocommit(), "{raise}: no transaction left open");
+        }
+    }
+
+    /// A transaction that cannot begin fails every save in the group with
+    /// the same (retryable) error, and writes nothing.
+    #[test]
+    fn a_busy_database_fails_every_save_in_the_group() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("relay.db");
+        let mut c = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        c.execute_batch("PRAGMA journal_mode = WAL")
+            .unwrap_or_else(|e| panic!("{e}"));
+        crate::schema::migrate(&mut c).unwrap_or_else(|e| panic!("{e}"));
+        let blocker = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        blocker
+            .execute_batch("BEGIN IMMEDIATE")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let a = fixture(1, "K7", "+16195550100", "SMin1", 0);
+        let b = fixture(3, "C9", "+16195550122", "SMin3", 2);
+        let rows = [row(&a, 0), row(&b, 0)];
+        let refs: Vec<&Row> = rows.iter().collect();
+        for r in save_group(&mut c, &refs) {
+            assert!(
+                matches!(
+                    r,
+                    Err(StoreError::Backend {
+                        retryable: true,
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
+        }
+        blocker
+            .execute_batch("ROLLBACK")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(stored(&c).is_empty());
+    }
 }

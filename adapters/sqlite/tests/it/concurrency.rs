@@ -139,3 +139,65 @@ async fn a_held_lock_is_retryable_and_readers_go_on() {
         .await
         .unwrap_or_else(|e| panic!("after the lock: {e}"));
 }
+
+/// Many saves at once (they share transactions): each distinct dispatch is
+/// stored, and of two opening with one tag exactly one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_saves_each_get_their_own_result() {
+    const N: usize = 96;
+    let fs = FileStore::fresh().await;
+    let store = Arc::new(fs.store.clone());
+    let barrier = Arc::new(tokio::sync::Barrier::new(N));
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        // Pairs (2k, 2k + 1) share a tag; every dispatch has its own
+        // customer and message id.
+        let tag = format!("{}{}", ['K', 'B', 'C', 'D'][i / 2 % 4], 1000 + i / 2);
+        let d = fixture(
+            1 + i as u128,
+            &tag,
+            &format!("+1619555{:04}", 1000 + i),
+            &format!("SMin{i}"),
+            i as i64,
+        );
+        let store = Arc::clone(&store);
+        let barrier = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            (store.save(&d, 0).await, d)
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        let (r, d) = t.await.unwrap_or_else(|e| panic!("{e}"));
+        match r {
+            Ok(()) => {
+                stored += 1;
+                let got = store.get(d.id()).await.unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(got.as_ref(), Some(&d), "a save that returned Ok is stored");
+            }
+            Err(StoreError::Conflict {
+                reason: ConflictReason::Tag(t),
+                ..
+            }) => {
+                assert_eq!(t, d.tag());
+                let holder = store
+                    .open_by_tag(t)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .unwrap_or_else(|| panic!("a tag conflict means another holds {t}"));
+                assert_ne!(holder.id(), d.id());
+                assert!(
+                    store
+                        .get(d.id())
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"))
+                        .is_none(),
+                    "a refused save wrote nothing"
+                );
+            }
+            Err(e) => panic!("only tag conflicts are expected, got {e}"),
+        }
+    }
+    assert_eq!(stored, N / 2, "one of each pair");
+}
