@@ -187,6 +187,23 @@ pub struct Relay<S: ?Sized, P: ?Sized, C: ?Sized> {
     rng: Mutex<u64>,
     sweep_batch: usize,
     sweep_concurrency: usize,
+    job_sync_mode: JobSyncMode,
+}
+
+/// When the driver brings the host's job system up to date after an input
+/// (see [`crate::jobs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JobSyncMode {
+    /// Right after the input's texts are sent, before the call returns:
+    /// the job's log is up to date when a webhook is answered. A slow job
+    /// system makes the answer slower (never the texts). Right for Lambda,
+    /// which freezes a function between invocations.
+    #[default]
+    Inline,
+    /// Not in the call: the host calls [`Relay::sync_job`] off the request
+    /// path (the axum router spawns it after answering); the sweep catches
+    /// up with anything a crash left.
+    Background,
 }
 
 /// Builds a [`Relay`].
@@ -220,6 +237,7 @@ where
                 rng: Mutex::new(seed),
                 sweep_batch: 256,
                 sweep_concurrency: DEFAULT_SWEEP_CONCURRENCY,
+                job_sync_mode: JobSyncMode::Inline,
             },
         }
     }
@@ -257,6 +275,11 @@ where
     /// The host's job system, if one is wired in.
     pub fn jobs(&self) -> Option<&Arc<dyn Jobs>> {
         self.jobs.as_ref()
+    }
+
+    /// When the job system is synced after an input.
+    pub fn job_sync_mode(&self) -> JobSyncMode {
+        self.job_sync_mode
     }
 
     /// A text to a business line: an opt-out or opt-in keyword (see
@@ -374,7 +397,7 @@ where
             match self.store.save(&d, 0).await {
                 Ok(()) => {
                     self.run_effects(id, &policy, effects, Some(d)).await;
-                    self.sync_job(id).await;
+                    self.sync_job_inline(id).await;
                     return Ok(Outcome::Opened(id));
                 }
                 Err(e) if e.is_conflict() => {
@@ -493,7 +516,7 @@ where
             match self.store.save(&d, expected).await {
                 Ok(()) => {
                     self.publish_all(id, effects).await;
-                    self.sync_job(id).await;
+                    self.sync_job_inline(id).await;
                     return Ok(Outcome::Applied(id));
                 }
                 Err(e) if e.is_conflict() => continue,
@@ -570,7 +593,13 @@ where
             // Each dispatch is handled by one future; up to
             // `sweep_concurrency` of them wait on the provider at once.
             let mut handled = stream::iter(fresh)
-                .map(|d| async move { (d.id, self.apply(d.id, Some(now), Input::Timeout).await) })
+                .map(|d| async move {
+                    let result = self.apply(d.id, Some(now), Input::Timeout).await;
+                    if self.job_sync_mode == JobSyncMode::Background && result.is_ok() {
+                        self.sync_job(d.id).await; // inline syncs ran inside apply
+                    }
+                    (d.id, result)
+                })
                 .buffer_unordered(self.sweep_concurrency);
             while let Some((id, result)) = handled.next().await {
                 match result {
@@ -648,16 +677,27 @@ where
     ) -> Result<Outcome, RelayError> {
         let (outcome, effects, policy, saved) = self.transition(id, None, at, input).await?;
         self.run_effects(id, &policy, effects, saved).await;
-        self.sync_job(id).await;
+        self.sync_job_inline(id).await;
         Ok(outcome)
+    }
+
+    async fn sync_job_inline(&self, id: DispatchId) {
+        if self.job_sync_mode == JobSyncMode::Inline {
+            self.sync_job(id).await;
+        }
     }
 
     /// Brings the host's job system up to date with a dispatch (see
     /// [`crate::jobs`]): resolve its job once, append every text not yet
     /// appended, record new milestones, save the cursor. A failure is
     /// recorded on the dispatch (status, event) and retried by the sweep;
-    /// it never fails the input that led here.
-    async fn sync_job(&self, id: DispatchId) {
+    /// it never fails anything. Without a job system it does nothing.
+    ///
+    /// The driver calls it after every input in [`JobSyncMode::Inline`]
+    /// (the default) and on every sweep; in [`JobSyncMode::Background`] the
+    /// host calls it off the request path (the HTTP router spawns it after
+    /// answering).
+    pub async fn sync_job(&self, id: DispatchId) {
         let Some(jobs) = &self.jobs else { return };
         // Calls that succeeded in this sync: a save conflict re-reads the
         // dispatch but does not ask the job system twice.
@@ -986,6 +1026,13 @@ where
     /// its milestones recorded (see [`crate::jobs`]).
     pub fn jobs(mut self, jobs: Arc<dyn Jobs>) -> Self {
         self.relay.jobs = Some(jobs);
+        self
+    }
+
+    /// When the job system is synced after an input (default
+    /// [`JobSyncMode::Inline`]).
+    pub fn job_sync_mode(mut self, mode: JobSyncMode) -> Self {
+        self.relay.job_sync_mode = mode;
         self
     }
 

@@ -49,8 +49,8 @@ pub use dispatch::{
     OUTBOX_GRACE, Purpose, SkipReason, State, ThreadEntry,
 };
 pub use driver::{
-    DEFAULT_SWEEP_CONCURRENCY, MAX_CONFLICT_RETRIES, Outcome, Relay, RelayBuilder, RelayError,
-    SweepReport,
+    DEFAULT_SWEEP_CONCURRENCY, JobSyncMode, MAX_CONFLICT_RETRIES, Outcome, Relay, RelayBuilder,
+    RelayError, SweepReport,
 };
 pub use event::{Effect, EscalationReason, EventKind, OutboundMessage, RelayEvent};
 pub use failover::Failover;

@@ -1,6 +1,7 @@
 //! The handlers.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -12,7 +13,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use qdn_relay_core::{
-    DashboardAction, Dispatch, DispatchId, JobId, JobIdError, ListFilter, RelayError,
+    DashboardAction, Dispatch, DispatchId, JobId, JobIdError, JobSyncMode, ListFilter, Outcome,
+    RelayError,
 };
 use qdn_relay_twilio::{Form, InboundWebhook, StatusCallback, twiml_empty, twiml_message};
 use serde::Deserialize;
@@ -56,6 +58,22 @@ fn twiml(xml: String) -> Response {
 }
 
 impl AppState {
+    /// In [`JobSyncMode::Background`], brings the job system up to date
+    /// with the dispatch an input changed, in a task of its own, so the
+    /// answer does not wait for it.
+    fn sync_later(&self, r: &Result<Outcome, RelayError>) {
+        let relay = &self.inner.relay;
+        if relay.jobs().is_none() || relay.job_sync_mode() != JobSyncMode::Background {
+            return;
+        }
+        if let Ok(outcome) = r
+            && let Some(id) = outcome.dispatch_id()
+        {
+            let relay = Arc::clone(relay);
+            tokio::spawn(async move { relay.sync_job(id).await });
+        }
+    }
+
     /// The URL Twilio signed: the configured public base URL, else the Host
     /// header, plus the path and query as the client sent them.
     fn signed_url(&self, uri: &Uri, headers: &HeaderMap) -> ApiResult<String> {
@@ -156,7 +174,9 @@ pub(crate) async fn inbound(
     let b = body(b)?;
     let form = s.twilio_form(&uri, &headers, &b)?;
     let hook = InboundWebhook::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
-    twilio_answer(s.inner.relay.inbound(hook.into_inbound_text()).await)
+    let r = s.inner.relay.inbound(hook.into_inbound_text()).await;
+    s.sync_later(&r);
+    twilio_answer(r)
 }
 
 /// TwiML for a text Twilio posted: empty when it was taken, a message to
@@ -181,10 +201,12 @@ pub(crate) async fn status(
     let form = s.twilio_form(&uri, &headers, &b)?;
     let cb = StatusCallback::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
     let report = cb.into_delivery_report();
-    match callback_leg(&uri)? {
-        Some((dispatch, leg)) => s.inner.relay.leg_delivery(report, dispatch, leg).await?,
-        None => s.inner.relay.delivery(report).await?,
+    let r = match callback_leg(&uri)? {
+        Some((dispatch, leg)) => s.inner.relay.leg_delivery(report, dispatch, leg).await,
+        None => s.inner.relay.delivery(report).await,
     };
+    s.sync_later(&r);
+    r?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -265,12 +287,13 @@ pub(crate) async fn reply(
         FORM => {
             let form = s.twilio_form(&uri, &headers, &b)?;
             let hook = InboundWebhook::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
-            twilio_answer(
-                s.inner
-                    .relay
-                    .dispatcher_text(hook.into_inbound_text())
-                    .await,
-            )
+            let r = s
+                .inner
+                .relay
+                .dispatcher_text(hook.into_inbound_text())
+                .await;
+            s.sync_later(&r);
+            twilio_answer(r)
         }
         JSON => {
             s.check_bearer(&headers, None)?;
@@ -278,10 +301,13 @@ pub(crate) async fn reply(
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
             let by = operator(r.by)?;
             let d = s.find(&r.job_id).await?;
-            s.inner
+            let r = s
+                .inner
                 .relay
                 .dashboard(d.id(), DashboardAction::Reply { by, body: r.body })
-                .await?;
+                .await;
+            s.sync_later(&r);
+            r?;
             status_of(&s, d.id().to_string()).await
         }
         _ => Err(ApiError::new(
@@ -384,7 +410,9 @@ async fn action(
     let a: ActionJson = parse_json(&headers, &b)?;
     let by = operator(a.by)?;
     let d = s.find(&job_id).await?;
-    s.inner.relay.dashboard(d.id(), make(by, a.body)?).await?;
+    let r = s.inner.relay.dashboard(d.id(), make(by, a.body)?).await;
+    s.sync_later(&r);
+    r?;
     status_of(&s, d.id().to_string()).await
 }
 
@@ -448,7 +476,9 @@ pub(crate) async fn link(
         .parse()
         .map_err(|e: JobIdError| ApiError::bad_request(e.to_string()))?;
     let d = s.find(&key).await?;
-    s.inner.relay.link_job(d.id(), job).await?;
+    let r = s.inner.relay.link_job(d.id(), job).await;
+    s.sync_later(&r);
+    r?;
     status_of(&s, d.id().to_string()).await
 }
 

@@ -448,6 +448,43 @@ async fn jobs_a_relay_without_a_job_system_stops_owing_syncs() {
     assert_eq!(d.next_deadline(), d.level_deadline());
 }
 
+#[tokio::test]
+async fn jobs_in_background_mode_the_host_or_the_sweep_syncs() {
+    let c = cast();
+    let sim = Simulation::with_jobs(c.line, policy(&c));
+    let j = job("j-bg");
+    sim.jobs.open_job(c.line, c.customer, j.clone());
+    let relay = Relay::builder(sim.store.clone(), sim.provider.clone(), sim.clock.clone())
+        .line(c.line, policy(&c))
+        .jobs(sim.jobs.clone())
+        .job_sync_mode(qdn_relay_core::JobSyncMode::Background)
+        .build();
+    let first = relay
+        .inbound(sim.text(c.customer, "first"))
+        .await
+        .expect("opened")
+        .dispatch();
+    assert_eq!(
+        sim.jobs.calls(),
+        (0, 0),
+        "the input did not wait for the job system"
+    );
+    // The host syncs off the request path.
+    relay.sync_job(first).await;
+    assert_eq!(sim.jobs.job(&j).expect("job").messages.len(), 2);
+    // What the host did not sync, the sweep does after the grace.
+    relay
+        .inbound(sim.text(c.customer, "second"))
+        .await
+        .expect("joined");
+    assert_eq!(sim.jobs.job(&j).expect("job").messages.len(), 2);
+    sim.clock.set(SIM_START.plus(JOB_SYNC_GRACE));
+    let report = relay.sweep().await;
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(sim.jobs.job(&j).expect("job").messages.len(), 4);
+    assert_eq!(sim.jobs.repeated_keys(), 0);
+}
+
 // ----- property: whatever happens, every text reaches its job once -----
 
 mod prop {

@@ -9,8 +9,9 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use qdn_relay_axum::{AppState, EventHub, HttpConfig, MaintenanceSink, router};
 use qdn_relay_core::{
-    Clock, FanoutSink, JobId, ManualClock, MemoryJobs, MemoryStore, PhoneNumber, Policy,
-    RecordingProvider, Relay, SendError, SendErrorKind, SmsProvider, State, Store, Timestamp,
+    Clock, FanoutSink, JobId, JobMessage, JobSyncMode, Jobs, JobsError, ManualClock, MemoryJobs,
+    MemoryStore, Milestone, PhoneNumber, Policy, RecordingProvider, Relay, SendError,
+    SendErrorKind, SmsProvider, State, Store, Timestamp,
 };
 use qdn_relay_twilio::{Secret, SignatureValidator};
 use serde_json::Value;
@@ -44,6 +45,14 @@ fn app_with(config: HttpConfig) -> App {
 }
 
 fn build_app(config: HttpConfig, jobs: Option<Arc<MemoryJobs>>) -> App {
+    build_app_with(
+        config,
+        jobs.map(|j| j as Arc<dyn Jobs>),
+        JobSyncMode::Inline,
+    )
+}
+
+fn build_app_with(config: HttpConfig, jobs: Option<Arc<dyn Jobs>>, mode: JobSyncMode) -> App {
     let dir = tempfile::tempdir().expect("tempdir");
     let maintenance = dir.path().join("maintenance.json");
     let store = Arc::new(MemoryStore::new());
@@ -62,7 +71,8 @@ fn build_app(config: HttpConfig, jobs: Option<Arc<MemoryJobs>>) -> App {
     )
     .line(n(LINE), policy)
     .sink(Arc::new(sink))
-    .seed(1);
+    .seed(1)
+    .job_sync_mode(mode);
     if let Some(jobs) = jobs {
         builder = builder.jobs(jobs);
     }
@@ -592,6 +602,69 @@ async fn status_by_job_id_links_the_jobs_other_dispatches_and_lists_by_job() {
     let record = jobs.job(&job).expect("job");
     let bodies: Vec<&str> = record.messages.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(bodies.len(), 4, "{bodies:?}");
+}
+
+/// A job system whose calls wait until the test opens the gate.
+struct Gated {
+    inner: MemoryJobs,
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Gated {
+    async fn wait(&self) {
+        let mut open = self.open.clone();
+        let _ = open.wait_for(|o| *o).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl Jobs for Gated {
+    async fn resolve(
+        &self,
+        line: PhoneNumber,
+        customer: PhoneNumber,
+        at: Timestamp,
+    ) -> Result<Option<JobId>, JobsError> {
+        self.wait().await;
+        self.inner.resolve(line, customer, at).await
+    }
+    async fn append_message(&self, job: &JobId, m: &JobMessage) -> Result<(), JobsError> {
+        self.wait().await;
+        self.inner.append_message(job, m).await
+    }
+    async fn milestone(&self, job: &JobId, m: &Milestone) -> Result<(), JobsError> {
+        self.wait().await;
+        self.inner.milestone(job, m).await
+    }
+}
+
+#[tokio::test]
+async fn in_background_mode_webhooks_are_answered_before_the_job_system_is() {
+    let (gate, open) = tokio::sync::watch::channel(false);
+    let jobs = Arc::new(Gated {
+        inner: MemoryJobs::new(),
+        open,
+    });
+    let job: JobId = "J-bg".parse().expect("job id");
+    jobs.inner.open_job(n(LINE), n(CUSTOMER), job.clone());
+    let app = build_app_with(config(), Some(jobs.clone()), JobSyncMode::Background);
+    // The job system does not answer, yet the webhook is answered and the
+    // forward is sent.
+    let (s, b) = inbound(&app, 1, CUSTOMER, "hello").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(app.provider.accepted_to(n(PRIMARY)).len(), 1);
+    assert!(jobs.inner.job(&job).expect("job").messages.is_empty());
+    // Once it answers, the spawned sync lands the texts.
+    gate.send(true).expect("gate");
+    for _ in 0..1000 {
+        if jobs.inner.job(&job).expect("job").messages.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let record = jobs.inner.job(&job).expect("job");
+    assert_eq!(record.messages.len(), 2, "{:#?}", record.messages);
+    assert_eq!(app.store.all()[0].job_id(), Some(&job));
 }
 
 #[tokio::test]
