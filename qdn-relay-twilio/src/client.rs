@@ -1,5 +1,6 @@
-//! The Twilio REST client (feature `client`): sends texts through the
-//! Messages API and implements [`SmsProvider`].
+//! The Twilio REST client (feature `rest`; with reqwest, feature
+//! `client`): sends texts through the Messages API and implements
+//! [`SmsProvider`], over a [`Transport`].
 //!
 //! - `POST {base}/2010-04-01/Accounts/{AccountSid}/Messages.json` with
 //!   `To`, `From` (or `MessagingServiceSid` when configured), `Body` (cut to
@@ -19,6 +20,7 @@
 //!   shows them, and error messages from the server are scrubbed of them.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,6 +34,7 @@ use tokio::time::Instant;
 use crate::classify::send_error_kind;
 use crate::secret::Secret;
 use crate::sid::{AccountSid, ApiKeySid, MessagingServiceSid};
+use crate::transport::{Answer, Transport, TransportError, TransportErrorKind};
 
 /// Twilio's API base URL.
 pub const DEFAULT_API_BASE: &str = "https://api.twilio.com";
@@ -404,6 +407,7 @@ struct Failure {
 /// shared).
 ///
 /// ```no_run
+/// # #[cfg(feature = "client")]
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use qdn_relay_twilio::{TwilioClient, TwilioConfig};
 /// let client = TwilioClient::new(TwilioConfig::from_env()?)?;
@@ -411,10 +415,9 @@ struct Failure {
 /// ```
 #[derive(Clone)]
 pub struct TwilioClient {
-    http: reqwest::Client,
+    http: Arc<dyn Transport>,
     config: TwilioConfig,
     messages_url: String,
-    user: String,
     /// The base64 of `user:secret`, scrubbed from messages like the secret.
     basic: Secret,
 }
@@ -435,17 +438,26 @@ impl fmt::Display for TwilioClient {
 }
 
 impl TwilioClient {
-    /// A client for `config` (checked with [`TwilioConfig::validate`]).
-    pub fn new(mut config: TwilioConfig) -> Result<Self, ConfigError> {
+    /// A client for `config` (checked with [`TwilioConfig::validate`])
+    /// over reqwest with rustls (feature `client`), with the configuration's
+    /// connect timeout.
+    #[cfg(feature = "client")]
+    pub fn new(config: TwilioConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let http = crate::transport::ReqwestTransport::new(config.connect_timeout)?;
+        Self::with_transport(config, Arc::new(http))
+    }
+
+    /// A client for `config` (checked with [`TwilioConfig::validate`])
+    /// sending through `http`, whose connect timeout should be the
+    /// configuration's (`connect_timeout`); the overall timeout, retries
+    /// and authentication are the client's.
+    pub fn with_transport(
+        mut config: TwilioConfig,
+        http: Arc<dyn Transport>,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         config.api_base = normalize_base(&config.api_base)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("qdn-relay-twilio/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ConfigError::Http(e.to_string()))?;
         let messages_url = format!(
             "{}/2010-04-01/Accounts/{}/Messages.json",
             config.api_base, config.account_sid
@@ -462,7 +474,6 @@ impl TwilioClient {
             http,
             config,
             messages_url,
-            user,
             basic,
         })
     }
@@ -529,7 +540,7 @@ impl TwilioClient {
             for (k, v) in params {
                 s.append_pair(k.as_ref(), v.as_ref());
             }
-            s.finish()
+            bytes::Bytes::from(s.finish())
         };
         let retry = &self.config.retry;
         let deadline = Instant::now() + retry.max_total;
@@ -538,21 +549,12 @@ impl TwilioClient {
             attempt += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let per_call = self.config.timeout.min(remaining);
-            let sent = self
-                .http
-                .post(&self.messages_url)
-                .basic_auth(&self.user, Some(self.config.credentials.secret().expose()))
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                )
-                .header(reqwest::header::ACCEPT, "application/json")
-                .body(body.clone())
-                .timeout(per_call)
-                .send()
-                .await;
+            let sent = match self.request(body.clone()) {
+                Ok(request) => self.http.send(request, per_call).await,
+                Err(e) => Err(e),
+            };
             let failure = match sent {
-                Ok(resp) => match self.read_answer(resp).await {
+                Ok(answer) => match self.read_answer(answer).await {
                     Ok(m) => return Ok(m),
                     Err(f) => f,
                 },
@@ -581,6 +583,33 @@ impl TwilioClient {
         }
     }
 
+    /// The Messages API request for a form body: basic auth (a sensitive
+    /// header), the form's content type, JSON accepted, the client's
+    /// user agent.
+    fn request(&self, body: bytes::Bytes) -> Result<crate::transport::Request, TransportError> {
+        use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
+        let build = || -> Result<crate::transport::Request, http::Error> {
+            let mut auth = HeaderValue::try_from(format!("Basic {}", self.basic.expose()))?;
+            auth.set_sensitive(true);
+            http::Request::post(self.messages_url.as_str())
+                .header(AUTHORIZATION, auth)
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(ACCEPT, "application/json")
+                .header(
+                    USER_AGENT,
+                    concat!("qdn-relay-twilio/", env!("CARGO_PKG_VERSION")),
+                )
+                .body(body)
+        };
+        // An http::Error names the part at fault, never a header's value.
+        build().map_err(|e| {
+            TransportError::new(
+                TransportErrorKind::Request,
+                format!("{} ({})", self.messages_url, e),
+            )
+        })
+    }
+
     /// Replaces any occurrence of the secret (or of the basic-auth
     /// credentials) in a server-provided message.
     fn scrub(&self, s: &str) -> String {
@@ -593,21 +622,10 @@ impl TwilioClient {
         s
     }
 
-    async fn read_answer(&self, mut resp: reqwest::Response) -> Result<Message, Failure> {
-        let status = resp.status();
-        let retry_after = retry_after(resp.headers());
-        let mut body = Vec::new();
-        let read: Result<(), reqwest::Error> = async {
-            while let Some(chunk) = resp.chunk().await? {
-                let room = MAX_ERROR_BODY.saturating_sub(body.len());
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if body.len() >= MAX_ERROR_BODY && !status.is_success() {
-                    break;
-                }
-            }
-            Ok(())
-        }
-        .await;
+    async fn read_answer(&self, mut answer: Answer) -> Result<Message, Failure> {
+        let status = answer.status;
+        let retry_after = retry_after(&answer.headers);
+        let (body, read) = answer.read_body(MAX_ERROR_BODY, !status.is_success()).await;
         if status.is_success() {
             let outcome = match read {
                 Ok(()) => Message::from_json(&body),
@@ -670,17 +688,10 @@ impl TwilioClient {
         })
     }
 
-    fn transport_failure(&self, e: &reqwest::Error) -> Failure {
-        // The error's text names the URL (no secret in it), and sources.
-        let mut detail = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            detail.push_str(": ");
-            detail.push_str(&s.to_string());
-            src = s.source();
-        }
-        let detail = self.scrub(&detail);
-        if e.is_connect() {
+    fn transport_failure(&self, e: &TransportError) -> Failure {
+        // The error's text names the URL (no secret in it), and causes.
+        let detail = self.scrub(&e.message);
+        if e.kind == TransportErrorKind::Connect {
             Failure {
                 error: SendError::new(
                     SendErrorKind::Retryable,
@@ -689,7 +700,7 @@ impl TwilioClient {
                 retry_here: true,
                 retry_after: None,
             }
-        } else if e.is_builder() {
+        } else if e.kind == TransportErrorKind::Request {
             Failure {
                 error: SendError::new(
                     SendErrorKind::Config,
@@ -698,7 +709,7 @@ impl TwilioClient {
                 retry_here: false,
                 retry_after: None,
             }
-        } else if e.is_timeout() {
+        } else if e.kind == TransportErrorKind::Timeout {
             Failure {
                 error: SendError::new(
                     SendErrorKind::MaybeSent,
@@ -751,9 +762,9 @@ fn problem_summary(body: &[u8]) -> Option<String> {
 }
 
 /// Reads `Retry-After`: delta-seconds or an HTTP date.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
+        .get(http::header::RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim();
@@ -924,16 +935,16 @@ mod tests {
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {
-        let mut h = reqwest::header::HeaderMap::new();
+        let mut h = http::HeaderMap::new();
         assert_eq!(retry_after(&h), None);
-        h.insert(reqwest::header::RETRY_AFTER, "2".parse().unwrap());
+        h.insert(http::header::RETRY_AFTER, "2".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
         h.insert(
-            reqwest::header::RETRY_AFTER,
+            http::header::RETRY_AFTER,
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
-        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        h.insert(http::header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
     }
 

@@ -16,9 +16,12 @@
 //!   [`twiml_message`]).
 //! - **REST client** (feature `client`): `TwilioClient`, an
 //!   [`SmsProvider`](qdn_relay_core::SmsProvider) over Twilio's Messages
-//!   API, with timeouts, careful retries and redacted secrets.
+//!   API, with timeouts, careful retries and redacted secrets, over
+//!   reqwest. Feature `rest` is the same client without reqwest: the
+//!   caller provides the HTTP stack (`Transport`), as the Lambda adapter
+//!   does to link a single one.
 //!
-//! Without the `client` feature the crate has no HTTP client and no async
+//! Without the `rest` feature the crate has no HTTP client and no async
 //! runtime: an HTTP layer (axum, Lambda) uses it to check and read
 //! Twilio's webhooks.
 //!
@@ -75,7 +78,7 @@
 #![warn(missing_docs)]
 
 mod classify;
-#[cfg(feature = "client")]
+#[cfg(feature = "rest")]
 pub mod client;
 mod form;
 mod secret;
@@ -86,7 +89,9 @@ mod twiml;
 pub mod webhook;
 
 pub use classify::{classify, send_error_kind};
-#[cfg(feature = "client")]
+#[cfg(feature = "rest")]
+pub mod transport;
+#[cfg(feature = "rest")]
 pub use client::{ConfigError, Credentials, Message, RetryPolicy, TwilioClient, TwilioConfig};
 pub use form::Form;
 pub use secret::Secret;
@@ -96,5 +101,9 @@ pub use signature::{
     Algorithm, Payload, SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER, SignatureError,
     SignatureValidator, body_sha256_hex,
 };
+#[cfg(feature = "client")]
+pub use transport::ReqwestTransport;
+#[cfg(feature = "rest")]
+pub use transport::{Answer, AnswerBody, Transport, TransportError, TransportErrorKind};
 pub use twiml::{twiml_empty, twiml_message};
 pub use webhook::{InboundWebhook, MAX_MEDIA, StatusCallback, WebhookError, parse_status};

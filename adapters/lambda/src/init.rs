@@ -12,6 +12,7 @@ use qdn_relay_core::{Clock, EventSink, Relay, SmsProvider, Store, TracingSink};
 use qdn_relay_twilio::{TwilioClient, TwilioConfig};
 
 use crate::http::HttpApp;
+use crate::https::HttpsClient;
 use crate::public_url::{BadPublicBase, PublicBase};
 use crate::secrets::{self, SecretError, SecretFetcher};
 
@@ -169,8 +170,9 @@ pub fn twilio_config(
     Ok(Some(config))
 }
 
-/// The SMS provider: the Twilio REST client (see [`twilio_config`]), or,
-/// without `TWILIO_ACCOUNT_SID`, a dry-run provider that logs and records.
+/// The SMS provider: the Twilio REST client (see [`twilio_config`]) over
+/// the functions' HTTP client ([`HttpsClient`]), or, without
+/// `TWILIO_ACCOUNT_SID`, a dry-run provider that logs and records.
 pub fn provider(settings: &RelaySettings, env: &Env) -> Result<Arc<dyn SmsProvider>, InitError> {
     let Some(config) = twilio_config(settings, env)? else {
         tracing::warn!(
@@ -183,7 +185,8 @@ pub fn provider(settings: &RelaySettings, env: &Env) -> Result<Arc<dyn SmsProvid
             "RELAY_PUBLIC_URL is unset: texts go out without a status callback, so failed deliveries do not escalate early"
         );
     }
-    Ok(Arc::new(TwilioClient::new(config)?))
+    let http = Arc::new(HttpsClient::new(config.connect_timeout));
+    Ok(Arc::new(TwilioClient::with_transport(config, http)?))
 }
 
 /// The relay over these ports, for the settings' business line and
@@ -291,7 +294,8 @@ pub fn service_config(
 }
 
 /// Both functions' init on AWS: the environment (secret references
-/// resolved with the SDK, feature `secrets`), the DynamoDB store on
+/// resolved through SSM and Secrets Manager, feature `secrets`), the
+/// DynamoDB store on
 /// `RELAY_DYNAMO_TABLE`, the provider and the relay. The AWS configuration
 /// ([`aws_config`]) is built once and shared.
 #[cfg(feature = "dynamo")]
@@ -301,10 +305,10 @@ pub async fn from_env() -> Result<(RelaySettings, Arc<DynRelay>), InitError> {
     if env.has_references() {
         #[cfg(feature = "secrets")]
         {
-            let fetcher = secrets::AwsSecretFetcher::new(
-                &service_config(&aws, &env, "AWS_ENDPOINT_URL_SSM"),
-                &service_config(&aws, &env, "AWS_ENDPOINT_URL_SECRETS_MANAGER"),
-            );
+            let http = Arc::new(HttpsClient::new(
+                qdn_relay_twilio::client::DEFAULT_CONNECT_TIMEOUT,
+            ));
+            let fetcher = secrets::AwsSecretFetcher::from_lookup(|k| env.get(k), http);
             env.resolve(Some(&fetcher)).await?;
         }
         #[cfg(not(feature = "secrets"))]

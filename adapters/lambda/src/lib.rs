@@ -27,12 +27,14 @@
 //! the binaries) and `secrets` (SSM / Secrets Manager), both default.
 
 pub mod http;
+pub mod https;
 pub mod init;
 pub mod public_url;
 pub mod secrets;
 pub mod tick;
 
 pub use http::{HttpApp, restore};
+pub use https::HttpsClient;
 pub use init::{Env, InitError};
 pub use public_url::{PublicBase, Rebuilt, RequestFacts, rebuild};
 pub use tick::{TickError, TickEvent, TickReport, tick};

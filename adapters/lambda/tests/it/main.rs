@@ -3,8 +3,13 @@
 //! - `handlers`: the HTTP and tick handlers driven directly with real event
 //!   JSON over in-memory ports;
 //! - `emulator`: the built binaries against cargo-lambda's Runtime API
-//!   emulator, with moto as DynamoDB, through a whole cascade.
+//!   emulator, with moto as DynamoDB, through a whole cascade;
+//! - `secrets`: secret references read from moto's SSM and Secrets
+//!   Manager (and wiremock) over the functions' HTTP client;
+//! - `twilio_transport`: the Twilio REST client over that HTTP client.
 
 mod emulator;
 mod fixtures;
 mod handlers;
+mod secrets;
+mod twilio_transport;
