@@ -18,7 +18,7 @@ use crate::dispatch::{Dispatch, State};
 use crate::event::Effect;
 use crate::input::{DashboardAction, InboundText, Input};
 use crate::policy::Policy;
-use crate::ports::{ConflictReason, ListFilter, Store, StoreError};
+use crate::ports::{ConflictReason, InboundLookup, ListFilter, Store, StoreError};
 use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
 
 /// The names of every case, in order (what the macro generates).
@@ -40,6 +40,7 @@ pub const CASES: &[&str] = &[
     "round_trip_preserves_everything",
     "by_job_newest_first_and_follows_links",
     "first_free_tag_skips_open_tags_only",
+    "inbound_lookup_agrees_with_the_single_lookups",
 ];
 
 const T0: i64 = 1_767_603_600_000;
@@ -658,6 +659,84 @@ pub async fn first_free_tag_skips_open_tags_only<S: Store + ?Sized>(s: &S) {
     );
 }
 
+/// Asks `inbound_lookup` and checks it against the three lookups it
+/// stands for.
+async fn lookup<S: Store + ?Sized>(s: &S, from: &str, in_sid: &str) -> InboundLookup {
+    let (line, from, in_sid) = (n(LINE), n(from), sid(in_sid));
+    let got = s
+        .inbound_lookup(line, from, &in_sid)
+        .await
+        .unwrap_or_else(|e| panic!("inbound_lookup failed: {e}"));
+    let single = InboundLookup {
+        notified: !s
+            .open_for_dispatcher(from, 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_empty(),
+        repeated: s
+            .by_inbound_sid(&in_sid)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        open: s
+            .open_for_customer(line, from)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    };
+    assert_eq!(got, single, "inbound_lookup({from}, {in_sid}) must agree");
+    got
+}
+
+/// `inbound_lookup` answers what `open_for_dispatcher`, `by_inbound_sid`
+/// and `open_for_customer` would, open or closed.
+pub async fn inbound_lookup_agrees_with_the_single_lookups<S: Store + ?Sized>(s: &S) {
+    let customer = "+16195550100";
+    let mut d = fixture(1, "K7", customer, "SMin1", 0);
+    must_save(s, &d, 0).await;
+    let ids = |l: &InboundLookup| {
+        (
+            l.notified,
+            l.repeated.as_ref().map(Dispatch::id),
+            l.open.as_ref().map(Dispatch::id),
+        )
+    };
+    assert_eq!(
+        ids(&lookup(s, customer, "SMin1").await),
+        (false, Some(d.id()), Some(d.id())),
+        "a repeated text from the customer"
+    );
+    assert_eq!(
+        ids(&lookup(s, customer, "SMnew").await),
+        (false, None, Some(d.id())),
+        "a new text from the customer"
+    );
+    assert_eq!(
+        ids(&lookup(s, PRIMARY, "SMnew").await),
+        (true, None, None),
+        "a text from the dispatcher the dispatch was forwarded to"
+    );
+    assert_eq!(
+        ids(&lookup(s, "+16195550111", "SMother").await),
+        (false, None, None),
+        "a stranger"
+    );
+    let (e, _) = step(
+        &mut d,
+        5,
+        Input::Dashboard(DashboardAction::Close { by: "ann".into() }),
+    );
+    must_save(s, &d, e).await;
+    assert_eq!(
+        ids(&lookup(s, customer, "SMin1").await),
+        (false, Some(d.id()), None),
+        "closed: the message id is still its, the customer has no open one"
+    );
+    assert_eq!(
+        ids(&lookup(s, PRIMARY, "SMnew").await),
+        (false, None, None),
+        "closed: the dispatcher has no open dispatch"
+    );
+}
+
 /// Runs every case against fresh stores from `make` (for stores that
 /// prefer one test over many).
 pub async fn run_all<S, F, Fut>(make: F)
@@ -683,6 +762,7 @@ where
     round_trip_preserves_everything(&make().await).await;
     by_job_newest_first_and_follows_links(&make().await).await;
     first_free_tag_skips_open_tags_only(&make().await).await;
+    inbound_lookup_agrees_with_the_single_lookups(&make().await).await;
 }
 
 /// Generates one `#[tokio::test]` per contract case. `$make` is an
@@ -708,7 +788,8 @@ macro_rules! store_contract_tests {
             missing_lookups_are_none,
             round_trip_preserves_everything,
             by_job_newest_first_and_follows_links,
-            first_free_tag_skips_open_tags_only
+            first_free_tag_skips_open_tags_only,
+            inbound_lookup_agrees_with_the_single_lookups
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

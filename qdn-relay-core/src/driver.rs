@@ -10,7 +10,7 @@ use crate::event::{Effect, EventKind, OutboundMessage};
 use crate::input::{DashboardAction, DeliveryReport, InboundText, Input, RouteReason};
 use crate::jobs::{JobItem, JobSync, Jobs};
 use crate::policy::Policy;
-use crate::ports::{Clock, EventSink, NullSink, SmsProvider, Store, StoreError};
+use crate::ports::{Clock, EventSink, InboundLookup, NullSink, SmsProvider, Store, StoreError};
 use crate::safety::{
     Admission, Keyword, MemoryOptOuts, MemoryRateLimiter, OptOuts, RateKey, RateLimiter,
 };
@@ -295,16 +295,18 @@ where
             }
             _ => {}
         }
-        let is_dispatcher = policy.is_target(text.from)
-            || !self
-                .store
-                .open_for_dispatcher(text.from, 1)
-                .await?
-                .is_empty();
-        if is_dispatcher {
+        if policy.is_target(text.from) {
+            return self.dispatcher_text(text).await;
+        }
+        // One store call: dispatcher? repeated? an open dispatch to join?
+        let found = self
+            .store
+            .inbound_lookup(text.to, text.from, &text.sid)
+            .await?;
+        if found.notified {
             self.dispatcher_text(text).await
         } else {
-            self.customer_text(text).await
+            self.customer_text_after(text, Some(found)).await
         }
     }
 
@@ -372,12 +374,33 @@ where
     /// A customer's text: joins their open dispatch on the line, or opens
     /// one (behaviour B1). The same message id twice does nothing (B2).
     pub async fn customer_text(&self, text: InboundText) -> Result<Outcome, RelayError> {
+        self.customer_text_after(text, None).await
+    }
+
+    /// [`Relay::customer_text`], starting from what
+    /// [`Store::inbound_lookup`] found if the caller asked already (a
+    /// conflict looks again).
+    async fn customer_text_after(
+        &self,
+        text: InboundText,
+        mut found: Option<InboundLookup>,
+    ) -> Result<Outcome, RelayError> {
         let policy = Arc::clone(self.line_policy(&text)?);
         for _ in 0..MAX_CONFLICT_RETRIES {
-            if let Some(d) = self.store.by_inbound_sid(&text.sid).await? {
+            let (repeated, open) = match found.take() {
+                Some(f) => (f.repeated, f.open),
+                None => match self.store.by_inbound_sid(&text.sid).await? {
+                    Some(d) => (Some(d), None),
+                    None => (
+                        None,
+                        self.store.open_for_customer(text.to, text.from).await?,
+                    ),
+                },
+            };
+            if let Some(d) = repeated {
                 return Ok(Outcome::Unchanged(d.id()));
             }
-            if let Some(d) = self.store.open_for_customer(text.to, text.from).await? {
+            if let Some(d) = open {
                 match self
                     .apply(d.id(), None, Input::CustomerText(text.clone()))
                     .await

@@ -69,8 +69,8 @@ pub use policy::{
 };
 pub use policy_file::PolicyFileError;
 pub use ports::{
-    Clock, ConflictReason, Due, EventSink, FanoutSink, ListFilter, ManualClock, NullSink,
-    SendReceipt, SinkError, SmsProvider, Store, StoreError, SystemClock, TracingSink,
+    Clock, ConflictReason, Due, EventSink, FanoutSink, InboundLookup, ListFilter, ManualClock,
+    NullSink, SendReceipt, SinkError, SmsProvider, Store, StoreError, SystemClock, TracingSink,
 };
 pub use safety::{
     Admission, Keyword, MemoryOptOuts, MemoryRateLimiter, OPT_OUT_ERROR_CODES, OptOuts, RateKey,

@@ -13,8 +13,8 @@ use crate::dispatch::Dispatch;
 use crate::event::{OutboundMessage, RelayEvent};
 use crate::input::SendError;
 use crate::ports::{
-    Clock, ConflictReason, Due, EventSink, ListFilter, SendReceipt, SinkError, SmsProvider, Store,
-    StoreError,
+    Clock, ConflictReason, Due, EventSink, InboundLookup, ListFilter, SendReceipt, SinkError,
+    SmsProvider, Store, StoreError,
 };
 use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
 
@@ -241,6 +241,21 @@ impl Store for MemoryStore {
             .get(sid)
             .and_then(|id| g.by_id.get(id))
             .map(|d| (**d).clone()))
+    }
+
+    async fn inbound_lookup(
+        &self,
+        line: PhoneNumber,
+        from: PhoneNumber,
+        sid: &ProviderMessageId,
+    ) -> Result<InboundLookup, StoreError> {
+        let g = self.read();
+        let load = |id: &DispatchId| g.by_id.get(id).map(|d| (**d).clone());
+        Ok(InboundLookup {
+            notified: g.open_dispatcher.get(&from).is_some_and(|s| !s.is_empty()),
+            repeated: g.inbound.get(sid).and_then(load),
+            open: g.open_customer.get(&(line, from)).and_then(load),
+        })
     }
 
     async fn open_for_customer(

@@ -181,6 +181,21 @@ pub struct Due {
     pub id: DispatchId,
 }
 
+/// What [`Store::inbound_lookup`] found for an inbound text: the three
+/// lookups that route it, answered together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboundLookup {
+    /// Whether the sender was texted about an open dispatch, on any line
+    /// (`open_for_dispatcher(from, 1)` is not empty).
+    pub notified: bool,
+    /// The dispatch already holding the text's message id (a repeated
+    /// webhook), as `by_inbound_sid` finds it.
+    pub repeated: Option<Dispatch>,
+    /// The sender's open dispatch on the line as a customer, as
+    /// `open_for_customer` finds it.
+    pub open: Option<Dispatch>,
+}
+
 /// Keeps dispatches.
 ///
 /// # Contract
@@ -203,6 +218,9 @@ pub struct Due {
 /// - `first_free_tag(candidates)` returns the first candidate, in the
 ///   order given, that no open dispatch holds (`None` if all are held),
 ///   as `open_by_tag` would find it.
+/// - `inbound_lookup(line, from, sid)` answers what
+///   `open_for_dispatcher(from, 1)` (is it empty?), `by_inbound_sid(sid)`
+///   and `open_for_customer(line, from)` would.
 /// - `open_for_dispatcher(n)` returns the open dispatches whose
 ///   [`Dispatch::notified`] contains `n`, most recently notified first.
 /// - `list(filter, limit)` returns dispatches newest first (by id).
@@ -251,6 +269,26 @@ pub trait Store: Send + Sync {
             }
         }
         Ok(None)
+    }
+
+    /// The lookups that route an inbound text from `from` to `line` with
+    /// message id `sid`, in one call: is `from` a dispatcher of an open
+    /// dispatch, is the text a repeat, and `from`'s open dispatch as a
+    /// customer.
+    ///
+    /// The default makes the three calls; a store that can answer them in
+    /// one round trip should override it (every inbound text asks).
+    async fn inbound_lookup(
+        &self,
+        line: PhoneNumber,
+        from: PhoneNumber,
+        sid: &ProviderMessageId,
+    ) -> Result<InboundLookup, StoreError> {
+        Ok(InboundLookup {
+            notified: !self.open_for_dispatcher(from, 1).await?.is_empty(),
+            repeated: self.by_inbound_sid(sid).await?,
+            open: self.open_for_customer(line, from).await?,
+        })
     }
 
     /// Open dispatches a dispatcher was texted about, most recently

@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use clap::Parser;
 use qdn_relay_core::{
-    Dispatch, DispatchId, Due, InboundText, JobId, ListFilter, OutboundMessage, PhoneNumber,
-    Policy, ProviderMessageId, Relay, SendError, SendReceipt, SmsProvider, Store, StoreError,
-    SystemClock, Tag, Timestamp,
+    Dispatch, DispatchId, Due, InboundLookup, InboundText, JobId, ListFilter, OutboundMessage,
+    PhoneNumber, Policy, ProviderMessageId, Relay, SendError, SendReceipt, SmsProvider, Store,
+    StoreError, SystemClock, Tag, Timestamp,
 };
 use qdn_relay_sqlite::SqliteStore;
 
@@ -115,6 +115,22 @@ impl Store for Counting {
         let t = Instant::now();
         let r = self.inner.by_leg_sid(sid).await;
         self.record("by_leg_sid", t, matches!(r, Ok(Some(_))));
+        r
+    }
+
+    async fn inbound_lookup(
+        &self,
+        line: PhoneNumber,
+        from: PhoneNumber,
+        sid: &ProviderMessageId,
+    ) -> Result<InboundLookup, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.inbound_lookup(line, from, sid).await;
+        self.record(
+            "inbound_lookup",
+            t,
+            matches!(&r, Ok(l) if l.notified || l.repeated.is_some() || l.open.is_some()),
+        );
         r
     }
 

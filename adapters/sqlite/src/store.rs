@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use qdn_relay_core::{
-    ConflictReason, Dispatch, DispatchId, Due, JobId, ListFilter, OptOuts, PhoneNumber,
-    ProviderMessageId, SafetyError, Store, StoreError, Tag, Timestamp,
+    ConflictReason, Dispatch, DispatchId, Due, InboundLookup, JobId, ListFilter, OptOuts,
+    PhoneNumber, ProviderMessageId, SafetyError, Store, StoreError, Tag, Timestamp,
 };
 use rusqlite::{
     Connection, OptionalExtension, Params, TransactionBehavior, params, params_from_iter,
@@ -176,6 +176,9 @@ pub(crate) const OPEN_BY_TAG: &str =
 pub(crate) const OPEN_FOR_DISPATCHER: &str = "SELECT d.id, d.version, d.record FROM notified n \
      JOIN dispatches d ON d.id = n.dispatch WHERE n.dispatcher = ?1 \
      ORDER BY n.last_notified_at DESC, n.dispatch DESC LIMIT ?2";
+/// `inbound_lookup`: was the sender texted about an open dispatch? (The
+/// `notified` rows exist only while their dispatch is open.)
+pub(crate) const IS_NOTIFIED: &str = "SELECT 1 FROM notified WHERE dispatcher = ?1 LIMIT 1";
 pub(crate) const DUE: &str = "SELECT deadline, id FROM dispatches \
      WHERE deadline IS NOT NULL AND deadline <= ?1 ORDER BY deadline, id LIMIT ?2";
 pub(crate) const LIST_ALL: &str =
@@ -690,6 +693,31 @@ impl Store for SqliteStore {
     async fn by_leg_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError> {
         let sid = sid.as_str().to_owned();
         self.read(move |c| dispatch(c, BY_LEG_SID, [sid])).await
+    }
+
+    async fn inbound_lookup(
+        &self,
+        line: PhoneNumber,
+        from: PhoneNumber,
+        sid: &ProviderMessageId,
+    ) -> Result<InboundLookup, StoreError> {
+        let (line, from, sid) = (line.to_string(), from.to_string(), sid.as_str().to_owned());
+        // One blocking task and one read transaction for the three.
+        self.read(move |c| {
+            let tx = c.unchecked_transaction().map_err(error::map)?;
+            let notified = tx
+                .prepare_cached(IS_NOTIFIED)
+                .and_then(|mut s| s.exists([&from]))
+                .map_err(error::map)?;
+            let repeated = dispatch(&tx, BY_INBOUND_SID, [&sid])?;
+            let open = dispatch(&tx, OPEN_FOR_CUSTOMER, [&line, &from])?;
+            Ok(InboundLookup {
+                notified,
+                repeated,
+                open,
+            })
+        })
+        .await
     }
 
     async fn open_for_customer(

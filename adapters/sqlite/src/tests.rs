@@ -4,7 +4,7 @@ use rusqlite::Connection;
 
 use crate::schema;
 use crate::store::{
-    BY_INBOUND_SID, BY_JOB, BY_LEG_SID, DUE, GET, LIST_ALL, LIST_OPEN, OPEN_BY_TAG,
+    BY_INBOUND_SID, BY_JOB, BY_LEG_SID, DUE, GET, IS_NOTIFIED, LIST_ALL, LIST_OPEN, OPEN_BY_TAG,
     OPEN_FOR_CUSTOMER, OPEN_FOR_DISPATCHER, taken_tags_sql,
 };
 
@@ -80,6 +80,11 @@ fn every_lookup_uses_an_index() {
             "dispatches_open_customer",
         ),
         ("open_by_tag", OPEN_BY_TAG, "dispatches_open_tag"),
+        (
+            "inbound_lookup (notified)",
+            IS_NOTIFIED,
+            "notified_by_dispatcher",
+        ),
         (
             "open_for_dispatcher",
             OPEN_FOR_DISPATCHER,

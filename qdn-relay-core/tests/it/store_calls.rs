@@ -1,5 +1,5 @@
 //! How the driver uses the store on the hot path (a customer's first text):
-//! one call for a free tag, no reload of a dispatch it has just saved — and
+//! one call to route it, one for a free tag, no reload of a dispatch it has just saved — and
 //! a stale copy never wins over the store.
 
 use std::collections::BTreeMap;
@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use qdn_relay_core::{
-    Clock, DashboardAction, Dispatch, DispatchId, Due, InboundText, Input, JobId, ListFilter,
-    ManualClock, MemoryStore, OutboundMessage, Outcome, PhoneNumber, Policy, ProviderMessageId,
-    Relay, SendError, SendReceipt, SmsProvider, State, Store, StoreError, Tag, Timestamp,
+    Clock, DashboardAction, Dispatch, DispatchId, Due, InboundLookup, InboundText, Input, JobId,
+    ListFilter, ManualClock, MemoryStore, OutboundMessage, Outcome, PhoneNumber, Policy,
+    ProviderMessageId, Relay, SendError, SendReceipt, SmsProvider, State, Store, StoreError, Tag,
+    Timestamp,
 };
 
 fn n(s: &str) -> PhoneNumber {
@@ -72,6 +73,15 @@ impl Store for Counting {
     async fn by_leg_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError> {
         self.count("by_leg_sid");
         self.inner.by_leg_sid(sid).await
+    }
+    async fn inbound_lookup(
+        &self,
+        line: PhoneNumber,
+        from: PhoneNumber,
+        sid: &ProviderMessageId,
+    ) -> Result<InboundLookup, StoreError> {
+        self.count("inbound_lookup");
+        self.inner.inbound_lookup(line, from, sid).await
     }
     async fn open_for_customer(
         &self,
@@ -199,6 +209,14 @@ async fn a_first_text_asks_for_a_tag_once_and_does_not_reload_what_it_saved() {
     let Outcome::Opened(id) = out else {
         panic!("expected a new dispatch, got {out:?}")
     };
+    assert_eq!(
+        store.calls("inbound_lookup"),
+        1,
+        "one call to route the text"
+    );
+    for single in ["open_for_dispatcher", "by_inbound_sid", "open_for_customer"] {
+        assert_eq!(store.calls(single), 0, "{single} is in the routing call");
+    }
     assert_eq!(store.calls("first_free_tag"), 1, "one call for the tag");
     assert_eq!(store.calls("open_by_tag"), 0, "no probe per candidate");
     assert_eq!(

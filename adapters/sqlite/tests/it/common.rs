@@ -53,6 +53,14 @@ impl Store for FileStore {
     async fn by_leg_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError> {
         self.store.by_leg_sid(sid).await
     }
+    async fn inbound_lookup(
+        &self,
+        line: PhoneNumber,
+        from: PhoneNumber,
+        sid: &ProviderMessageId,
+    ) -> Result<qdn_relay_core::InboundLookup, StoreError> {
+        self.store.inbound_lookup(line, from, sid).await
+    }
     async fn open_for_customer(
         &self,
         line: PhoneNumber,
