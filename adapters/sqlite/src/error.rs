@@ -91,16 +91,6 @@ pub(crate) fn map_ref(e: &rusqlite::Error) -> StoreError {
     StoreError::backend(is_retryable(e), e.to_string())
 }
 
-/// Maps a failed blocking task: a panic is resumed (it is a bug and must
-/// not pass for a backend error); a task cancelled by a shutting-down
-/// runtime is a non-retryable backend error.
-pub(crate) fn join(e: tokio::task::JoinError) -> StoreError {
-    match e.try_into_panic() {
-        Ok(panic) => std::panic::resume_unwind(panic),
-        Err(e) => StoreError::backend(false, e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,13 +60,16 @@
 //! ## Concurrency
 //!
 //! SQLite calls block, and the [`Store`](qdn_relay_core::Store) port is
-//! async: every call runs on Tokio's blocking pool
-//! ([`tokio::task::spawn_blocking`]) and never on the async executor.
-//! A file store keeps one writer connection behind a mutex and a few
-//! read-only connections ([`SqliteOptions::readers`], 4 by default) on a
-//! free list; WAL lets the readers run alongside the writer, each read
-//! seeing the last committed save. An in-memory store has one connection
-//! that serves both, since an in-memory database belongs to its connection.
+//! async: each connection belongs to a thread of its own, and a call hands
+//! its work to a thread and awaits the answer on a oneshot channel, so
+//! nothing blocks the async executor. A file store has one writer thread and
+//! a few reader threads ([`SqliteOptions::readers`], 4 by default) that take
+//! reads from one queue; WAL lets the readers run alongside the writer, each
+//! read seeing the last committed save. A busy thread goes from one job to
+//! the next without sleeping, which costs far less than a trip through
+//! Tokio's blocking pool per call. An in-memory store has one thread and
+//! one connection for both, since an in-memory database belongs to its
+//! connection.
 //!
 //! A file store also runs one background thread, with its own connection,
 //! that checkpoints the WAL (copies it back into the database file, with
@@ -95,15 +98,16 @@
 //! other processes sharing the file too (they wait up to the busy timeout
 //! for the lock).
 //!
-//! Concurrent saves share transactions (group commit): the first save that
-//! finds no group under way takes the writer and commits every save queued
-//! by then (up to 64) in one transaction, each in its own `SAVEPOINT`, so
-//! each is checked against the ones before it exactly as if they had run one
-//! after another, and a refused save is rolled back to its savepoint alone.
-//! A save that fails in SQLite itself gets that error and the others are run
-//! again in a new transaction without it; a transaction that cannot begin
-//! or commit fails every save in it. A save returns only after the commit
-//! that holds it, so what it returns is what is on file.
+//! Saves queued together share a transaction (group commit): the writer
+//! thread takes every save queued by then (up to 64 at a time) and commits
+//! them in one transaction, each in its own `SAVEPOINT`, so each is checked
+//! against the ones before it exactly as if they had run one after another,
+//! and a refused save is rolled back to its savepoint alone. A save that
+//! fails in SQLite itself gets that error and the others are run again in a
+//! new transaction without it; a transaction that cannot begin or commit
+//! fails every save in it. A save returns only after the commit that holds
+//! it, so what it returns is what is on file. Other writes (opt-outs) run
+//! alone, in the order queued.
 //!
 //! ## Error mapping
 //!

@@ -1,18 +1,26 @@
-//! A small connection pool: one writer behind a mutex and a few read-only
-//! connections handed out from a free list.
+//! The connections of one store, each owned by its own thread: one writer
+//! thread, which commits queued saves in groups (see
+//! [`crate::store::save_group`]), a few reader threads sharing one queue of
+//! reads, and a checkpoint thread.
 //!
-//! Everything here blocks; callers run it on Tokio's blocking pool.
+//! The async side hands a thread a job and awaits its answer on a oneshot
+//! channel: no blocking call runs on the async executor, and a busy thread
+//! takes the next job without sleeping in between (no thread hand-off per
+//! call, unlike a blocking pool).
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use qdn_relay_core::StoreError;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::OpenError;
 use crate::schema;
+use crate::store::{Row, save_group};
 
 /// How many prepared statements each connection keeps (more than the store
 /// has, so none is ever re-prepared).
@@ -29,22 +37,165 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 /// cannot keep up, never reached in normal running.
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 16_384;
 
-/// The connections of one store.
+/// At most this many saves share one transaction.
+const MAX_GROUP: usize = 64;
+
+/// Work for a connection's thread.
+pub(crate) type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Where a save's result goes.
+pub(crate) type Reply = tokio::sync::oneshot::Sender<Result<(), StoreError>>;
+
+/// Work for the writer thread.
+enum WriterJob {
+    /// A save: committed in one group with the saves queued next to it.
+    Save(Box<Row>, Reply),
+    /// Anything else, run alone.
+    Run(Job),
+}
+
+/// The connections of one store, behind their threads. Dropping the pool
+/// lets each thread finish the jobs queued and close its connection.
 pub(crate) struct Pool {
-    writer: Mutex<Connection>,
-    /// `None` for an in-memory database, whose only connection serves reads
-    /// too (an in-memory database belongs to its connection).
-    readers: Option<Readers>,
-    /// Wakes the checkpoint thread of a file store; dropping it (with the
-    /// pool) stops the thread.
+    writer: Arc<Lane<WriterJob>>,
+    /// `None` for an in-memory database, whose only connection (the
+    /// writer's) serves reads too: an in-memory database belongs to its
+    /// connection.
+    readers: Option<Arc<Lane<Job>>>,
+    /// The checkpoint thread of a file store (the writer thread holds its
+    /// own handle; this one lets the tests watch it).
+    #[cfg_attr(not(test), allow(dead_code))]
     checkpoints: Option<Checkpoints>,
 }
 
-struct Readers {
-    conns: Vec<Mutex<Connection>>,
-    /// Indexes into `conns` of the connections nobody holds.
-    idle: Mutex<Vec<usize>>,
-    returned: Condvar,
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.writer.close();
+        if let Some(r) = &self.readers {
+            r.close();
+        }
+    }
+}
+
+/// A queue of jobs served by one or more threads.
+struct Lane<J> {
+    state: Mutex<LaneState<J>>,
+    ready: Condvar,
+}
+
+struct LaneState<J> {
+    jobs: VecDeque<J>,
+    closed: bool,
+}
+
+impl<J> Lane<J> {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(LaneState {
+                jobs: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn push(&self, job: J) {
+        lock(&self.state).jobs.push_back(job);
+        self.ready.notify_one();
+    }
+
+    /// Waits for jobs and takes up to `max` of them; `None` once the lane
+    /// is closed and empty.
+    fn take(&self, max: usize) -> Option<Vec<J>> {
+        let mut state = lock(&self.state);
+        while state.jobs.is_empty() {
+            if state.closed {
+                return None;
+            }
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let n = state.jobs.len().min(max);
+        Some(state.jobs.drain(..n).collect())
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// Starts a thread named `name` running `body`.
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), OpenError> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(body)
+        .map(|_| ())
+        .map_err(OpenError::Thread)
+}
+
+/// A reader thread: runs reads one after another until the pool is gone.
+fn reader_loop(mut conn: Connection, lane: &Lane<Job>) {
+    while let Some(jobs) = lane.take(1) {
+        for job in jobs {
+            job(&mut conn);
+        }
+    }
+}
+
+/// The writer thread: takes everything queued, commits consecutive saves
+/// in groups of up to [`MAX_GROUP`] and runs other jobs alone, in order.
+fn writer_loop(mut conn: Connection, lane: &Lane<WriterJob>, checkpoints: Option<Checkpoints>) {
+    let wrote = || {
+        if let Some(c) = &checkpoints {
+            c.wrote();
+        }
+    };
+    let mut group: Vec<(Box<Row>, Reply)> = Vec::with_capacity(MAX_GROUP);
+    while let Some(jobs) = lane.take(usize::MAX) {
+        for job in jobs {
+            match job {
+                WriterJob::Save(row, reply) => {
+                    group.push((row, reply));
+                    if group.len() == MAX_GROUP {
+                        commit(&mut conn, &mut group);
+                        wrote();
+                    }
+                }
+                WriterJob::Run(f) => {
+                    if !group.is_empty() {
+                        commit(&mut conn, &mut group);
+                        wrote();
+                    }
+                    f(&mut conn);
+                    wrote();
+                }
+            }
+        }
+        if !group.is_empty() {
+            commit(&mut conn, &mut group);
+            wrote();
+        }
+    }
+}
+
+/// Commits a group of saves and answers each. If the group panics (a bug)
+/// its replies are dropped, which the waiting saves turn into a panic.
+fn commit(conn: &mut Connection, group: &mut Vec<(Box<Row>, Reply)>) {
+    let batch = std::mem::take(group);
+    let rows: Vec<&Row> = batch.iter().map(|(r, _)| &**r).collect();
+    let results =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| save_group(conn, &rows)));
+    drop(rows);
+    if let Ok(results) = results {
+        for ((_, reply), r) in batch.into_iter().zip(results) {
+            // The caller may have gone away (a cancelled request): the
+            // save stands either way.
+            let _ = reply.send(r);
+        }
+    }
 }
 
 impl Pool {
@@ -91,7 +242,7 @@ impl Pool {
         checkpointer
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(OpenError::Setup)?;
-        let checkpoints = Checkpoints::start(checkpointer).map_err(OpenError::Thread)?;
+        let checkpoints = Checkpoints::start(checkpointer)?;
 
         let mut conns = Vec::with_capacity(readers);
         for _ in 0..readers {
@@ -101,15 +252,26 @@ impl Pool {
             )
             .map_err(open_err)?;
             configure(&r, busy_timeout).map_err(OpenError::Setup)?;
-            conns.push(Mutex::new(r));
+            conns.push(r);
         }
+        let reader_lane = (readers > 0).then(|| Arc::new(Lane::new()));
+        if let Some(lane) = &reader_lane {
+            for (i, conn) in conns.into_iter().enumerate() {
+                let lane = Arc::clone(lane);
+                spawn(&format!("qdn-sqlite-read-{i}"), move || {
+                    reader_loop(conn, &lane);
+                })?;
+            }
+        }
+        let writer_lane = Arc::new(Lane::new());
+        let lane = Arc::clone(&writer_lane);
+        let c = checkpoints.clone();
+        spawn("qdn-sqlite-write", move || {
+            writer_loop(writer, &lane, Some(c))
+        })?;
         Ok(Self {
-            writer: Mutex::new(writer),
-            readers: (readers > 0).then(|| Readers {
-                conns,
-                idle: Mutex::new((0..readers).collect()),
-                returned: Condvar::new(),
-            }),
+            writer: writer_lane,
+            readers: reader_lane,
             checkpoints: Some(checkpoints),
         })
     }
@@ -119,47 +281,38 @@ impl Pool {
         let mut c = Connection::open_in_memory().map_err(OpenError::Setup)?;
         configure(&c, Duration::ZERO).map_err(OpenError::Setup)?;
         schema::migrate(&mut c)?;
+        let writer = Arc::new(Lane::new());
+        let lane = Arc::clone(&writer);
+        spawn("qdn-sqlite-memory", move || writer_loop(c, &lane, None))?;
         Ok(Self {
-            writer: Mutex::new(c),
+            writer,
             readers: None,
             checkpoints: None,
         })
     }
 
-    /// Runs `f` on the writer connection (the only one that writes).
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
-        let out = f(&mut lock(&self.writer));
-        if let Some(c) = &self.checkpoints {
-            c.wrote();
-        }
-        out
+    /// Queues a save on the writer thread; the result goes to `reply`.
+    pub(crate) fn save(&self, row: Row, reply: Reply) {
+        self.writer.push(WriterJob::Save(Box::new(row), reply));
     }
 
-    /// Runs `f` on a reader connection, waiting for one to be free; on the
-    /// writer when the store has no readers.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
-        let Some(readers) = &self.readers else {
-            return f(&lock(&self.writer));
-        };
-        let index = {
-            let mut idle = lock(&readers.idle);
-            loop {
-                if let Some(i) = idle.pop() {
-                    break i;
-                }
-                idle = readers
-                    .returned
-                    .wait(idle)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-        };
-        let back = Return { readers, index };
-        // Uncontended: only the holder of `index` locks this connection.
-        f(&lock(&back.readers.conns[back.index]))
+    /// Queues `job` on the writer thread (the only one that writes).
+    pub(crate) fn write(&self, job: Job) {
+        self.writer.push(WriterJob::Run(job));
+    }
+
+    /// Queues `job` for the next free reader thread; on the writer when
+    /// the store has no readers.
+    pub(crate) fn read(&self, job: Job) {
+        match &self.readers {
+            Some(lane) => lane.push(job),
+            None => self.write(job),
+        }
     }
 }
 
 /// The writer's side of the background checkpoint thread.
+#[derive(Clone)]
 struct Checkpoints {
     nudge: SyncSender<()>,
     shared: Arc<CheckpointState>,
@@ -187,13 +340,13 @@ pub(crate) struct CheckpointRuns {
 
 impl Checkpoints {
     /// Starts the checkpoint thread on its own connection.
-    fn start(conn: Connection) -> std::io::Result<Self> {
+    fn start(conn: Connection) -> Result<Self, OpenError> {
         let (nudge, wake) = mpsc::sync_channel(1);
         let shared = Arc::new(CheckpointState::default());
         let state = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("qdn-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(&conn, &wake, &state))?;
+        spawn("qdn-sqlite-checkpoint", move || {
+            checkpoint_loop(&conn, &wake, &state);
+        })?;
         Ok(Self { nudge, shared })
     }
 
@@ -259,20 +412,6 @@ impl Pool {
     }
 }
 
-/// Puts a reader connection back on the free list on drop, even if the
-/// work panicked.
-struct Return<'a> {
-    readers: &'a Readers,
-    index: usize,
-}
-
-impl Drop for Return<'_> {
-    fn drop(&mut self) {
-        lock(&self.readers.idle).push(self.index);
-        self.readers.returned.notify_one();
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -289,6 +428,18 @@ fn configure(c: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
 mod tests {
     use super::*;
 
+    /// Runs `f` on the writer thread and waits for its answer.
+    fn write_now<T: Send + 'static>(
+        pool: &Pool,
+        f: impl FnOnce(&mut Connection) -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = mpsc::channel();
+        pool.write(Box::new(move |c| {
+            let _ = tx.send(f(c));
+        }));
+        rx.recv().unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn file_pool(dir: &tempfile::TempDir) -> Pool {
         Pool::open_file(&dir.path().join("relay.db"), 1, Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("{e}"))
@@ -298,7 +449,7 @@ mod tests {
     fn the_writer_leaves_checkpoints_to_the_background_thread() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let pool = file_pool(&dir);
-        let pages: i64 = pool.write(|c| {
+        let pages: i64 = write_now(&pool, move |c| {
             c.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
                 .unwrap_or_else(|e| panic!("{e}"))
         });
@@ -313,7 +464,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let pool = file_pool(&dir);
         for i in 0..CHECKPOINT_AFTER_WRITES {
-            pool.write(|c| {
+            write_now(&pool, move |c| {
                 c.execute(
                     "INSERT INTO opt_outs (number, at) VALUES (?1, 0)",
                     [i64::try_from(i).unwrap_or_default()],

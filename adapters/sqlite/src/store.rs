@@ -2,8 +2,9 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ use qdn_relay_core::{
 use rusqlite::{
     Connection, OptionalExtension, Params, TransactionBehavior, params, params_from_iter,
 };
+use tokio::sync::oneshot;
 
 use crate::error::{self, OpenError};
 use crate::pool::Pool;
@@ -67,13 +69,12 @@ impl SqliteOptions {
 /// in-memory database for tests. Cheap to clone: clones share the
 /// connections.
 ///
-/// Every method runs its SQLite work on Tokio's blocking pool
-/// ([`tokio::task::spawn_blocking`]), so it must be called inside a Tokio
-/// runtime; it never blocks the async executor.
+/// Every method hands its SQLite work to the thread of a connection and
+/// awaits the answer, so it never blocks the async executor; opening runs
+/// on Tokio's blocking pool, so it must be called inside a Tokio runtime.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: Arc<Pool>,
-    saves: Arc<SaveQueue>,
     path: Option<Arc<PathBuf>>,
 }
 
@@ -113,7 +114,6 @@ impl SqliteStore {
         .map_err(OpenError::Task)??;
         Ok(Self {
             pool: Arc::new(pool),
-            saves: Arc::default(),
             path: Some(Arc::new(path)),
         })
     }
@@ -127,7 +127,6 @@ impl SqliteStore {
             .map_err(OpenError::Task)??;
         Ok(Self {
             pool: Arc::new(pool),
-            saves: Arc::default(),
             path: None,
         })
     }
@@ -142,10 +141,11 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let pool = Arc::clone(&self.pool);
-        tokio::task::spawn_blocking(move || pool.read(f))
-            .await
-            .map_err(error::join)?
+        let (tx, rx) = oneshot::channel();
+        self.pool.read(Box::new(move |c| {
+            let _ = tx.send(catch_unwind(AssertUnwindSafe(|| f(c))));
+        }));
+        answer(rx.await)
     }
 
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -153,10 +153,26 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let pool = Arc::clone(&self.pool);
-        tokio::task::spawn_blocking(move || pool.write(f))
-            .await
-            .map_err(error::join)?
+        let (tx, rx) = oneshot::channel();
+        self.pool.write(Box::new(move |c| {
+            let _ = tx.send(catch_unwind(AssertUnwindSafe(|| f(c))));
+        }));
+        answer(rx.await)
+    }
+}
+
+/// A connection thread's answer: a panic in the work is resumed here (it
+/// is a bug and must not pass for a backend error).
+fn answer<T>(
+    r: Result<std::thread::Result<Result<T, StoreError>>, oneshot::error::RecvError>,
+) -> Result<T, StoreError> {
+    match r {
+        Ok(Ok(r)) => r,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => Err(StoreError::backend(
+            false,
+            "the sqlite connection's thread is gone",
+        )),
     }
 }
 
@@ -452,102 +468,8 @@ impl Row {
 }
 
 // ---------------------------------------------------------------------------
-// Group commit: concurrent saves share one transaction.
-
-/// Saves waiting for the writer (group commit). The first save to find no
-/// group under way leads: it takes the writer connection and commits every
-/// save queued by then in one transaction, each in its own savepoint, and
-/// hands each its result; it goes on with the next group until its own
-/// save is done, then leaves the lead to a waiting save. The others wait
-/// for their result, not for the writer lock. One commit (and one write of
-/// each changed page to the WAL) then serves many saves, and a busy
-/// relay's saves stop queueing one transaction at a time behind a mutex.
-#[derive(Default)]
-pub(crate) struct SaveQueue {
-    state: Mutex<QueueState>,
-    /// Signalled when a group's results are set or the lead is free.
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct QueueState {
-    pending: Vec<Arc<PendingSave>>,
-    leading: bool,
-}
-
-/// One queued save and, once its group committed or failed, its result
-/// (set and taken under the queue's lock).
-struct PendingSave {
-    row: Row,
-    result: Mutex<Option<Result<(), StoreError>>>,
-}
-
-/// At most this many saves share one transaction.
-const MAX_GROUP: usize = 64;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl SaveQueue {
-    /// Queues `row`, then commits it (with whatever else is queued) or
-    /// waits for the save that did. Blocks; runs on the blocking pool.
-    fn save(&self, pool: &Pool, row: Row) -> Result<(), StoreError> {
-        let me = Arc::new(PendingSave {
-            row,
-            result: Mutex::new(None),
-        });
-        let mut state = lock(&self.state);
-        state.pending.push(Arc::clone(&me));
-        loop {
-            if let Some(done) = lock(&me.result).take() {
-                return done;
-            }
-            if !state.leading {
-                break;
-            }
-            state = self
-                .changed
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        state.leading = true;
-        drop(state);
-        // Clears the lead and wakes the waiters even if a group panicked.
-        let _lead = Lead(self);
-        pool.write(|conn| {
-            loop {
-                let batch: Vec<Arc<PendingSave>> = {
-                    let mut state = lock(&self.state);
-                    let n = state.pending.len().min(MAX_GROUP);
-                    state.pending.drain(..n).collect()
-                };
-                let rows: Vec<&Row> = batch.iter().map(|p| &p.row).collect();
-                let results = save_group(conn, &rows);
-                let state = lock(&self.state);
-                for (p, r) in batch.iter().zip(results) {
-                    *lock(&p.result) = Some(r);
-                }
-                self.changed.notify_all();
-                if let Some(done) = lock(&me.result).take() {
-                    drop(state);
-                    return done;
-                }
-                // Ours was beyond the first MAX_GROUP queued: next group.
-            }
-        })
-    }
-}
-
-/// The lead of a [`SaveQueue`]: given up on drop.
-struct Lead<'a>(&'a SaveQueue);
-
-impl Drop for Lead<'_> {
-    fn drop(&mut self) {
-        lock(&self.0.state).leading = false;
-        self.0.changed.notify_all();
-    }
-}
+// Group commit: the writer thread commits the saves queued together in one
+// transaction (see `crate::pool`).
 
 /// Runs `rows` as one `BEGIN IMMEDIATE` transaction, each in a savepoint,
 /// and returns each one's result. A save refused by its checks (a conflict)
@@ -675,11 +597,16 @@ impl Store for SqliteStore {
 
     async fn save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
         let row = Row::new(d, expected)?;
-        let pool = Arc::clone(&self.pool);
-        let saves = Arc::clone(&self.saves);
-        tokio::task::spawn_blocking(move || saves.save(&pool, row))
-            .await
-            .map_err(error::join)?
+        let (tx, rx) = oneshot::channel();
+        self.pool.save(row, tx);
+        match rx.await {
+            Ok(r) => r,
+            // The writer drops the replies of a group that panicked.
+            Err(_) => panic!(
+                "the sqlite writer panicked while saving dispatch {}",
+                d.id()
+            ),
+        }
     }
 
     async fn by_inbound_sid(
@@ -899,5 +826,45 @@ mod opt_out_tests {
         s.opt_in(a).await.expect("opt in");
         s.opt_in(a).await.expect("idempotent");
         assert!(s.opted_out_among(&[a, b]).await.expect("q").is_empty());
+    }
+}
+
+#[cfg(test)]
+mod thread_tests {
+    use super::*;
+
+    /// A panic in the work a connection's thread runs is resumed in the
+    /// caller (a bug is never a backend error), and the thread goes on
+    /// serving.
+    #[tokio::test]
+    async fn a_panic_reaches_the_caller_and_the_threads_go_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SqliteStore::open(dir.path().join("relay.db"))
+            .await
+            .expect("open");
+        let memory = SqliteStore::open_in_memory().await.expect("open");
+        for store in [s, memory] {
+            let r = store.clone();
+            let read = tokio::spawn(async move {
+                r.read(|_| -> Result<(), StoreError> { panic!("boom in a read") })
+                    .await
+            })
+            .await;
+            assert!(read.is_err_and(|e| e.is_panic()), "{store:?}");
+            let w = store.clone();
+            let write = tokio::spawn(async move {
+                w.write(|_| -> Result<(), StoreError> { panic!("boom in a write") })
+                    .await
+            })
+            .await;
+            assert!(write.is_err_and(|e| e.is_panic()), "{store:?}");
+
+            let d = qdn_relay_core::contract::fixture(1, "K7", "+16195550100", "SMin1", 0);
+            store.save(&d, 0).await.expect("the writer still saves");
+            assert_eq!(
+                store.get(d.id()).await.expect("the readers still read"),
+                Some(d)
+            );
+        }
     }
 }
