@@ -416,10 +416,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Per-connection settings.
+/// Per-connection settings. Temporary data (the statement journal that
+/// lets a save's savepoint roll back alone) stays in memory instead of a
+/// temporary file created and deleted per transaction.
 fn configure(c: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
     c.busy_timeout(busy_timeout)?;
     c.pragma_update(None, "foreign_keys", "ON")?;
+    c.pragma_update(None, "temp_store", "MEMORY")?;
     c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
 }
@@ -485,6 +488,17 @@ mod tests {
             copied, log,
             "nobody else was reading, so every frame was copied: {runs:?}"
         );
+    }
+
+    #[test]
+    fn temporary_data_stays_in_memory() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let pool = file_pool(&dir);
+        let store: i64 = write_now(&pool, |c| {
+            c.pragma_query_value(None, "temp_store", |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{e}"))
+        });
+        assert_eq!(store, 2, "temp_store = MEMORY");
     }
 
     #[test]
