@@ -165,7 +165,10 @@ pub struct TwilioConfig {
     /// Send through this Messaging Service (`MessagingServiceSid`) instead
     /// of the message's `From`.
     pub messaging_service_sid: Option<MessagingServiceSid>,
-    /// Where Twilio posts status callbacks (`StatusCallback`).
+    /// Where Twilio posts status callbacks (`StatusCallback`). Each
+    /// message's callback URL gets `dispatch=<id>&leg=<n>` added to its
+    /// query (see [`callback_url`]), so a callback can be placed even
+    /// before the answer to the send is recorded.
     pub status_callback: Option<String>,
     /// Connect timeout of one call.
     pub connect_timeout: Duration,
@@ -495,7 +498,7 @@ impl TwilioClient {
         }
         form.push(("Body", fit_body(&msg.body)));
         if let Some(cb) = &self.config.status_callback {
-            form.push(("StatusCallback", cb.clone()));
+            form.push(("StatusCallback", callback_url(cb, msg)));
         }
         if let Some(v) = msg.validity_secs {
             form.push(("ValidityPeriod", v.clamp(1, MAX_VALIDITY_SECS).to_string()));
@@ -789,6 +792,45 @@ impl SmsProvider for TwilioClient {
     fn name(&self) -> &str {
         "twilio"
     }
+}
+
+/// The status callback URL for one message: `base` with
+/// `dispatch=<id>&leg=<n>` added to its query (before any `#` fragment,
+/// where Twilio's connection overrides such as `#rc=5` live). Twilio signs
+/// the URL it calls, so the pair is authenticated with the callback.
+///
+/// ```
+/// # use qdn_relay_core::{DispatchId, OutboundMessage, Timestamp};
+/// let msg = OutboundMessage {
+///     dispatch: DispatchId::new(Timestamp::from_millis(0), 1),
+///     leg: 2,
+///     to: "+16195550100".parse().unwrap(),
+///     from: "+16195550000".parse().unwrap(),
+///     body: "hi".into(),
+///     validity_secs: None,
+/// };
+/// let url = qdn_relay_twilio::callback_url("https://relay.example/sms/status?x=1#rc=3", &msg);
+/// assert_eq!(
+///     url,
+///     format!("https://relay.example/sms/status?x=1&dispatch={}&leg=2#rc=3", msg.dispatch)
+/// );
+/// ```
+pub fn callback_url(base: &str, msg: &OutboundMessage) -> String {
+    let (head, fragment) = match base.split_once('#') {
+        Some((h, f)) => (h, Some(f)),
+        None => (base, None),
+    };
+    let sep = match head.contains('?') {
+        true if head.ends_with('?') || head.ends_with('&') => "",
+        true => "&",
+        false => "?",
+    };
+    let mut url = format!("{head}{sep}dispatch={}&leg={}", msg.dispatch, msg.leg);
+    if let Some(f) = fragment {
+        url.push('#');
+        url.push_str(f);
+    }
+    url
 }
 
 #[cfg(test)]

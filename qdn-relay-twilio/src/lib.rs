@@ -92,7 +92,9 @@ pub use classify::{classify, send_error_kind};
 #[cfg(feature = "rest")]
 pub mod transport;
 #[cfg(feature = "rest")]
-pub use client::{ConfigError, Credentials, Message, RetryPolicy, TwilioClient, TwilioConfig};
+pub use client::{
+    ConfigError, Credentials, Message, RetryPolicy, TwilioClient, TwilioConfig, callback_url,
+};
 pub use form::Form;
 pub use secret::Secret;
 pub use segments::{Encoding, SegmentInfo, gsm7_septets, segments};

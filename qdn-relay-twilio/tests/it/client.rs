@@ -78,7 +78,14 @@ async fn sends_the_documented_form_with_auth_token() {
             ("To", "+16195550100"),
             ("From", "+18583354807"),
             ("Body", "[QDN #K7] +16195550100: flat tire & stuck"),
-            ("StatusCallback", "https://relay.example.com/sms/status"),
+            (
+                "StatusCallback",
+                format!(
+                    "https://relay.example.com/sms/status?dispatch={}&leg=1",
+                    msg.dispatch
+                )
+                .as_str(),
+            ),
             ("ValidityPeriod", "900"),
         ])
         .pairs()

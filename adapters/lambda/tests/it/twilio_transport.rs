@@ -76,7 +76,8 @@ async fn sends_the_form_with_basic_auth() {
         .await;
     let mut c = config(&server.uri());
     c.status_callback = Some("https://relay.example/sms/status".into());
-    let receipt = client(c).send(&message("hello")).await.expect("sent");
+    let msg = message("hello");
+    let receipt = client(c).send(&msg).await.expect("sent");
     assert_eq!(receipt.sid.as_str(), SID);
     let reqs = server.received_requests().await.expect("recording");
     let form = Form::parse(&reqs[0].body);
@@ -85,7 +86,13 @@ async fn sends_the_form_with_basic_auth() {
     assert_eq!(form.get("Body"), Some("hello"));
     assert_eq!(
         form.get("StatusCallback"),
-        Some("https://relay.example/sms/status")
+        Some(
+            format!(
+                "https://relay.example/sms/status?dispatch={}&leg={}",
+                msg.dispatch, msg.leg
+            )
+            .as_str()
+        )
     );
     let ua = reqs[0]
         .headers
