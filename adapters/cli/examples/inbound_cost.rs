@@ -32,7 +32,7 @@ use qdn_relay_core::{
     PhoneNumber, Policy, ProviderMessageId, Relay, SendError, SendReceipt, SmsProvider, Store,
     StoreError, SystemClock, Tag, Timestamp,
 };
-use qdn_relay_sqlite::SqliteStore;
+use qdn_relay_sqlite::{SqliteOptions, SqliteStore};
 
 /// Count and time the store calls of `Relay::inbound` on SQLite.
 #[derive(Parser, Debug)]
@@ -46,6 +46,9 @@ struct Args {
     /// Texts in flight at once (like the HTTP benchmark's connections).
     #[arg(long, default_value_t = 32)]
     concurrency: u64,
+    /// Read-only connections of the store (0: reads share the writer's).
+    #[arg(long, default_value_t = SqliteOptions::default().readers)]
+    readers: usize,
     /// Calls per operation in the per-operation timings.
     #[arg(long, default_value_t = 5000)]
     ops: u32,
@@ -268,9 +271,12 @@ fn main() {
 
 async fn run(a: Args) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let inner = SqliteStore::open(dir.path().join("relay.db"))
-        .await
-        .expect("the store opens");
+    let inner = SqliteStore::open_with(
+        dir.path().join("relay.db"),
+        SqliteOptions::default().readers(a.readers),
+    )
+    .await
+    .expect("the store opens");
     let store = Arc::new(Counting {
         inner,
         stats: Mutex::default(),
