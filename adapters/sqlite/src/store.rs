@@ -231,19 +231,27 @@ const INSERT: &str = "INSERT INTO dispatches \
 const UPDATE: &str = "UPDATE dispatches SET version = ?2, state = ?3, is_open = ?4, line = ?5, \
      customer = ?6, tag = ?7, deadline = ?8, opened_at = ?9, updated_at = ?10, job_id = ?11, \
      record = ?12 WHERE id = ?1 AND version = ?13";
-const DELETE_INBOUND: &str = "DELETE FROM inbound_sids WHERE dispatch = ?1";
+// A save changes only the lookup rows that differ from what is stored (an
+// update usually changes none of a dispatch's inbound ids and adds one leg
+// id): every row rewritten is a page written to the WAL.
+pub(crate) const SELECT_INBOUND: &str = "SELECT sid FROM inbound_sids WHERE dispatch = ?1";
+const DELETE_INBOUND: &str = "DELETE FROM inbound_sids WHERE sid = ?1 AND dispatch = ?2";
 // Within one dispatch a sid may repeat; across dispatches the check above
 // has already refused the save.
 const INSERT_INBOUND: &str =
     "INSERT INTO inbound_sids (sid, dispatch) VALUES (?1, ?2) ON CONFLICT (sid) DO NOTHING";
-const DELETE_LEGS: &str = "DELETE FROM leg_sids WHERE dispatch = ?1";
+pub(crate) const SELECT_LEGS: &str = "SELECT sid FROM leg_sids WHERE dispatch = ?1";
+const DELETE_LEG: &str = "DELETE FROM leg_sids WHERE sid = ?1 AND dispatch = ?2";
 // Provider ids are not a uniqueness rule of the port: the latest save wins,
 // as in the reference store.
 const INSERT_LEG: &str = "INSERT INTO leg_sids (sid, dispatch) VALUES (?1, ?2) \
      ON CONFLICT (sid) DO UPDATE SET dispatch = excluded.dispatch";
-const DELETE_NOTIFIED: &str = "DELETE FROM notified WHERE dispatch = ?1";
-const INSERT_NOTIFIED: &str =
-    "INSERT INTO notified (dispatch, dispatcher, last_notified_at) VALUES (?1, ?2, ?3)";
+pub(crate) const SELECT_NOTIFIED: &str =
+    "SELECT dispatcher, last_notified_at FROM notified WHERE dispatch = ?1";
+const DELETE_NOTIFIED: &str = "DELETE FROM notified WHERE dispatch = ?1 AND dispatcher = ?2";
+const UPSERT_NOTIFIED: &str = "INSERT INTO notified (dispatch, dispatcher, last_notified_at) \
+     VALUES (?1, ?2, ?3) ON CONFLICT (dispatch, dispatcher) \
+     DO UPDATE SET last_notified_at = excluded.last_notified_at";
 
 // ---------------------------------------------------------------------------
 // Rows
@@ -424,44 +432,94 @@ impl Row {
             }));
         }
 
-        // The lookup tables: replace this dispatch's rows.
-        self.replace(
+        // The lookup tables: bring this dispatch's rows up to date.
+        self.sync_sids(
             tx,
+            SELECT_INBOUND,
             DELETE_INBOUND,
             INSERT_INBOUND,
-            self.inbound.iter().map(|s| s.as_str()),
+            self.inbound.iter().map(ProviderMessageId::as_str),
         )?;
-        self.replace(
+        self.sync_sids(
             tx,
-            DELETE_LEGS,
+            SELECT_LEGS,
+            DELETE_LEG,
             INSERT_LEG,
             self.legs.iter().map(String::as_str),
         )?;
-        tx.prepare_cached(DELETE_NOTIFIED)
-            .and_then(|mut s| s.execute([&self.key]))
+        self.sync_notified(tx)
+    }
+
+    /// This dispatch's rows in a side table, `(sid → dispatch)`: a new
+    /// dispatch has none yet (its id was just created).
+    fn stored<T: rusqlite::types::FromSql>(
+        &self,
+        tx: &Connection,
+        select: &str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        if self.expected == 0 {
+            return Ok(Vec::new());
+        }
+        let mut stmt = tx.prepare_cached(select).map_err(error::map)?;
+        let rows = stmt
+            .query_map([&self.key], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, T>(1)?))
+            })
             .map_err(error::map)?;
-        if !self.notified.is_empty() {
-            let mut ins = tx.prepare_cached(INSERT_NOTIFIED).map_err(error::map)?;
-            for (n, at) in &self.notified {
-                ins.execute(params![self.key, n, at]).map_err(error::map)?;
+        rows.collect::<Result<_, _>>().map_err(error::map)
+    }
+
+    /// Makes this dispatch's rows of a sid table exactly `wanted`, deleting
+    /// and inserting only the differences.
+    fn sync_sids<'a>(
+        &self,
+        tx: &Connection,
+        select: &str,
+        delete: &str,
+        insert: &str,
+        wanted: impl Iterator<Item = &'a str>,
+    ) -> Result<(), StoreError> {
+        let wanted: Vec<&str> = wanted.collect();
+        let stored: HashSet<String> = if self.expected == 0 {
+            HashSet::new()
+        } else {
+            let mut stmt = tx.prepare_cached(select).map_err(error::map)?;
+            let rows = stmt
+                .query_map([&self.key], |r| r.get::<_, String>(0))
+                .map_err(error::map)?;
+            rows.collect::<Result<_, _>>().map_err(error::map)?
+        };
+        let mut del = tx.prepare_cached(delete).map_err(error::map)?;
+        for sid in &stored {
+            if !wanted.contains(&sid.as_str()) {
+                del.execute([sid.as_str(), &self.key]).map_err(error::map)?;
+            }
+        }
+        let mut ins = tx.prepare_cached(insert).map_err(error::map)?;
+        for sid in wanted {
+            if !stored.contains(sid) {
+                ins.execute([sid, &self.key]).map_err(error::map)?;
             }
         }
         Ok(())
     }
 
-    fn replace<'a>(
-        &self,
-        tx: &Connection,
-        delete: &str,
-        insert: &str,
-        sids: impl Iterator<Item = &'a str>,
-    ) -> Result<(), StoreError> {
-        tx.prepare_cached(delete)
-            .and_then(|mut s| s.execute([&self.key]))
-            .map_err(error::map)?;
-        let mut ins = tx.prepare_cached(insert).map_err(error::map)?;
-        for sid in sids {
-            ins.execute([sid, &self.key]).map_err(error::map)?;
+    /// Makes this dispatch's `notified` rows exactly `self.notified`.
+    fn sync_notified(&self, tx: &Connection) -> Result<(), StoreError> {
+        let stored: Vec<(String, i64)> = self.stored(tx, SELECT_NOTIFIED)?;
+        let mut del = tx.prepare_cached(DELETE_NOTIFIED).map_err(error::map)?;
+        for (n, _) in &stored {
+            if !self.notified.iter().any(|(w, _)| w == n) {
+                del.execute([&self.key, n]).map_err(error::map)?;
+            }
+        }
+        let mut upsert = tx.prepare_cached(UPSERT_NOTIFIED).map_err(error::map)?;
+        for (n, at) in &self.notified {
+            if !stored.iter().any(|(s, t)| s == n && t == at) {
+                upsert
+                    .execute(params![self.key, n, at])
+                    .map_err(error::map)?;
+            }
         }
         Ok(())
     }

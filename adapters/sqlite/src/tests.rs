@@ -5,7 +5,8 @@ use rusqlite::Connection;
 use crate::schema;
 use crate::store::{
     BY_INBOUND_SID, BY_JOB, BY_LEG_SID, DUE, GET, IS_NOTIFIED, LIST_ALL, LIST_OPEN, OPEN_BY_TAG,
-    OPEN_FOR_CUSTOMER, OPEN_FOR_DISPATCHER, taken_tags_sql,
+    OPEN_FOR_CUSTOMER, OPEN_FOR_DISPATCHER, SELECT_INBOUND, SELECT_LEGS, SELECT_NOTIFIED,
+    taken_tags_sql,
 };
 
 pub(crate) fn db() -> Connection {
@@ -93,6 +94,13 @@ fn every_lookup_uses_an_index() {
         ("list(All)", LIST_ALL, "sqlite_autoindex_dispatches_1"),
         ("list(Open)", LIST_OPEN, "dispatches_open_id"),
         ("by_job", BY_JOB, "dispatches_job"),
+        (
+            "a save's inbound ids",
+            SELECT_INBOUND,
+            "inbound_sids_dispatch",
+        ),
+        ("a save's leg ids", SELECT_LEGS, "leg_sids_dispatch"),
+        ("a save's notified", SELECT_NOTIFIED, "PRIMARY KEY"),
     ] {
         let p = plan(&c, sql);
         assert!(full_scans(&p).is_empty(), "{name} scans a table: {p:?}");
@@ -245,6 +253,36 @@ mod group_commit {
             assert_eq!(sids, 2, "{raise}: nothing of the failed save is kept");
             assert!(c.is_autocommit(), "{raise}: no transaction left open");
         }
+    }
+
+    /// An update rewrites only what changed: a save that changes no lookup
+    /// row writes the dispatch's row alone, and the lookup rows stay.
+    #[test]
+    fn an_update_rewrites_only_the_rows_that_changed() {
+        let mut c = db();
+        let d = fixture(1, "K7", "+16195550100", "SMin1", 0);
+        assert!(save_group(&mut c, &[&row(&d, 0)])[0].is_ok());
+        let counts = |c: &Connection| -> Vec<i64> {
+            ["inbound_sids", "leg_sids", "notified"]
+                .iter()
+                .map(|t| {
+                    c.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
+                        .unwrap_or_else(|e| panic!("{e}"))
+                })
+                .collect()
+        };
+        let rows_before = counts(&c);
+        assert!(rows_before[0] == 1 && rows_before[2] > 0, "{rows_before:?}");
+        let changes = |c: &Connection| -> i64 {
+            c.query_row("SELECT total_changes()", [], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let before = changes(&c);
+        let mut next = d.clone();
+        next.set_version(2);
+        assert!(save_group(&mut c, &[&row(&next, 1)])[0].is_ok());
+        assert_eq!(changes(&c) - before, 1, "only the dispatch's own row");
+        assert_eq!(counts(&c), rows_before);
     }
 
     /// A transaction that cannot begin fails every save in the group with
