@@ -33,6 +33,9 @@ pub enum TableError {
     /// DynamoDB refused or failed the call.
     #[error("dynamodb: {0}")]
     Sdk(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The configuration is not usable (nothing was sent).
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Why a save was refused before it reached DynamoDB.

@@ -155,6 +155,65 @@
 //! most [`RATE_ATTEMPTS`] times, then a retryable error, on which the
 //! driver sends anyway, as with every safety port failure).
 //!
+//! ## Sharing an application's table
+//!
+//! The store can live inside an existing application table. Name the
+//! table's key attributes, the two indexes and the time-to-live attribute
+//! as the table has them, and choose a key prefix none of the
+//! application's keys starts with:
+//!
+//! ```
+//! use qdn_relay_dynamo::{DynamoConfig, IndexNames};
+//! let config = DynamoConfig::new("app-main")
+//!     .keys("PK", "SK")
+//!     .key_prefix("qdn-relay#")
+//!     .list_index(IndexNames::new("GSI1", "GSI1PK", "GSI1SK")) // the application's own
+//!     .due_index(IndexNames::new("RelayDue", "RelayDuePK", "RelayDueSK")) // added for the relay
+//!     .ttl_attribute("ttl");
+//! assert!(config.validate().is_ok());
+//! ```
+//!
+//! What the table needs:
+//!
+//! - **Keys**: a partition key and a sort key, both strings (any names).
+//! - **Two global secondary indexes**, one for `due` and one for `list`,
+//!   each keyed by two string attributes (four distinct attributes, none
+//!   of them a table key). Keys-only projection is enough; any projection
+//!   works. They may be indexes the application already has and overloads
+//!   (its own items stay in them under their own partition values), or
+//!   new ones: add them with `UpdateTable` (one index per call), e.g.
+//!   `RelayDue` on `RelayDuePK`/`RelayDueSK`, keys only.
+//! - **Time to live**: a table has at most one time-to-live attribute. If
+//!   the application's table has one, set
+//!   [`DynamoConfig::ttl_attribute`] to it (epoch seconds, as the store
+//!   writes); if it has none, turn it on for the store's attribute
+//!   (`expires_at`), or set [`DynamoConfig::retention`] to `None` and keep
+//!   closed dispatches forever (rate histories still carry the attribute;
+//!   without time to live they stay, a few hundred bytes per number
+//!   texted).
+//! - **Access**: `GetItem`, `BatchGetItem`, `Query`, `PutItem` and
+//!   `DeleteItem` on the table and its indexes (`TransactWriteItems` needs
+//!   only the permissions of its actions). Never `Scan`.
+//!
+//! What the store guarantees in a shared table: every item it writes has
+//! a partition key and a sort key that start with the prefix, and every
+//! index partition key value it writes starts with it too; it reads only
+//! by exact key (`GetItem`, `BatchGetItem`) or by exact partition (`Query`
+//! of one of its own partitions, on the table or an index); it never
+//! scans. So no application item is ever read, written, deleted or
+//! returned by it, including items that carry the same attribute names as
+//! its index keys, and every access pattern and its cost is the one the
+//! tables above list. [`DynamoConfig::validate`] refuses the
+//! configurations that would break this (an empty prefix, an index key
+//! that is also a table key or another index's key, an attribute the
+//! store's own items use). Several relays can share one table, each
+//! under a prefix of its own. The integration test `shared` runs the
+//! whole Store contract suite, the opt-outs and the rate limiter in a
+//! table shaped like an application's, pre-filled with a few hundred of
+//! its items (some with keys close to the prefix, some in the indexes
+//! under values shaped like the store's), and checks that every one of
+//! them comes out unchanged.
+//!
 //! ## Error mapping
 //!
 //! | DynamoDB | [`StoreError`](qdn_relay_core::StoreError) |
@@ -191,7 +250,10 @@ mod safety;
 mod store;
 mod table;
 
-pub use config::{DEFAULT_RETENTION, DEFAULT_SHARDS, DynamoConfig, IndexNames};
+pub use config::{
+    ConfigError, DEFAULT_RETENTION, DEFAULT_SHARDS, DynamoConfig, IndexNames, MAX_KEY_PREFIX_BYTES,
+    RESERVED_ATTRIBUTES,
+};
 pub use error::{SaveError, TableError};
 pub use safety::RATE_ATTEMPTS;
 pub use store::{DynamoStore, MAX_TRANSACTION_ACTIONS};

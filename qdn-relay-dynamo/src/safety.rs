@@ -34,6 +34,7 @@ impl DynamoStore {
         &self,
         number: PhoneNumber,
     ) -> Result<Option<Timestamp>, SafetyError> {
+        self.check().map_err(safety)?;
         let key = self.keys().opt_out(number);
         let Some(item) = self.get_item(key).await.map_err(safety)? else {
             return Ok(None);
@@ -59,6 +60,7 @@ impl DynamoStore {
 #[async_trait]
 impl OptOuts for DynamoStore {
     async fn opt_out(&self, number: PhoneNumber, at: Timestamp) -> Result<(), SafetyError> {
+        self.check().map_err(safety)?;
         let cfg = self.config();
         let (pk, sk) = self.keys().opt_out(number);
         let mut item = self.keys().key(pk, sk);
@@ -88,6 +90,7 @@ impl OptOuts for DynamoStore {
     }
 
     async fn opt_in(&self, number: PhoneNumber) -> Result<(), SafetyError> {
+        self.check().map_err(safety)?;
         let (pk, sk) = self.keys().opt_out(number);
         self.client()
             .delete_item()
@@ -100,6 +103,7 @@ impl OptOuts for DynamoStore {
     }
 
     async fn is_opted_out(&self, number: PhoneNumber) -> Result<bool, SafetyError> {
+        self.check().map_err(safety)?;
         let key = self.keys().opt_out(number);
         Ok(self.get_item(key).await.map_err(safety)?.is_some())
     }
@@ -108,6 +112,7 @@ impl OptOuts for DynamoStore {
         &self,
         numbers: &[PhoneNumber],
     ) -> Result<Vec<PhoneNumber>, SafetyError> {
+        self.check().map_err(safety)?;
         // Partition key → number, each number once (BatchGetItem refuses
         // duplicate keys).
         let by_pk: BTreeMap<String, PhoneNumber> = numbers
@@ -170,6 +175,7 @@ impl RateLimiter for DynamoStore {
         now: Timestamp,
         claims: &[(RateKey, Vec<Rate>)],
     ) -> Result<Admission, SafetyError> {
+        self.check().map_err(safety)?;
         // One claim per key, with every limit claimed on it.
         let mut merged: Vec<(RateKey, Vec<Rate>)> = Vec::with_capacity(claims.len());
         for (key, rates) in claims {

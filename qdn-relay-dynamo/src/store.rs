@@ -20,7 +20,7 @@ use qdn_relay_core::{
     Store, StoreError, Tag, Timestamp,
 };
 
-use crate::config::{DynamoConfig, IndexNames};
+use crate::config::{ConfigError, DynamoConfig, IndexNames};
 use crate::error::{Cancelled, Guard, SaveError, map_sdk, read_cancellation};
 use crate::item::{self, Indexed, Keys};
 
@@ -60,6 +60,9 @@ pub struct DynamoStore {
     /// version's lookup items never change once written), so a save right
     /// after a load needs no extra read.
     cache: Arc<Mutex<IndexCache>>,
+    /// Why the configuration is unusable, if it is: every call fails with
+    /// it before sending anything.
+    invalid: Option<Arc<ConfigError>>,
 }
 
 impl fmt::Debug for DynamoStore {
@@ -85,12 +88,36 @@ impl DynamoStore {
     /// A store over `client` (build it once per process and share it).
     ///
     /// The table must exist with the schema [`create_table`](crate::create_table)
-    /// creates.
+    /// creates (or, in an application's table, the keys and indexes the
+    /// [crate docs](crate#sharing-an-applications-table) list). If
+    /// [`DynamoConfig::validate`] refuses `config`, every call of the store
+    /// fails with that error (non-retryable) before sending anything; use
+    /// [`DynamoStore::try_new`] to find out at once.
     pub fn new(client: Client, config: DynamoConfig) -> Self {
+        let invalid = config.validate().err().map(Arc::new);
+        if let Some(e) = &invalid {
+            tracing::error!(table = %config.table, "invalid dynamodb store configuration: {e}");
+        }
         Self {
             client,
             config: Arc::new(config),
             cache: Arc::default(),
+            invalid,
+        }
+    }
+
+    /// [`DynamoStore::new`], refusing a configuration that
+    /// [`DynamoConfig::validate`] refuses.
+    pub fn try_new(client: Client, config: DynamoConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self::new(client, config))
+    }
+
+    /// Fails if the configuration is unusable (see [`DynamoStore::new`]).
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
+        match &self.invalid {
+            None => Ok(()),
+            Some(e) => Err(StoreError::backend(false, ConfigError::clone(e))),
         }
     }
 
@@ -758,10 +785,12 @@ struct Query<'a> {
 #[async_trait]
 impl Store for DynamoStore {
     async fn get(&self, id: DispatchId) -> Result<Option<Dispatch>, StoreError> {
+        self.check()?;
         self.load(id).await
     }
 
     async fn save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
+        self.check()?;
         let id = d.id();
         if expected.checked_add(1) != Some(d.version()) {
             return Err(StoreError::Invalid {
@@ -790,6 +819,7 @@ impl Store for DynamoStore {
         &self,
         sid: &ProviderMessageId,
     ) -> Result<Option<Dispatch>, StoreError> {
+        self.check()?;
         self.follow(self.keys().inbound(item::sid_str(sid)), |d| {
             d.inbound_sids().any(|s| s == sid)
         })
@@ -797,6 +827,7 @@ impl Store for DynamoStore {
     }
 
     async fn by_leg_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError> {
+        self.check()?;
         self.follow(self.keys().leg(item::sid_str(sid)), |d| {
             d.leg_sids().any(|s| s == sid)
         })
@@ -808,6 +839,7 @@ impl Store for DynamoStore {
         line: PhoneNumber,
         customer: PhoneNumber,
     ) -> Result<Option<Dispatch>, StoreError> {
+        self.check()?;
         self.follow(self.keys().open(line, customer), |d| {
             d.state().is_open() && d.line() == line && d.customer() == customer
         })
@@ -815,6 +847,7 @@ impl Store for DynamoStore {
     }
 
     async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError> {
+        self.check()?;
         self.follow(self.keys().tag(tag), |d| {
             d.state().is_open() && d.tag() == tag
         })
@@ -826,6 +859,7 @@ impl Store for DynamoStore {
         dispatcher: PhoneNumber,
         limit: usize,
     ) -> Result<Vec<Dispatch>, StoreError> {
+        self.check()?;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -860,6 +894,7 @@ impl Store for DynamoStore {
     }
 
     async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Due>, StoreError> {
+        self.check()?;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -888,6 +923,7 @@ impl Store for DynamoStore {
     }
 
     async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
+        self.check()?;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -933,6 +969,7 @@ impl Store for DynamoStore {
     }
 
     async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
+        self.check()?;
         if limit == 0 {
             return Ok(Vec::new());
         }

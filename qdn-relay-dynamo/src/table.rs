@@ -32,8 +32,10 @@ pub const CREATE_TIMEOUT: Duration = Duration::from_secs(300);
 ///   [`DynamoConfig::retention`] after they stopped being open.
 ///
 /// Fails with [`TableError::AlreadyExists`] (and changes nothing) if the
-/// table exists.
+/// table exists, and with [`TableError::Config`] (sending nothing) if
+/// [`DynamoConfig::validate`] refuses the configuration.
 pub async fn create_table(client: &Client, config: &DynamoConfig) -> Result<(), TableError> {
+    config.validate()?;
     let string_attr = |name: &str| {
         AttributeDefinition::builder()
             .attribute_name(name)

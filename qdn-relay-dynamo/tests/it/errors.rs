@@ -282,3 +282,82 @@ async fn creating_an_existing_table_changes_nothing() {
         Some(&aws_sdk_dynamodb::types::TimeToLiveStatus::Enabled)
     );
 }
+
+/// A configuration that could collide with an application's items or
+/// break the store's own keys is refused before any request: by
+/// `try_new`, by `create_table`, and, for a store built with `new`, by
+/// every call (non-retryable), opt-outs and rate limits included.
+#[tokio::test]
+async fn an_unusable_configuration_fails_before_any_request() {
+    use qdn_relay_core::{OptOuts, RateKey, RateLimiter};
+    use qdn_relay_dynamo::{ConfigError, IndexNames};
+
+    let bad = DynamoConfig::new("qdn-anything")
+        .keys("PK", "SK")
+        .due_index(IndexNames::new("GSI1", "GSI1PK", "SK"));
+    let Err(e) = DynamoStore::try_new(client().await, bad.clone()) else {
+        panic!("try_new must refuse an index key that is a table key");
+    };
+    assert!(matches!(e, ConfigError::SameAttribute { .. }), "{e:?}");
+    match create_table(&client().await, &DynamoConfig::new("qdn-x").key_prefix("")).await {
+        Err(TableError::Config(ConfigError::EmptyPrefix)) => {}
+        other => panic!("create_table must refuse an empty prefix, got {other:?}"),
+    }
+
+    // Nothing listens at this address: a request would be a retryable
+    // connection failure, not the configuration error.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    drop(listener);
+    let s = DynamoStore::new(client_for(&format!("http://127.0.0.1:{port}")).await, bad);
+    let id = DispatchId::new(Timestamp::from_millis(1_767_603_600_000), 1);
+    let permanent = |r: Result<(), StoreError>, what: &str| match r {
+        Err(StoreError::Backend {
+            retryable: false,
+            source,
+        }) => assert!(
+            source.to_string().contains("\"SK\""),
+            "{what}: the error names the attribute: {source}"
+        ),
+        other => panic!("{what}: expected the configuration error, got {other:?}"),
+    };
+    permanent(s.get(id).await.map(drop), "get");
+    permanent(
+        s.save(&fixture(1, "K7", "+16195550100", "SMin1", 0), 0)
+            .await,
+        "save",
+    );
+    permanent(
+        s.by_inbound_sid(&sid("SMin1")).await.map(drop),
+        "by_inbound_sid",
+    );
+    permanent(s.due(Timestamp::from_millis(0), 5).await.map(drop), "due");
+    permanent(
+        s.list(qdn_relay_core::ListFilter::All, 5).await.map(drop),
+        "list",
+    );
+    let job = "j".parse().unwrap_or_else(|e| panic!("{e}"));
+    permanent(s.by_job(&job, 5).await.map(drop), "by_job");
+    let number = "+16195550100".parse().unwrap_or_else(|e| panic!("{e}"));
+    let safety = |r: Result<(), qdn_relay_core::SafetyError>, what: &str| {
+        let e = r.expect_err(what).to_string();
+        assert!(e.contains("\"SK\""), "{what}: {e}");
+    };
+    safety(s.is_opted_out(number).await.map(drop), "is_opted_out");
+    safety(
+        s.opt_out(number, Timestamp::from_millis(0)).await,
+        "opt_out",
+    );
+    safety(
+        s.acquire(
+            Timestamp::from_millis(0),
+            &[(RateKey::Line(number), vec![])],
+        )
+        .await
+        .map(drop),
+        "acquire",
+    );
+}

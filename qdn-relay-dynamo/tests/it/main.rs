@@ -12,4 +12,5 @@ mod contract;
 mod errors;
 mod race;
 mod safety;
+mod shared;
 mod store;
