@@ -61,9 +61,16 @@ impl HttpConnector for Gated {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let inner = self.inner.clone();
         let gate = Arc::clone(&self.gate);
-        HttpConnectorFuture::new(async move {
+        // The gated section runs on a task of its own: a caller that stops
+        // polling its request for a while (a sweep awaiting one dispatch
+        // while others are in flight) must not hold the gate meanwhile.
+        let call = tokio::spawn(async move {
             let _one = gate.lock().await;
             inner.call(request).await
+        });
+        HttpConnectorFuture::new(async move {
+            call.await
+                .unwrap_or_else(|e| panic!("gated request task: {e}"))
         })
     }
 }
