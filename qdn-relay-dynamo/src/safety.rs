@@ -166,8 +166,10 @@ struct History {
 /// absent). If another process counted a text on one of the keys in
 /// between, the transaction is cancelled, nothing is counted, and it reads
 /// again (up to [`RATE_ATTEMPTS`] times): no limit is exceeded however
-/// many processes share the table. A history item expires (time to live)
-/// once its longest period has passed since its last text.
+/// many processes share the table. A key claimed more than once in one
+/// call is counted once, under all the limits claimed on it. A history
+/// item expires (time to live) once its longest period has passed since
+/// its last text.
 #[async_trait]
 impl RateLimiter for DynamoStore {
     async fn acquire(
