@@ -215,3 +215,55 @@ async fn concurrent_processes_never_exceed_a_limit() {
         assert!(matches!(r, Admission::NotBefore(_)), "{d:?}: {r:?}");
     }
 }
+
+/// Two relay processes (two Lambda instances) over one table, each with its
+/// own store as its opt-out list: a dispatcher's STOP through one is
+/// respected by the other, and a START through the other clears it for
+/// both.
+#[tokio::test]
+async fn a_stop_through_one_relay_holds_in_another() {
+    use std::sync::Arc;
+
+    use qdn_relay_core::{InboundText, ManualClock, Policy, RecordingProvider, Relay};
+
+    let first = fresh().await;
+    let second = twin(&first).await;
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(T0)));
+    let provider = Arc::new(RecordingProvider::with_clock(clock.clone()));
+    let (line, primary, backup) = (n("+16195550000"), n("+16195550101"), n("+18583354807"));
+    let relay = |store: &qdn_relay_dynamo::DynamoStore| {
+        let store = Arc::new(store.clone());
+        let policy = Policy::simple(primary, backup, Duration::from_secs(900))
+            .unwrap_or_else(|e| panic!("{e}"));
+        Relay::builder(store.clone(), provider.clone(), clock.clone())
+            .line(line, policy)
+            .opt_outs(store)
+            .build()
+    };
+    let (a, b) = (relay(&first), relay(&second));
+    let text = |from: PhoneNumber, sid: &str, body: &str| InboundText {
+        sid: crate::common::sid(sid),
+        from,
+        to: line,
+        body: body.into(),
+        media: vec![],
+    };
+
+    a.inbound(text(primary, "SMstop1", "STOP"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(second.is_opted_out(primary).await.expect("read"));
+
+    b.inbound(text(n("+16195550177"), "SMcust1", "the bin is on fire"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        provider.accepted_to(primary).is_empty(),
+        "the other relay must not text a number that opted out through the first"
+    );
+
+    b.inbound(text(primary, "SMstart1", "START"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!first.is_opted_out(primary).await.expect("read"));
+}
