@@ -37,7 +37,11 @@
 //! | rate history | `P` `RATE#TO#<number>` or `P` `RATE#LINE#<line>` | `P` `RATE` | `sent` (millis, oldest first), `version`, `expires_at` | until its longest period has passed since its last text |
 //!
 //! (`<millis>` is the last time the dispatcher was texted about the
-//! dispatch, as 20 zero-padded digits, so string order is time order.)
+//! dispatch, as 20 zero-padded digits, so string order is time order.
+//! `<job id>` is the host's job id as it is, `#` and spaces included: it is
+//! the whole rest of the key, so no two job ids share a partition. A
+//! dispatch saved with a job id before job items existed gets its job item
+//! on its next save.)
 //!
 //! The dispatch item holds the whole dispatch in `rec`: its JSON as a
 //! string, or, when the JSON is longer than
@@ -227,6 +231,11 @@
 //! | timeouts, connection failures, unreadable responses | `Backend { retryable: true }` |
 //! | anything else (validation, missing table, credentials) | `Backend { retryable: false }` |
 //! | an item whose record does not decode or disagrees with its attributes | `Corrupt` |
+//!
+//! The opt-out and rate-limit calls fail with a
+//! [`SafetyError`](qdn_relay_core::SafetyError) holding the
+//! [`StoreError`](qdn_relay_core::StoreError) of the same mapping; a rate
+//! limit that counts 0 texts is refused as one before any request.
 //!
 //! When several conditions fail at once, the reason is chosen in the order
 //! the reference store checks them: version, open customer, tag, inbound
