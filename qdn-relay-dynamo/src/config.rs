@@ -253,6 +253,8 @@ pub const RESERVED_ATTRIBUTES: &[&str] = &[
     crate::item::JOB,
     crate::item::AT,
     crate::item::SENT,
+    crate::item::CAP,
+    crate::item::SPAN,
 ];
 
 /// Why a [`DynamoConfig`] cannot be used.

@@ -34,6 +34,8 @@ pub(crate) const NOTIFIED: &str = "notified";
 pub(crate) const JOB: &str = "job";
 pub(crate) const AT: &str = "at";
 pub(crate) const SENT: &str = "sent";
+pub(crate) const CAP: &str = "cap";
+pub(crate) const SPAN: &str = "span";
 
 /// Builds the key values of every kind of item.
 pub(crate) struct Keys<'a>(pub(crate) &'a DynamoConfig);

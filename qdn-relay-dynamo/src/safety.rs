@@ -23,6 +23,10 @@ use crate::store::{DynamoStore, Item};
 /// its read and its write.
 pub const RATE_ATTEMPTS: u32 = 16;
 
+/// The most send times a rate history keeps (policies allow at most 10,000
+/// texts per period).
+const MAX_HISTORY: usize = 10_000;
+
 fn safety(e: StoreError) -> SafetyError {
     SafetyError(Box::new(e))
 }
@@ -152,12 +156,19 @@ impl OptOuts for DynamoStore {
 struct History {
     sent: VecDeque<Timestamp>,
     version: Option<u64>,
-    expires_at: i64,
+    /// The largest count ever claimed on the key: how many send times it
+    /// keeps.
+    cap: usize,
+    /// The longest period ever claimed on the key, in milliseconds: how
+    /// long after its last text the history still matters.
+    span_ms: i64,
 }
 
 /// Rate-limit histories as items of the store's table, one per key (a
 /// destination or a line): the times of its last texts, as many as the
-/// largest limit counts, and a version.
+/// largest limit ever claimed on the key counts (dispatches keep the
+/// policy they opened with, so two may limit one key differently; neither
+/// makes the other forget a text), and a version.
 ///
 /// `acquire` reads the histories of every claimed key (strongly
 /// consistent), decides as [`MemoryRateLimiter`](qdn_relay_core::MemoryRateLimiter)
@@ -267,7 +278,8 @@ impl DynamoStore {
             return Ok(History {
                 sent: VecDeque::new(),
                 version: None,
-                expires_at: 0,
+                cap: 0,
+                span_ms: 0,
             });
         };
         let corrupt = |what: &str| {
@@ -289,14 +301,17 @@ impl DynamoStore {
             _ => return Err(corrupt("the send times are missing or not a list")),
         };
         sent.sort();
-        let expires_at = match it.get(&self.config().ttl_attribute) {
-            Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
-            _ => 0,
-        };
+        let cap = item::number(&it, item::CAP)
+            .and_then(|c| usize::try_from(c).ok())
+            .ok_or_else(|| corrupt("the kept count is missing or not a number"))?;
+        let span_ms = item::number(&it, item::SPAN)
+            .and_then(|s| i64::try_from(s).ok())
+            .ok_or_else(|| corrupt("the span is missing or not a number"))?;
         Ok(History {
             sent: sent.into(),
             version: Some(version),
-            expires_at,
+            cap,
+            span_ms,
         })
     }
 
@@ -309,15 +324,21 @@ impl DynamoStore {
         now: Timestamp,
     ) -> Result<TransactWriteItem, SafetyError> {
         let cfg = self.config();
-        let keep = rates.iter().map(|r| r.count as usize).max().unwrap_or(1);
+        let claimed = rates.iter().map(|r| r.count as usize).max().unwrap_or(1);
+        let cap = claimed.max(h.cap).min(MAX_HISTORY);
+        let longest = rates
+            .iter()
+            .map(|r| i64::try_from(r.per.as_millis()).unwrap_or(i64::MAX))
+            .max()
+            .unwrap_or(0);
+        let span_ms = longest.max(h.span_ms);
         let at = h.sent.partition_point(|&t| t <= now);
         h.sent.insert(at, now);
-        while h.sent.len() > keep {
+        while h.sent.len() > cap {
             h.sent.pop_front();
         }
-        let longest = rates.iter().map(|r| r.per).max().unwrap_or_default();
         let last = h.sent.back().copied().unwrap_or(now);
-        let expires_at = (last.plus(longest).as_millis() / 1000 + 1).max(h.expires_at);
+        let expires_at = last.as_millis().saturating_add(span_ms) / 1000 + 1;
         let (pk, sk) = self.keys().rate(key);
         let mut it: Item = self.keys().key(pk, sk);
         it.insert(
@@ -331,6 +352,8 @@ impl DynamoStore {
         );
         let version = h.version.map_or(1, |v| v + 1);
         it.insert(item::VERSION.into(), AttributeValue::N(version.to_string()));
+        it.insert(item::CAP.into(), AttributeValue::N(cap.to_string()));
+        it.insert(item::SPAN.into(), AttributeValue::N(span_ms.to_string()));
         it.insert(
             cfg.ttl_attribute.clone(),
             AttributeValue::N(expires_at.to_string()),

@@ -149,6 +149,38 @@ async fn the_limiter_answers_like_the_reference() {
     assert_eq!(expires, (at(600).as_millis() + 600_000) / 1000 + 1);
 }
 
+/// Dispatches whose policies limit one key differently (each keeps the
+/// policy it opened with) never make each other forget a counted text.
+#[tokio::test]
+async fn a_stricter_claim_never_drops_history_a_looser_one_counts() {
+    let s = fresh().await;
+    let key = RateKey::Line(n("+16195550000"));
+    let t0 = Timestamp::from_millis(T0);
+    let loose = vec![(key, vec![rate(3, 600)])];
+    let strict = vec![(key, vec![rate(1, 1)])];
+    assert_eq!(
+        s.acquire(t0, &loose).await.expect("acquire"),
+        Admission::Admitted
+    );
+    let t1 = t0.plus(Duration::from_secs(10));
+    assert_eq!(
+        s.acquire(t1, &loose).await.expect("acquire"),
+        Admission::Admitted
+    );
+    // The strict claim admits (one a second) and counts its text...
+    let t2 = t0.plus(Duration::from_secs(20));
+    assert_eq!(
+        s.acquire(t2, &strict).await.expect("acquire"),
+        Admission::Admitted
+    );
+    // ...without forgetting the loose claim's two: three in ten minutes.
+    let t3 = t0.plus(Duration::from_secs(30));
+    assert_eq!(
+        s.acquire(t3, &loose).await.expect("acquire"),
+        Admission::NotBefore(t0.plus(Duration::from_secs(600)))
+    );
+}
+
 #[tokio::test]
 async fn a_rate_of_zero_is_a_clear_error() {
     let s = fresh().await;
