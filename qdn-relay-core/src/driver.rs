@@ -617,23 +617,27 @@ where
             // `sweep_concurrency` of them wait on the provider at once.
             let mut handled = stream::iter(fresh)
                 .map(|d| async move {
+                    // Everything awaited for one dispatch happens in its
+                    // own future: the loop below never awaits, so it never
+                    // stops the other futures in flight.
                     let result = self.apply(d.id, Some(now), Input::Timeout).await;
-                    if self.job_sync_mode == JobSyncMode::Background && result.is_ok() {
-                        self.sync_job(d.id).await; // inline syncs ran inside apply
+                    match &result {
+                        Ok(Outcome::Unchanged(_)) if self.jobs.is_none() => {
+                            // Due only for a job sync, with no job system
+                            // wired in any more: stop it coming back.
+                            self.clear_job_retry(d.id).await;
+                        }
+                        Ok(_) if self.job_sync_mode == JobSyncMode::Background => {
+                            self.sync_job(d.id).await; // inline syncs ran in apply
+                        }
+                        _ => {}
                     }
                     (d.id, result)
                 })
                 .buffer_unordered(self.sweep_concurrency);
             while let Some((id, result)) = handled.next().await {
                 match result {
-                    Ok(Outcome::Unchanged(_)) => {
-                        if self.jobs.is_none() {
-                            // Due only for a job sync, with no job system
-                            // wired in any more: stop it coming back.
-                            self.clear_job_retry(id).await;
-                        }
-                        report.unchanged += 1;
-                    }
+                    Ok(Outcome::Unchanged(_)) => report.unchanged += 1,
                     Ok(_) => report.fired += 1,
                     Err(e) => {
                         tracing::warn!(dispatch = %id, error = %e, "sweep: dispatch failed");
