@@ -1,15 +1,17 @@
-//! The one HTTP client of the Lambda functions: hyper 1 with rustls, the
-//! stack the AWS SDK itself is built on, so the binary links a single
-//! HTTP/TLS stack. It carries the Twilio REST client
-//! ([`qdn_relay_twilio::Transport`]) and the SSM / Secrets Manager reads
-//! ([`crate::secrets::AwsSecretFetcher`]).
+//! The one HTTP client of the Lambda functions: hyper 1 with rustls, so
+//! the binary links a single HTTP/TLS stack. It carries the Twilio REST
+//! client ([`qdn_relay_twilio::Transport`]), the SSM / Secrets Manager
+//! reads ([`crate::secrets::AwsSecretFetcher`]) and the AWS SDK's DynamoDB
+//! calls ([`sdk::SdkHttpClient`], in place of the SDK's own client).
 //!
 //! - HTTP/1.1 only, `http://` or `https://`, connections pooled (90 s
-//!   idle), no redirects, no proxy (as the AWS SDK's default client).
-//! - TLS: rustls with the platform's root certificates
-//!   (`rustls-native-certs`, as the AWS SDK), loaded once per process at
-//!   the first HTTPS request, not at init; the same crypto provider as the
-//!   SDK (aws-lc-rs).
+//!   idle), no redirects, no proxy (as the AWS SDK's default client; unlike
+//!   reqwest, `HTTPS_PROXY` is not read).
+//! - TLS: rustls with aws-lc-rs (post-quantum key exchange preferred, as
+//!   the SDK's client) and the platform's root certificates
+//!   (`rustls-native-certs`, as the SDK), read once per process: when the
+//!   DynamoDB client is built at init (as the SDK's own client does), else
+//!   at the first request.
 //! - A connect timeout per client, an overall timeout per exchange
 //!   (reading the body included).
 
@@ -169,6 +171,163 @@ impl AnswerBody for HyperBody {
                     // Trailers: nothing to read.
                 }
             }
+        }
+    }
+}
+
+/// The AWS SDK's HTTP client ([`aws_smithy_runtime_api::client::http::HttpClient`])
+/// over [`HttpsClient`]: the DynamoDB client sends through the same hyper /
+/// rustls stack as everything else, so the SDK's own client (and its
+/// HTTP/2 implementation, unused by DynamoDB) stays out of the binary.
+///
+/// Connect and read timeouts come from the SDK's settings (per operation
+/// configuration, one pool per distinct connect timeout); transport
+/// failures map to the SDK's error classes as its own client maps them
+/// (connection failures and dropped connections are I/O errors, which its
+/// retry strategy retries).
+#[cfg(feature = "dynamo")]
+pub mod sdk {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+    use aws_smithy_runtime_api::box_error::BoxError;
+    use aws_smithy_runtime_api::client::runtime_components::{
+        RuntimeComponents, RuntimeComponentsBuilder,
+    };
+    use aws_smithy_types::config_bag::ConfigBag;
+    use aws_smithy_types::body::SdkBody;
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    use super::HttpsClient;
+
+    /// The connect timeout when the SDK's settings give none.
+    const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+
+    /// See the [module docs](self).
+    #[derive(Debug, Default, Clone)]
+    pub struct SdkHttpClient {
+        /// One client per connect timeout seen (in practice one).
+        pools: Arc<Mutex<Vec<(Duration, HttpsClient)>>>,
+    }
+
+    impl SdkHttpClient {
+        /// A client with no connection made yet.
+        pub fn new() -> Self {
+            Self::default()
+        }
+
+        fn pool(&self, connect_timeout: Duration) -> HttpsClient {
+            let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, c)) = pools.iter().find(|(t, _)| *t == connect_timeout) {
+                return c.clone();
+            }
+            let c = HttpsClient::new(connect_timeout);
+            pools.push((connect_timeout, c.clone()));
+            c
+        }
+    }
+
+    impl HttpClient for SdkHttpClient {
+        /// Called when an SDK client is built: as the SDK's own client
+        /// does, the root certificates are read now, at init, rather than
+        /// by the first request.
+        fn validate_base_client_config(
+            &self,
+            _: &RuntimeComponentsBuilder,
+            _: &ConfigBag,
+        ) -> Result<(), BoxError> {
+            let _ = super::tls_config();
+            Ok(())
+        }
+
+        fn http_connector(
+            &self,
+            settings: &HttpConnectorSettings,
+            _components: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(Connector {
+                http: self.pool(
+                    settings
+                        .connect_timeout()
+                        .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+                ),
+                read_timeout: settings.read_timeout(),
+            })
+        }
+    }
+
+    #[derive(Debug)]
+    struct Connector {
+        http: HttpsClient,
+        read_timeout: Option<Duration>,
+    }
+
+    impl HttpConnector for Connector {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let http = self.http.clone();
+            let read_timeout = self.read_timeout;
+            HttpConnectorFuture::new(async move {
+                let request = request
+                    .try_into_http1x()
+                    .map_err(|e| ConnectorError::user(e.into()))?;
+                let (head, body) = request.into_parts();
+                // DynamoDB's requests are JSON in memory; a streaming body
+                // is not something this client sends.
+                let body = body.bytes().map(Bytes::copy_from_slice).ok_or_else(|| {
+                    ConnectorError::user("a streaming request body is not supported".into())
+                })?;
+                let request = http::Request::from_parts(head, Full::new(body));
+                let hyper = http
+                    .hyper()
+                    .map_err(|e| ConnectorError::io(e.message.into()))?;
+                let sent = hyper.request(request);
+                let resp = match read_timeout {
+                    Some(t) => tokio::time::timeout(t, sent).await.map_err(|_| {
+                        ConnectorError::timeout(
+                            format!("no answer within the read timeout ({t:?})").into(),
+                        )
+                    })?,
+                    None => sent.await,
+                }
+                .map_err(to_connector_error)?;
+                let resp = resp.map(SdkBody::from_body_1_x);
+                HttpResponse::try_from(resp).map_err(|e| ConnectorError::other(e.into(), None))
+            })
+        }
+    }
+
+    /// The SDK's classes, as its own hyper client assigns them.
+    fn to_connector_error(e: hyper_util::client::legacy::Error) -> ConnectorError {
+        if e.is_connect() {
+            return ConnectorError::io(e.into());
+        }
+        let hyper = {
+            let mut src = std::error::Error::source(&e);
+            let mut found = None;
+            while let Some(s) = src {
+                if let Some(h) = s.downcast_ref::<hyper::Error>() {
+                    found = Some((
+                        h.is_timeout(),
+                        h.is_user(),
+                        h.is_closed() || h.is_canceled() || h.is_incomplete_message(),
+                    ));
+                    break;
+                }
+                src = s.source();
+            }
+            found
+        };
+        match hyper {
+            Some((true, _, _)) => ConnectorError::timeout(e.into()),
+            Some((_, true, _)) => ConnectorError::user(e.into()),
+            Some((_, _, true)) => ConnectorError::io(e.into()),
+            _ => ConnectorError::other(e.into(), None),
         }
     }
 }

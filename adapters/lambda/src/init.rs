@@ -258,6 +258,8 @@ pub fn init_logging() {
 /// an optional `AWS_ENDPOINT_URL`. Unlike `aws_config::load_defaults` it
 /// reads no profile files and links no other credential source (STS, SSO,
 /// IMDS, ECS), which Lambda never needs: a smaller binary, a faster init.
+/// The SDK sends through the functions' HTTP client
+/// ([`crate::https::sdk::SdkHttpClient`]), not its own.
 #[cfg(feature = "dynamo")]
 pub fn aws_config(env: &Env) -> aws_config::SdkConfig {
     use aws_config::environment::EnvironmentVariableCredentialsProvider;
@@ -270,6 +272,7 @@ pub fn aws_config(env: &Env) -> aws_config::SdkConfig {
     let mut b = aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(region)
+        .http_client(crate::https::sdk::SdkHttpClient::new())
         .credentials_provider(SharedCredentialsProvider::new(
             EnvironmentVariableCredentialsProvider::new(),
         ));
@@ -297,7 +300,7 @@ pub fn service_config(
 /// resolved through SSM and Secrets Manager, feature `secrets`), the
 /// DynamoDB store on
 /// `RELAY_DYNAMO_TABLE`, the provider and the relay. The AWS configuration
-/// ([`aws_config`]) is built once and shared.
+/// ([`aws_config()`]) is built once and shared.
 #[cfg(feature = "dynamo")]
 pub async fn from_env() -> Result<(RelaySettings, Arc<DynRelay>), InitError> {
     let mut env = Env::from_process();

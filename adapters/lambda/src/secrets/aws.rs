@@ -82,8 +82,8 @@ impl Endpoints {
     }
 }
 
-/// Reads SSM Parameter Store and Secrets Manager (see the [module
-/// docs](self)). Settings missing from the environment (region,
+/// Reads SSM Parameter Store and Secrets Manager: one signed JSON call
+/// each, retried on throttling, 5xx and transport failures. Settings missing from the environment (region,
 /// credentials) are reported by the first read, naming the variable.
 pub struct AwsSecretFetcher {
     http: Arc<dyn Transport>,

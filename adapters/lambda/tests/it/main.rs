@@ -6,10 +6,12 @@
 //!   emulator, with moto as DynamoDB, through a whole cascade;
 //! - `secrets`: secret references read from moto's SSM and Secrets
 //!   Manager (and wiremock) over the functions' HTTP client;
-//! - `twilio_transport`: the Twilio REST client over that HTTP client.
+//! - `twilio_transport`: the Twilio REST client over that HTTP client;
+//! - `sdk_http`: the AWS SDK (DynamoDB) over that HTTP client.
 
 mod emulator;
 mod fixtures;
 mod handlers;
+mod sdk_http;
 mod secrets;
 mod twilio_transport;
