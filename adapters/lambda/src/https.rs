@@ -190,17 +190,17 @@ pub mod sdk {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    use aws_smithy_runtime_api::box_error::BoxError;
     use aws_smithy_runtime_api::client::http::{
         HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
     };
     use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
     use aws_smithy_runtime_api::client::result::ConnectorError;
-    use aws_smithy_runtime_api::box_error::BoxError;
     use aws_smithy_runtime_api::client::runtime_components::{
         RuntimeComponents, RuntimeComponentsBuilder,
     };
-    use aws_smithy_types::config_bag::ConfigBag;
     use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::config_bag::ConfigBag;
     use bytes::Bytes;
     use http_body_util::Full;
 
