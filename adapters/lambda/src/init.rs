@@ -27,6 +27,11 @@ pub const VARIABLES: &[&str] = &[
     "RELAY_DASHBOARD_TOKEN",
     "RELAY_CORS_ORIGINS",
     "RELAY_DYNAMO_TABLE",
+    "RELAY_DYNAMO_KEYS",
+    "RELAY_DYNAMO_KEY_PREFIX",
+    "RELAY_DYNAMO_DUE_INDEX",
+    "RELAY_DYNAMO_LIST_INDEX",
+    "RELAY_DYNAMO_TTL_ATTRIBUTE",
     "TWILIO_ACCOUNT_SID",
     "TWILIO_AUTH_TOKEN",
     "TWILIO_AUTH_TOKEN_SECONDARY",
@@ -63,6 +68,14 @@ pub enum InitError {
         var: &'static str,
         /// What it is for.
         why: &'static str,
+    },
+    /// A variable's value is invalid.
+    #[error("{var}: {reason}")]
+    Invalid {
+        /// The variable (for a layout that is wrong as a whole, the table's).
+        var: &'static str,
+        /// What is wrong.
+        reason: String,
     },
 }
 
@@ -145,6 +158,59 @@ impl Env {
     }
 }
 
+#[cfg(feature = "dynamo")]
+impl Env {
+    /// The DynamoDB layout: `RELAY_DYNAMO_TABLE`, and to live in an
+    /// application's table (see `qdn_relay_dynamo`'s "Sharing an
+    /// application's table"): `RELAY_DYNAMO_KEYS` (`PK,SK`: the table's key
+    /// attributes), `RELAY_DYNAMO_KEY_PREFIX`, `RELAY_DYNAMO_DUE_INDEX` and
+    /// `RELAY_DYNAMO_LIST_INDEX` (`name,partition key,sort key`) and
+    /// `RELAY_DYNAMO_TTL_ATTRIBUTE`. Unset ones keep the relay's defaults;
+    /// the whole is checked by `DynamoConfig::validate`.
+    pub fn dynamo_config(&self) -> Result<qdn_relay_dynamo::DynamoConfig, InitError> {
+        use qdn_relay_dynamo::{DynamoConfig, IndexNames};
+        let parts = |var: &'static str, n: usize| -> Result<Option<Vec<String>>, InitError> {
+            let Some(v) = self.get(var) else {
+                return Ok(None);
+            };
+            let p: Vec<String> = v.split(',').map(|s| s.trim().to_owned()).collect();
+            if p.len() != n || p.iter().any(String::is_empty) {
+                let shape = if n == 2 {
+                    "partition key,sort key"
+                } else {
+                    "index name,partition key,sort key"
+                };
+                return Err(InitError::Invalid {
+                    var,
+                    reason: format!("expected {n} comma-separated names ({shape}), got {v:?}"),
+                });
+            }
+            Ok(Some(p))
+        };
+        let mut c = DynamoConfig::new(self.table()?);
+        if let Some(k) = parts("RELAY_DYNAMO_KEYS", 2)? {
+            c = c.keys(k[0].clone(), k[1].clone());
+        }
+        if let Some(p) = self.get("RELAY_DYNAMO_KEY_PREFIX") {
+            c = c.key_prefix(p);
+        }
+        if let Some(i) = parts("RELAY_DYNAMO_DUE_INDEX", 3)? {
+            c = c.due_index(IndexNames::new(i[0].clone(), i[1].clone(), i[2].clone()));
+        }
+        if let Some(i) = parts("RELAY_DYNAMO_LIST_INDEX", 3)? {
+            c = c.list_index(IndexNames::new(i[0].clone(), i[1].clone(), i[2].clone()));
+        }
+        if let Some(t) = self.get("RELAY_DYNAMO_TTL_ATTRIBUTE") {
+            c.ttl_attribute = t.trim().to_owned();
+        }
+        c.validate().map_err(|e| InitError::Invalid {
+            var: "RELAY_DYNAMO_TABLE",
+            reason: format!("the DynamoDB layout is invalid: {e}"),
+        })?;
+        Ok(c)
+    }
+}
+
 /// `RELAY_PUBLIC_URL`, parsed.
 pub fn public_base(settings: &RelaySettings) -> Result<Option<PublicBase>, BadPublicBase> {
     settings
@@ -190,12 +256,13 @@ pub fn provider(settings: &RelaySettings, env: &Env) -> Result<Arc<dyn SmsProvid
 }
 
 /// The relay over these ports, for the settings' business line and
-/// policy, keeping opt-outs in `opt_outs`, publishing its events to the log
-/// (and to `extra_sinks`).
+/// policy, keeping opt-outs in `opt_outs` and rate-limit history in
+/// `limiter`, publishing its events to the log (and to `extra_sinks`).
 pub fn relay(
     settings: &RelaySettings,
     store: Arc<dyn Store>,
     opt_outs: Arc<dyn qdn_relay_core::OptOuts>,
+    limiter: Arc<dyn qdn_relay_core::RateLimiter>,
     provider: Arc<dyn SmsProvider>,
     clock: Arc<dyn Clock>,
     extra_sinks: Vec<Box<dyn EventSink>>,
@@ -206,6 +273,7 @@ pub fn relay(
         Relay::builder(store, provider, clock)
             .line(settings.line, settings.policy.clone())
             .opt_outs(opt_outs)
+            .rate_limiter(limiter)
             .sink(Arc::new(qdn_relay_core::FanoutSink(sinks)))
             .build(),
     )
@@ -318,15 +386,17 @@ pub async fn from_env() -> Result<(RelaySettings, Arc<DynRelay>), InitError> {
         env.resolve(None).await?;
     }
     let settings = env.settings()?;
-    let table = env.table()?;
+    let layout = env.dynamo_config()?;
     let store = Arc::new(qdn_relay_dynamo::DynamoStore::new(
         qdn_relay_dynamo::Client::new(&service_config(&aws, &env, "AWS_ENDPOINT_URL_DYNAMODB")),
-        qdn_relay_dynamo::DynamoConfig::new(table),
+        layout,
     ));
     let provider = provider(&settings, &env)?;
-    // Opt-outs in the same table: a STOP holds across Lambda instances.
+    // Opt-outs and rate-limit history in the same table: a STOP and a
+    // throttle hold across Lambda instances.
     let relay = relay(
         &settings,
+        store.clone(),
         store.clone(),
         store,
         provider,
@@ -372,6 +442,56 @@ mod tests {
         assert_eq!(env(BASE).table().expect("table"), "qdn-relay");
     }
 
+    #[cfg(feature = "dynamo")]
+    #[test]
+    fn a_shared_tables_layout_comes_from_the_environment() {
+        let c = env(BASE).dynamo_config().expect("defaults");
+        assert_eq!(c, qdn_relay_dynamo::DynamoConfig::new("qdn-relay"));
+        let mut pairs = BASE[..2].to_vec();
+        pairs.extend([
+            ("RELAY_DYNAMO_TABLE", "qdn-jobs"),
+            ("RELAY_DYNAMO_KEYS", "PK, SK"),
+            ("RELAY_DYNAMO_KEY_PREFIX", "RELAY#"),
+            ("RELAY_DYNAMO_DUE_INDEX", "relay-due,GSI1PK,GSI1SK"),
+            ("RELAY_DYNAMO_LIST_INDEX", "GSI2,GSI2PK,GSI2SK"),
+            ("RELAY_DYNAMO_TTL_ATTRIBUTE", "ttl"),
+        ]);
+        let c = env(&pairs).dynamo_config().expect("shared layout");
+        assert_eq!(c.table, "qdn-jobs");
+        assert_eq!(
+            (c.partition_key.as_str(), c.sort_key.as_str()),
+            ("PK", "SK")
+        );
+        assert_eq!(c.key_prefix, "RELAY#");
+        assert_eq!(
+            c.due_index,
+            qdn_relay_dynamo::IndexNames::new("relay-due", "GSI1PK", "GSI1SK")
+        );
+        assert_eq!(
+            c.list_index,
+            qdn_relay_dynamo::IndexNames::new("GSI2", "GSI2PK", "GSI2SK")
+        );
+        assert_eq!(c.ttl_attribute, "ttl");
+        // Every bad value names its variable.
+        for (var, value) in [
+            ("RELAY_DYNAMO_KEYS", "PK"),
+            ("RELAY_DYNAMO_DUE_INDEX", "due,due_pk"),
+            ("RELAY_DYNAMO_LIST_INDEX", "list,,list_sk"),
+            ("RELAY_DYNAMO_KEY_PREFIX", ""),
+            ("RELAY_DYNAMO_KEYS", "PK,PK"),
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.push((var, value));
+            let err = env(&pairs).dynamo_config().expect_err(value).to_string();
+            let named = if var == "RELAY_DYNAMO_KEY_PREFIX" || value == "PK,PK" {
+                "RELAY_DYNAMO_TABLE: the DynamoDB layout is invalid"
+            } else {
+                var
+            };
+            assert!(err.starts_with(named), "{var}={value:?}: {err}");
+        }
+    }
+
     #[test]
     fn the_http_function_needs_the_auth_token() {
         let e = env(BASE);
@@ -380,6 +500,7 @@ mod tests {
             &s,
             Arc::new(qdn_relay_core::MemoryStore::new()),
             Arc::new(qdn_relay_core::MemoryOptOuts::new()),
+            Arc::new(qdn_relay_core::MemoryRateLimiter::new()),
             Arc::new(DryRunProvider::new()),
             Arc::new(qdn_relay_core::SystemClock),
             Vec::new(),

@@ -15,7 +15,10 @@
 //!
 //! Both read the same environment variables as the server
 //! ([`RelaySettings`](qdn_relay_axum::RelaySettings)), plus
-//! `RELAY_DYNAMO_TABLE`; any of them may be a secret reference
+//! `RELAY_DYNAMO_TABLE` (and, to live in an application's table,
+//! `RELAY_DYNAMO_KEYS`, `RELAY_DYNAMO_KEY_PREFIX`, `RELAY_DYNAMO_DUE_INDEX`,
+//! `RELAY_DYNAMO_LIST_INDEX`, `RELAY_DYNAMO_TTL_ATTRIBUTE`: see
+//! [`init::Env::dynamo_config`]); any of them may be a secret reference
 //! (`ssm:/…`, `secretsmanager:…`, see [`secrets`]) resolved at init.
 //! Clients (AWS SDK, Twilio) are built once at init, outside the handler.
 //!
