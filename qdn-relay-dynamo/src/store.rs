@@ -14,10 +14,10 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem,
 };
-use futures_util::future::try_join_all;
+use futures_util::future::{try_join, try_join_all};
 use qdn_relay_core::{
-    ConflictReason, Dispatch, DispatchId, Due, JobId, ListFilter, PhoneNumber, ProviderMessageId,
-    Store, StoreError, Tag, Timestamp,
+    ConflictReason, Dispatch, DispatchId, Due, InboundLookup, JobId, ListFilter, PhoneNumber,
+    ProviderMessageId, Store, StoreError, Tag, Timestamp,
 };
 
 use crate::config::{ConfigError, DynamoConfig, IndexNames};
@@ -231,11 +231,7 @@ impl DynamoStore {
         let Some(item) = self.get_item(key).await? else {
             return Ok(None);
         };
-        let id = item::string(&item, item::ID)
-            .ok_or_else(|| StoreError::Corrupt("lookup item without an id".into()))?;
-        id.parse()
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("lookup item: {e}")))
+        lookup_id(&item).map(Some)
     }
 
     /// Follows a lookup item to its dispatch, keeping it only if `holds`
@@ -770,6 +766,22 @@ impl DynamoStore {
     }
 }
 
+/// The dispatch id a lookup item (inbound sid, leg sid, open customer,
+/// tag) points to.
+fn lookup_id(item: &Item) -> Result<DispatchId, StoreError> {
+    let id = item::string(item, item::ID)
+        .ok_or_else(|| StoreError::Corrupt("lookup item without an id".into()))?;
+    id.parse()
+        .map_err(|e| StoreError::Corrupt(format!("lookup item: {e}")))
+}
+
+/// The dispatch id a notified item points to.
+fn notified_id(item: &Item) -> Result<DispatchId, StoreError> {
+    item::string(item, item::ID)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt("notified item without an id".into()))
+}
+
 /// One query: a partition, optionally the sort keys below a bound, in one
 /// direction, at most `limit` items.
 struct Query<'a> {
@@ -854,6 +866,101 @@ impl Store for DynamoStore {
         .await
     }
 
+    /// One `BatchGetItem` of the candidates' tag items (consistent reads,
+    /// unprocessed keys retried): a tag item exists exactly while an open
+    /// dispatch holds the tag (it is put and deleted in the transaction that
+    /// opens or closes the dispatch), so the first candidate without one is
+    /// the first that `open_by_tag` finds free, and no dispatch is read.
+    async fn first_free_tag(&self, candidates: &[Tag]) -> Result<Option<Tag>, StoreError> {
+        self.check()?;
+        let k = self.keys();
+        // BatchGetItem refuses a key asked twice.
+        let mut distinct = HashSet::with_capacity(candidates.len());
+        let keys: Vec<Item> = candidates
+            .iter()
+            .filter(|t| distinct.insert(**t))
+            .map(|&t| {
+                let (pk, sk) = k.tag(t);
+                k.key(pk, sk)
+            })
+            .collect();
+        // No candidates: no request (`batch_get` sends none for no keys).
+        let held: HashSet<String> = self
+            .batch_get(keys)
+            .await?
+            .iter()
+            .filter_map(|it| item::string(it, &self.config.partition_key).map(str::to_owned))
+            .collect();
+        Ok(candidates
+            .iter()
+            .copied()
+            .find(|&t| !held.contains(&k.tag(t).0)))
+    }
+
+    /// One round trip for the lookups, then one for the dispatches they
+    /// lead to (none when they lead nowhere, as for a first text): a
+    /// `BatchGetItem` of the inbound-sid and open-customer items and the
+    /// `Query` of the sender's newest notified item, concurrently; then one
+    /// `BatchGetItem` of the distinct dispatches found, each checked as the
+    /// single lookups check it. See the crate docs for the counts.
+    async fn inbound_lookup(
+        &self,
+        line: PhoneNumber,
+        from: PhoneNumber,
+        sid: &ProviderMessageId,
+    ) -> Result<InboundLookup, StoreError> {
+        self.check()?;
+        let k = self.keys();
+        let (in_pk, in_sk) = k.inbound(item::sid_str(sid));
+        let (open_pk, open_sk) = k.open(line, from);
+        let gets = self.batch_get(vec![
+            k.key(in_pk.clone(), in_sk),
+            k.key(open_pk.clone(), open_sk),
+        ]);
+        // `open_for_dispatcher(from, 1)`: the most recently notified item.
+        let newest = self.query(Query {
+            index: None,
+            pk_attr: &self.config.partition_key,
+            pk: k.notified_pk(&from.to_string()),
+            sk_attr: &self.config.sort_key,
+            below: None,
+            forward: false,
+            limit: 1,
+        });
+        let (lookups, newest) = try_join(gets, newest).await?;
+        let (mut repeated, mut open) = (None, None);
+        for it in &lookups {
+            match item::string(it, &self.config.partition_key) {
+                Some(pk) if pk == in_pk => repeated = Some(lookup_id(it)?),
+                Some(pk) if pk == open_pk => open = Some(lookup_id(it)?),
+                _ => {
+                    return Err(StoreError::Corrupt(
+                        "BatchGetItem returned an item that was not asked for".into(),
+                    ));
+                }
+            }
+        }
+        let notified = newest.first().map(notified_id).transpose()?;
+        let mut ids = Vec::with_capacity(3);
+        for id in [notified, repeated, open].into_iter().flatten() {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let found = self.load_many(&ids).await?;
+        let get = |id: Option<DispatchId>| id.and_then(|id| found.get(&id));
+        Ok(InboundLookup {
+            notified: get(notified)
+                .is_some_and(|d| d.state().is_open() && d.notified().contains(&from)),
+            repeated: get(repeated)
+                .filter(|d| d.inbound_sids().any(|s| s == sid))
+                .cloned(),
+            open: get(open)
+                .filter(|d| d.state().is_open() && d.line() == line && d.customer() == from)
+                .cloned(),
+        })
+    }
+
     async fn open_for_dispatcher(
         &self,
         dispatcher: PhoneNumber,
@@ -878,9 +985,7 @@ impl Store for DynamoStore {
         let mut ids = Vec::with_capacity(items.len());
         let mut seen = HashSet::new();
         for it in &items {
-            let id: DispatchId = item::string(it, item::ID)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| StoreError::Corrupt("notified item without an id".into()))?;
+            let id = notified_id(it)?;
             if seen.insert(id) {
                 ids.push(id);
             }

@@ -22,9 +22,9 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use qdn_relay_core::{
-    ConflictReason, DashboardAction, Dispatch, DispatchId, Due, EventKind, InboundText, JobId,
-    ListFilter, ManualClock, Outcome, PhoneNumber, Policy, ProviderMessageId, Purpose,
-    RecordingProvider, Relay, State, Store, StoreError, Tag, Timestamp,
+    ConflictReason, DashboardAction, Dispatch, DispatchId, Due, EventKind, InboundLookup,
+    InboundText, JobId, ListFilter, ManualClock, Outcome, PhoneNumber, Policy, ProviderMessageId,
+    Purpose, RecordingProvider, Relay, State, Store, StoreError, Tag, Timestamp,
 };
 use qdn_relay_dynamo::DynamoStore;
 use tokio::sync::{Barrier, Mutex};
@@ -306,6 +306,17 @@ impl Store for Counting {
     }
     async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError> {
         self.inner.open_by_tag(tag).await
+    }
+    async fn first_free_tag(&self, candidates: &[Tag]) -> Result<Option<Tag>, StoreError> {
+        self.inner.first_free_tag(candidates).await
+    }
+    async fn inbound_lookup(
+        &self,
+        line: PhoneNumber,
+        from: PhoneNumber,
+        sid: &ProviderMessageId,
+    ) -> Result<InboundLookup, StoreError> {
+        self.inner.inbound_lookup(line, from, sid).await
     }
     async fn open_for_dispatcher(
         &self,

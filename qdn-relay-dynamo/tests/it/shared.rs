@@ -19,7 +19,7 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, PutRequest, ScalarAttributeType, TimeToLiveSpecification, WriteRequest,
 };
 use qdn_relay_core::{
-    Admission, Dispatch, DispatchId, Due, JobId, ListFilter, OptOuts, PhoneNumber,
+    Admission, Dispatch, DispatchId, Due, InboundLookup, JobId, ListFilter, OptOuts, PhoneNumber,
     ProviderMessageId, Rate, RateKey, RateLimiter, Store, StoreError, Tag, Timestamp,
 };
 use qdn_relay_dynamo::{DynamoConfig, DynamoStore, IndexNames, wait_until_active};
@@ -468,6 +468,22 @@ impl Store for Watched {
     async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError> {
         let r = self.inner.open_by_tag(tag).await;
         self.one("open_by_tag", &r);
+        r
+    }
+    async fn first_free_tag(&self, candidates: &[Tag]) -> Result<Option<Tag>, StoreError> {
+        self.inner.first_free_tag(candidates).await
+    }
+    async fn inbound_lookup(
+        &self,
+        line: PhoneNumber,
+        from: PhoneNumber,
+        sid: &ProviderMessageId,
+    ) -> Result<InboundLookup, StoreError> {
+        let r = self.inner.inbound_lookup(line, from, sid).await;
+        if let Ok(l) = &r {
+            self.one("inbound_lookup (repeated)", &Ok(l.repeated.clone()));
+            self.one("inbound_lookup (open)", &Ok(l.open.clone()));
+        }
         r
     }
     async fn open_for_dispatcher(
