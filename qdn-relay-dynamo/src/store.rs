@@ -884,13 +884,23 @@ impl Store for DynamoStore {
                 k.key(pk, sk)
             })
             .collect();
-        // No candidates: no request (`batch_get` sends none for no keys).
-        let held: HashSet<String> = self
-            .batch_get(keys)
-            .await?
-            .iter()
-            .filter_map(|it| item::string(it, &self.config.partition_key).map(str::to_owned))
-            .collect();
+        // One request per 100 distinct candidates (the driver asks 32),
+        // stopping at the first batch with a free one: the batches follow
+        // the order given, so its first free candidate is the answer.
+        let mut held = HashSet::new();
+        for chunk in keys.chunks(BATCH_GET_KEYS) {
+            let items = self.batch_get(chunk.to_vec()).await?;
+            let all_held = items.len() == chunk.len();
+            held.extend(
+                items
+                    .iter()
+                    .filter_map(|it| item::string(it, &self.config.partition_key))
+                    .map(str::to_owned),
+            );
+            if !all_held {
+                break;
+            }
+        }
         Ok(candidates
             .iter()
             .copied()
