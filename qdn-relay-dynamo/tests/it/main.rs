@@ -7,6 +7,7 @@
 //! (`/moto-api/reset`) from a test would delete the tables other tests are
 //! using. The script starts a fresh emulator for every run instead.
 
+mod calls;
 mod common;
 mod contract;
 mod errors;
