@@ -76,6 +76,8 @@
 //! |---|---|
 //! | `get` | `GetItem` of the dispatch item |
 //! | `by_inbound_sid`, `by_leg_sid`, `open_for_customer`, `open_by_tag` | `GetItem` of the lookup item, then `GetItem` of the dispatch |
+//! | `first_free_tag` | one `BatchGetItem` of the candidates' tag items (per 100 distinct candidates, stopping at the first hundred with a free one); no dispatch is read |
+//! | `inbound_lookup` | a `BatchGetItem` of the inbound-sid and open-customer items and the `Query` of `open_for_dispatcher(from, 1)`, concurrently; then, if they lead anywhere, one `BatchGetItem` of the dispatches |
 //! | `open_for_dispatcher` | `Query` of the dispatcher's notified partition, newest first, `limit`; then `BatchGetItem` |
 //! | `by_job` | `Query` of the job's partition, backwards (ids sort by time, so newest first), `limit`; then `BatchGetItem` |
 //! | `due` | one `Query` per shard of `due`, concurrently |
@@ -93,6 +95,38 @@
 //! no-op). A lookup item is followed only if the dispatch it leads to still
 //! matches (holds the sid, is open, has the tag), so a lookup never returns
 //! a dispatch that does not qualify.
+//!
+//! ### An inbound text
+//!
+//! On Lambda every request is a network round trip, so the two calls every
+//! text makes are answered in as few as possible. `inbound_lookup` sends
+//! its two independent reads at once and reads the dispatches they lead
+//! to (at most three, one `BatchGetItem`, none for a first text), each
+//! checked as the single lookups check theirs: the same answer as the
+//! three calls of the trait's default. `first_free_tag` reads every
+//! candidate's tag item in one `BatchGetItem`: a tag item exists exactly
+//! while an open dispatch holds the tag (it is put and deleted in the
+//! transaction that opens or closes the dispatch), so the first candidate
+//! without one is the first `open_by_tag` finds free. Requests (round
+//! trips), before the store overrode the two (the trait's defaults) and
+//! now:
+//!
+//! | text | the trait's defaults | now |
+//! |---|---|---|
+//! | a customer's first text: `inbound_lookup` | 3 (3): `Query`, `GetItem`, `GetItem` | 2 (1): `BatchGetItem` ‖ `Query` |
+//! | the new dispatch's tag: `first_free_tag`, `h` candidates held before the first free one | 1 + 2`h` (1 + 2`h`): `GetItem` of a tag item, and of its dispatch when held | 1 (1): `BatchGetItem` |
+//! | a customer's first text through the relay (tag free at once; the in-memory opt-outs and rate limits): lookups, tag, the new dispatch, the forward's outcome | 6 (6) | 5 (4) |
+//! | a customer's next text: `inbound_lookup` | 4 (4) | 3 (2) |
+//! | a repeated webhook: `inbound_lookup` | 5 (5) | 3 (2) |
+//! | a text from someone texted about an open dispatch (not in the line's policy, which the driver asks first): `inbound_lookup` | 4 (4) | 3 (2) |
+//!
+//! The integration test `calls` counts these requests at the HTTP client
+//! and pins every number. The price is read units: the tag read asks for
+//! all of the driver's 32 candidates, each billed as a consistent read of
+//! a small item, found or not (a few dollars per million new dispatches
+//! at on-demand rates), where the defaults usually read one. What it buys
+//! is latency: Twilio waits for the webhook's answer, and a round trip
+//! saved is one less wait on it.
 //!
 //! ## Saves
 //!
