@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::dispatch::SkipReason;
 use crate::types::{PhoneNumber, ProviderMessageId, Timestamp};
 
-/// The longest body the relay sends, in characters (Twilio's limit for one
-/// message, split into at most 10 segments).
+/// The longest body the relay sends (Twilio's limit for one message), as
+/// [`body_len`] counts it.
 pub const MAX_BODY_CHARS: usize = 1600;
 
 /// A text that reached a business line: from a customer, or from a
@@ -380,10 +380,57 @@ pub enum Input {
     OptIn(PhoneNumber),
 }
 
-/// Builds a body that fits [`MAX_BODY_CHARS`]: if `s` is longer, it is cut
-/// on a character boundary and ends with `…`.
+/// GSM-7's extension characters: one character, two septets.
+const GSM7_EXTENSION: &str = "\u{000C}^{}\\[~]|€";
+
+/// A body's length as Twilio's 1,600-character limit may count it, taken
+/// conservatively: UTF-16 code units (an emoji outside the Basic
+/// Multilingual Plane is two), with GSM-7's extension characters (`^ { } \
+/// [ ~ ] | €`, form feed), which take two septets, counted twice too.
+///
+/// ```
+/// use qdn_relay_core::body_len;
+/// assert_eq!(body_len("hello"), 5);
+/// assert_eq!(body_len("😀"), 2);
+/// assert_eq!(body_len("{€}"), 6);
+/// ```
+pub fn body_len(s: &str) -> usize {
+    s.chars().map(char_cost).sum()
+}
+
+fn char_cost(c: char) -> usize {
+    if c.len_utf16() > 1 || GSM7_EXTENSION.contains(c) {
+        2
+    } else {
+        1
+    }
+}
+
+/// Builds a body that fits [`MAX_BODY_CHARS`] as [`body_len`] counts it:
+/// a longer body is cut on a character boundary and ends with `...`
+/// (three GSM-7 dots, not `…`, which would force a GSM-7 text into UCS-2
+/// and more than double its segments).
 pub fn fit_body(s: &str) -> String {
-    fit_chars(s, MAX_BODY_CHARS)
+    // A character costs at most two per byte of UTF-8 (`{` is one byte
+    // and two septets), so a short body fits without counting.
+    if s.len() * 2 <= MAX_BODY_CHARS || body_len(s) <= MAX_BODY_CHARS {
+        return s.to_owned();
+    }
+    const MORE: &str = "...";
+    let budget = MAX_BODY_CHARS - MORE.len();
+    let mut used = 0;
+    let mut cut = 0;
+    for (i, c) in s.char_indices() {
+        used += char_cost(c);
+        if used > budget {
+            break;
+        }
+        cut = i + c.len_utf8();
+    }
+    let mut out = String::with_capacity(cut + MORE.len());
+    out.push_str(&s[..cut]);
+    out.push_str(MORE);
+    out
 }
 
 pub(crate) fn fit_chars(s: &str, max: usize) -> String {
@@ -418,12 +465,27 @@ mod tests {
     #[test]
     fn bodies_fit_the_limit() {
         assert_eq!(fit_body("short"), "short");
+        // é is GSM-7: one each.
         let long = "é".repeat(2000);
         let fitted = fit_body(&long);
         assert_eq!(fitted.chars().count(), MAX_BODY_CHARS);
-        assert!(fitted.ends_with('…'));
-        let exact = "x".repeat(MAX_BODY_CHARS);
+        assert!(fitted.ends_with("..."));
+        let exact = "é".repeat(MAX_BODY_CHARS);
         assert_eq!(fit_body(&exact), exact);
+        // Emoji are two UTF-16 units: 1,600 of them are too long.
+        let emoji = "😀".repeat(MAX_BODY_CHARS);
+        let fitted = fit_body(&emoji);
+        assert!(body_len(&fitted) <= MAX_BODY_CHARS, "{}", body_len(&fitted));
+        assert!(fitted.encode_utf16().count() <= MAX_BODY_CHARS);
+        assert_eq!(fitted.chars().filter(|c| *c == '😀').count(), 798);
+        assert_eq!(fit_body(&"😀".repeat(800)), "😀".repeat(800));
+        // GSM-7 extension characters take two septets.
+        let braces = "{".repeat(900);
+        assert_eq!(body_len(&fit_body(&braces)), MAX_BODY_CHARS - 1);
+        // Never cut inside a character; the dots keep GSM-7 texts GSM-7.
+        let mixed = format!("{}😀😀", "a".repeat(1597));
+        let fitted = fit_body(&mixed);
+        assert_eq!(fitted, format!("{}...", "a".repeat(1597)));
     }
 
     #[test]

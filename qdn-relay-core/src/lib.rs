@@ -56,7 +56,8 @@ pub use event::{Effect, EscalationReason, EventKind, OutboundMessage, RelayEvent
 pub use failover::Failover;
 pub use input::{
     Actor, Command, DashboardAction, DeliveryError, DeliveryReport, DeliveryStatus, ErrorClass,
-    InboundText, Input, MAX_BODY_CHARS, Media, RouteReason, SendError, SendErrorKind, fit_body,
+    InboundText, Input, MAX_BODY_CHARS, Media, RouteReason, SendError, SendErrorKind, body_len,
+    fit_body,
 };
 pub use jobs::{
     JOB_RETRY_MAX, JOB_RETRY_MIN, JobItem, JobMessage, JobSync, JobWork, Jobs, JobsError,

@@ -71,9 +71,10 @@
 //!
 //! Twilio accepts at most 1,600 characters per message. The client passes
 //! every body through [`qdn_relay_core::fit_body`]: a longer body is cut on
-//! a character boundary after 1,599 characters and ends with `…`, so it is
-//! exactly 1,600 characters. [`segments`] tells how many SMS segments a
-//! body costs.
+//! a character boundary and ends with `...`, so that its length as Twilio
+//! may count it ([`qdn_relay_core::body_len`]: UTF-16 code units, GSM-7
+//! extension characters twice) is at most 1,600; the dots keep a GSM-7
+//! body GSM-7. [`segments`] tells how many SMS segments a body costs.
 
 #![warn(missing_docs)]
 

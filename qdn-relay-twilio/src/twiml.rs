@@ -78,6 +78,6 @@ mod tests {
             .and_then(|t| t.strip_suffix("</Message></Response>"))
             .unwrap();
         assert_eq!(inner.chars().count(), 1600);
-        assert!(inner.ends_with('…'));
+        assert!(inner.ends_with("..."));
     }
 }

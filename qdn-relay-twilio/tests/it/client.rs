@@ -183,10 +183,16 @@ async fn the_body_never_exceeds_1600_chars() {
         .collect();
     for b in &bodies {
         assert!(b.chars().count() <= 1600, "{} chars", b.chars().count());
+        assert!(
+            b.encode_utf16().count() <= 1600,
+            "{} UTF-16 units",
+            b.encode_utf16().count()
+        );
     }
     assert_eq!(bodies[0].chars().count(), 1600);
-    assert_eq!(bodies[0], format!("{}…", "x".repeat(1599)));
-    assert_eq!(bodies[1], format!("{}…", "🚗".repeat(1599)));
+    assert_eq!(bodies[0], format!("{}...", "x".repeat(1597)));
+    // An emoji is two UTF-16 units.
+    assert_eq!(bodies[1], format!("{}...", "🚗".repeat(798)));
     assert_eq!(bodies[2], exact, "a body of exactly 1,600 chars is kept");
 }
 
