@@ -579,8 +579,12 @@ pub async fn by_job_newest_first_and_follows_links<S: Store + ?Sized>(s: &S) {
     // a2 is linked after it was first saved.
     let expected = a2.version();
     assert!(
-        !a2.link_job(Timestamp::from_millis(T0 + 30_000), job("dumpster #1042"))
-            .is_empty()
+        !a2.link_job(
+            Timestamp::from_millis(T0 + 30_000),
+            job("dumpster #1042"),
+            true
+        )
+        .is_empty()
     );
     a2.set_version(expected + 1);
     must_save(s, &a2, expected).await;
@@ -607,7 +611,7 @@ pub async fn by_job_newest_first_and_follows_links<S: Store + ?Sized>(s: &S) {
     // Re-linking moves it.
     let expected = a2.version();
     assert!(
-        !a2.link_job(Timestamp::from_millis(T0 + 50_000), job("other"))
+        !a2.link_job(Timestamp::from_millis(T0 + 50_000), job("other"), false)
             .is_empty()
     );
     a2.set_version(expected + 1);

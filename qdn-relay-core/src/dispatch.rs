@@ -1647,20 +1647,24 @@ impl Dispatch {
         Some(out)
     }
 
-    /// Links the dispatch to a job (replacing any earlier link): the whole
-    /// conversation so far is owed to that job. Returns the events; empty
-    /// when it was already linked to `job`.
-    pub fn link_job(&mut self, now: Timestamp, job: JobId) -> Vec<Effect> {
+    /// Links the dispatch to a job (replacing any earlier link). With
+    /// `sync` (the relay has a [`crate::Jobs`] port) the whole conversation
+    /// so far is owed to that job; without, only the link is recorded (for
+    /// lookups by job). Returns the events; empty when it was already
+    /// linked to `job`.
+    pub fn link_job(&mut self, now: Timestamp, job: JobId, sync: bool) -> Vec<Effect> {
         if self.job_id.as_ref() == Some(&job) {
             return Vec::new();
         }
         let mut out = Vec::new();
         let mut fx = Fx { out: &mut out };
         self.job_id = Some(job.clone());
-        self.job_sync = Some(Box::new(JobSync {
-            resolved: true,
-            ..JobSync::default()
-        }));
+        if sync {
+            self.job_sync = Some(Box::new(JobSync {
+                resolved: true,
+                ..JobSync::default()
+            }));
+        }
         self.emit(now, &mut fx, EventKind::JobLinked { job });
         self.finish_job_sync(now);
         out

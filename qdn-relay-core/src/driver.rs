@@ -521,8 +521,9 @@ where
         self.apply(id, None, Input::Dashboard(action)).await
     }
 
-    /// Links a dispatch to a host job (replacing any earlier link) and
-    /// syncs the whole conversation so far to it.
+    /// Links a dispatch to a host job (replacing any earlier link). With a
+    /// job system wired in, the whole conversation so far is synced to the
+    /// job; without one, the link is recorded for lookups by job.
     pub async fn link_job(&self, id: DispatchId, job: JobId) -> Result<Outcome, RelayError> {
         for _ in 0..MAX_CONFLICT_RETRIES {
             let mut d = self
@@ -531,7 +532,7 @@ where
                 .await?
                 .ok_or_else(|| RelayError::NotFound(id.to_string()))?;
             let expected = d.version();
-            let effects = d.link_job(self.clock.now(), job.clone());
+            let effects = d.link_job(self.clock.now(), job.clone(), self.jobs.is_some());
             if effects.is_empty() {
                 return Ok(Outcome::Unchanged(id));
             }

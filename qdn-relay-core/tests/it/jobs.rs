@@ -449,6 +449,31 @@ async fn jobs_a_relay_without_a_job_system_stops_owing_syncs() {
 }
 
 #[tokio::test]
+async fn jobs_without_a_job_system_a_link_is_only_a_link() {
+    let c = cast();
+    let sim = Simulation::new(c.line, policy(&c));
+    sim.customer_texts(c.customer, "hello").await.expect("ok");
+    let d = only(&sim);
+    let j = job("J-plain");
+    sim.relay.link_job(d.id(), j.clone()).await.expect("linked");
+    let d = only(&sim);
+    assert_eq!(d.job_id(), Some(&j));
+    assert!(
+        d.job_sync().is_none(),
+        "nothing is owed to a job system that is not there"
+    );
+    assert!(d.status().job_sync.is_none());
+    assert_eq!(d.next_deadline(), d.level_deadline());
+    let found = sim
+        .relay
+        .find("J-plain")
+        .await
+        .expect("find")
+        .expect("found");
+    assert_eq!(found.id(), d.id());
+}
+
+#[tokio::test]
 async fn jobs_in_background_mode_the_host_or_the_sweep_syncs() {
     let c = cast();
     let sim = Simulation::with_jobs(c.line, policy(&c));
