@@ -284,7 +284,7 @@ async fn job_items_move_with_the_link_and_expire_with_the_dispatch() {
     // Re-linked by another process (no cached index facts).
     let expected = d.version();
     let at = d.updated_at().plus(Duration::from_secs(1));
-    assert!(!d.link_job(at, job("other")).is_empty());
+    assert!(!d.link_job(at, job("other"), true).is_empty());
     d.set_version(expected + 1);
     other_process
         .save(&d, expected)
