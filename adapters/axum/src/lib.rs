@@ -45,12 +45,16 @@ mod error;
 mod events;
 mod maintenance;
 mod routes;
+#[cfg(feature = "serve")]
+mod serve;
 
 pub use config::{RelaySettings, SettingsError};
 pub use dry_run::DryRunProvider;
 pub use error::ApiError;
 pub use events::EventHub;
 pub use maintenance::MaintenanceSink;
+#[cfg(feature = "serve")]
+pub use serve::{serve, serve_until, shutdown_signal};
 
 /// The relay with every port as a trait object: what the router serves.
 pub type DynRelay = Relay<dyn Store, dyn SmsProvider, dyn Clock>;

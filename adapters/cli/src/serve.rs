@@ -256,63 +256,10 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
-    // The sweeper, and the server; both stop on SIGTERM / Ctrl-C.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sweeper = {
-        let relay = relay.clone();
-        let mut stop = stop_rx.clone();
-        let every = l.sweep_every;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        let r = relay.sweep().await;
-                        if r.fired > 0 || !r.is_ok() {
-                            tracing::debug!(fired = r.fired, errors = r.errors.len(), "sweep");
-                        }
-                    }
-                    _ = stop.changed() => break,
-                }
-            }
-        })
-    };
-    let mut stop = stop_rx.clone();
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-        let _ = stop.changed().await;
-    });
-    let signals = async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing requests in flight");
-        let _ = stop_tx.send(true);
-    };
-    tokio::select! {
-        r = server => r.context("server failed")?,
-        () = async { signals.await; std::future::pending::<()>().await } => {}
-    }
-    let _ = sweeper.await;
-    tracing::info!("stopped");
+    // The server and its sweeper; both stop on SIGTERM / Ctrl-C, requests
+    // in flight finishing first.
+    qdn_relay_axum::serve(listener, router(state), relay, l.sweep_every)
+        .await
+        .context("server failed")?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

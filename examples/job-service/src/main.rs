@@ -120,63 +120,10 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    // The sweeper fires due timeouts and retries job-system calls; it and
-    // the server stop on Ctrl-C / SIGTERM.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sweeper = {
-        let relay = relay.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(sweep_every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        let r = relay.sweep().await;
-                        if !r.is_ok() {
-                            tracing::warn!(errors = r.errors.len(), "sweep had errors");
-                        }
-                    }
-                    _ = stop.changed() => break,
-                }
-            }
-        })
-    };
-    let mut stop = stop_rx;
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        let _ = stop.changed().await;
-    });
-    let signals = async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing requests in flight");
-        let _ = stop_tx.send(true);
-    };
-    tokio::select! {
-        r = server => r.context("server failed")?,
-        () = async { signals.await; std::future::pending::<()>().await } => {}
-    }
-    let _ = sweeper.await;
-    tracing::info!("stopped");
+    // The server and the sweeper (due timeouts, job-system retries); both
+    // stop on Ctrl-C / SIGTERM, requests in flight finishing first.
+    qdn_relay_axum::serve(listener, router, relay, sweep_every)
+        .await
+        .context("server failed")?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

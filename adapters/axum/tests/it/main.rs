@@ -958,3 +958,52 @@ fn invalid_http_config_is_refused() {
     });
     assert!(matches!(weak, Err(ConfigError::WeakToken)));
 }
+
+#[cfg(feature = "serve")]
+#[tokio::test]
+async fn serve_answers_over_a_socket_sweeps_and_stops_when_told() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = app();
+    inbound(&app, 1, CUSTOMER, "hello").await;
+    // Past the primary's timeout: the sweeper's first sweep escalates.
+    app.clock
+        .set(Timestamp::from_millis(1_767_603_600_000).plus(Duration::from_secs(901)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(qdn_relay_axum::serve_until(
+        listener,
+        app.router.clone(),
+        app.relay.clone(),
+        Duration::from_millis(20),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(b"GET /health HTTP/1.1\r\nHost: relay.test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for _ in 0..500 {
+        if !app.provider.accepted_to(n(BACKUP)).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        app.provider.accepted_to(n(BACKUP)).len(),
+        1,
+        "the sweeper escalated the due dispatch once"
+    );
+    stop_tx.send(()).expect("stop");
+    server.await.expect("joined").expect("served");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after the stop"
+    );
+}
