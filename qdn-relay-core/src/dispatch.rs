@@ -1629,15 +1629,21 @@ impl Dispatch {
                 js.retry_at = Some(retry_at);
                 let error = fit_chars(&error, 500);
                 js.last_error = Some(error.clone());
-                self.emit(
-                    now,
-                    &mut fx,
-                    EventKind::JobSyncFailed {
-                        error,
-                        failures,
-                        retry_at,
-                    },
-                );
+                // The 1st, 2nd, 4th, 8th... failure in a row is an event: a
+                // long outage must not push the dispatch's own history out
+                // of its kept events (the status always has the count and
+                // the last error).
+                if failures.is_power_of_two() {
+                    self.emit(
+                        now,
+                        &mut fx,
+                        EventKind::JobSyncFailed {
+                            error,
+                            failures,
+                            retry_at,
+                        },
+                    );
+                }
             }
         }
         self.recompute_deadline();

@@ -248,6 +248,7 @@ pub enum EventKind {
         job: JobId,
     },
     /// A call to the host's job system failed; the relay retries it.
+    /// Published for the 1st, 2nd, 4th, 8th... failure in a row.
     JobSyncFailed {
         /// What failed.
         error: String,

@@ -277,6 +277,19 @@ async fn jobs_retries_back_off_and_stop_once_caught_up() {
     let d = only(&sim);
     let sync = d.job_sync().expect("sync").clone();
     assert_eq!(sync.failures, 3);
+    let failed_events: Vec<u32> = d
+        .events()
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::JobSyncFailed { failures, .. } => Some(failures),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failed_events,
+        vec![1, 2],
+        "the 3rd failure in a row is not an event"
+    );
     assert_eq!(
         sync.retry_at,
         Some(SIM_START.plus(JOB_RETRY_MIN * 3).plus(JOB_RETRY_MIN * 4))
