@@ -1,7 +1,8 @@
 //! # qdn-relay-core
 //!
 //! The relay itself: a pure escalation state machine ([`Dispatch`]), the
-//! ports it needs ([`SmsProvider`], [`Store`], [`Clock`], [`EventSink`]),
+//! ports it needs ([`SmsProvider`], [`Store`], [`Clock`], [`EventSink`],
+//! and optionally [`Jobs`], the host's job system),
 //! the driver that loops over them ([`Relay`]), and in-memory adapters for
 //! tests and simulation.
 //!

@@ -1,11 +1,13 @@
 //! The JSON error every bad request gets.
 
 use axum::Json;
-use axum::http::{StatusCode, header};
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use qdn_relay_core::{InputError, RelayError, StoreError};
-use qdn_relay_twilio::{SignatureError, WebhookError};
+use qdn_relay_twilio::{Secret, SignatureError, WebhookError};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 /// An HTTP error: a status, a stable machine code and a message saying what
 /// is wrong. Renders as `{"error": {"code": ..., "message": ...}}`.
@@ -129,6 +131,47 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         res
+    }
+}
+
+/// A body that could not be read: 413 over the size limit, else 400.
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "request body is over the size limit",
+            )
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {e}"))
+        }
+    }
+}
+
+/// Checks `Authorization: Bearer <token>` (or `query_token`, for clients
+/// such as `EventSource` that cannot set headers) against `expected` in
+/// constant time; 401 otherwise. The relay's dashboard routes use it; a
+/// host's own routes can share the same token with it.
+pub fn check_bearer(
+    headers: &HeaderMap,
+    expected: &Secret,
+    query_token: Option<&str>,
+) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .or(query_token)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
+    if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("invalid dashboard token"))
     }
 }
 

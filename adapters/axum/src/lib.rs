@@ -50,7 +50,7 @@ mod serve;
 
 pub use config::{RelaySettings, SettingsError};
 pub use dry_run::DryRunProvider;
-pub use error::ApiError;
+pub use error::{ApiError, check_bearer};
 pub use events::EventHub;
 pub use maintenance::MaintenanceSink;
 #[cfg(feature = "serve")]

@@ -19,7 +19,6 @@ use qdn_relay_core::{
 use qdn_relay_twilio::{Form, InboundWebhook, StatusCallback, twiml_empty, twiml_message};
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -37,20 +36,6 @@ fn content_type(headers: &HeaderMap) -> &str {
         .and_then(|v| v.split(';').next())
         .map(str::trim)
         .unwrap_or("")
-}
-
-fn body(b: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
-    b.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "request body is over the size limit",
-            )
-        } else {
-            ApiError::bad_request(format!("could not read the request body: {e}"))
-        }
-    })
 }
 
 fn twiml(xml: String) -> Response {
@@ -123,21 +108,7 @@ impl AppState {
                 "dashboard routes are disabled: the server has no RELAY_DASHBOARD_TOKEN",
             ));
         };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .or(query_token)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
-        if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized("invalid dashboard token"))
-        }
+        crate::error::check_bearer(headers, expected, query_token)
     }
 
     async fn find(&self, key: &str) -> ApiResult<Dispatch> {
@@ -171,7 +142,7 @@ pub(crate) async fn inbound(
     headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let b = body(b)?;
+    let b = b?;
     let form = s.twilio_form(&uri, &headers, &b)?;
     let hook = InboundWebhook::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
     let r = s.inner.relay.inbound(hook.into_inbound_text()).await;
@@ -197,7 +168,7 @@ pub(crate) async fn status(
     headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let b = body(b)?;
+    let b = b?;
     let form = s.twilio_form(&uri, &headers, &b)?;
     let cb = StatusCallback::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
     let report = cb.into_delivery_report();
@@ -282,7 +253,7 @@ pub(crate) async fn reply(
     headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let b = body(b)?;
+    let b = b?;
     match content_type(&headers) {
         FORM => {
             let form = s.twilio_form(&uri, &headers, &b)?;
@@ -406,7 +377,7 @@ async fn action(
     make: impl FnOnce(String, Option<String>) -> ApiResult<DashboardAction>,
 ) -> ApiResult {
     s.check_bearer(&headers, None)?;
-    let b = body(b)?;
+    let b = b?;
     let a: ActionJson = parse_json(&headers, &b)?;
     let by = operator(a.by)?;
     let d = s.find(&job_id).await?;
@@ -468,7 +439,7 @@ pub(crate) async fn link(
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     s.check_bearer(&headers, None)?;
-    let b = body(b)?;
+    let b = b?;
     let l: LinkJson = parse_json(&headers, &b)?;
     let job: JobId = l
         .job_id

@@ -6,13 +6,12 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use qdn_relay_axum::{ApiError, DynRelay};
 use qdn_relay_core::{DashboardAction, JobId, PhoneNumber};
 use qdn_relay_twilio::Secret;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use crate::db::{DbError, JobNumber, JobStatus, JobsDb};
 
@@ -43,22 +42,9 @@ impl Api {
     /// The same bearer token as the relay's dashboard routes, when one is
     /// configured.
     fn check_bearer(&self, headers: &HeaderMap) -> ApiResult<()> {
-        let Some(expected) = &self.token else {
-            return Ok(());
-        };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
-        if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized("invalid dashboard token"))
+        match &self.token {
+            Some(expected) => qdn_relay_axum::check_bearer(headers, expected, None),
+            None => Ok(()),
         }
     }
 }
@@ -66,20 +52,6 @@ impl Api {
 fn job_number(id: &str) -> ApiResult<JobNumber> {
     id.parse()
         .map_err(|()| ApiError::not_found(format!("no job {id:?} (ids look like job-12)")))
-}
-
-fn body(b: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
-    b.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "request body is over the size limit",
-            )
-        } else {
-            ApiError::bad_request(format!("could not read the request body: {e}"))
-        }
-    })
 }
 
 /// `POST /jobs`.
@@ -170,7 +142,7 @@ pub(crate) async fn create(
     raw: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     api.check_bearer(&headers)?;
-    let raw = body(raw)?;
+    let raw = raw?;
     let (line, customer, description) = validate(&api, &raw)?;
     let now = api.relay.clock().now();
     let job = api
@@ -246,7 +218,7 @@ pub(crate) async fn close(
 ) -> ApiResult {
     api.check_bearer(&headers)?;
     let n = job_number(&id)?;
-    let raw = body(raw)?;
+    let raw = raw?;
     let req: CloseJob = if raw.iter().all(u8::is_ascii_whitespace) {
         CloseJob::default()
     } else {
