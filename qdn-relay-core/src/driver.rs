@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{self, StreamExt as _};
 
-use crate::dispatch::{Dispatch, InputError, SkipReason};
-use crate::event::{Effect, EventKind, OutboundMessage};
-use crate::input::{DashboardAction, DeliveryReport, InboundText, Input, RouteReason};
-use crate::jobs::{JobItem, JobSync, Jobs};
+use crate::dispatch::{Dispatch, InputError, JobItem};
+use crate::event::{Effect, OutboundMessage};
+use crate::input::{DashboardAction, DeliveryReport, InboundText, Input, RouteReason, SkipReason};
+use crate::jobs::Jobs;
 use crate::policy::Policy;
 use crate::ports::{Clock, EventSink, InboundLookup, NullSink, SmsProvider, Store, StoreError};
 use crate::safety::{
@@ -17,7 +17,7 @@ use crate::safety::{
 use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp, splitmix};
 
 /// How many times a transition is re-run after a version conflict.
-pub const MAX_CONFLICT_RETRIES: usize = 16;
+pub(crate) const MAX_CONFLICT_RETRIES: usize = 16;
 
 /// How many tags a new dispatch tries (short ones first) before it takes
 /// the last and lets the store's uniqueness rule decide.
@@ -28,7 +28,7 @@ pub const DEFAULT_SWEEP_CONCURRENCY: usize = 16;
 
 /// How many sends one input may cause before the rest are left to the
 /// outbox (a bound against runaway loops).
-pub const MAX_SENDS_PER_INPUT: usize = 64;
+pub(crate) const MAX_SENDS_PER_INPUT: usize = 64;
 
 /// What an input did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +116,7 @@ impl RelayError {
         matches!(
             self,
             RelayError::Contended(_)
+                | RelayError::ContendedOpen(_)
                 | RelayError::Store(StoreError::Backend {
                     retryable: true,
                     ..
@@ -124,9 +125,36 @@ impl RelayError {
     }
 }
 
-/// What [`Relay::transition`] did: the outcome, the effects to run, the
-/// dispatch's policy snapshot and, if it saved, the dispatch as saved.
-type TransitionResult = (Outcome, Vec<Effect>, Arc<Policy>, Option<Dispatch>);
+/// What one transition did ([`Relay::transition`], or opening a dispatch).
+struct Step {
+    /// What the input did.
+    outcome: Outcome,
+    /// What to carry out (nothing when unchanged).
+    effects: Vec<Effect>,
+    /// The dispatch's policy snapshot (for the checks before each send).
+    policy: Arc<Policy>,
+    /// The dispatch as saved, when it was.
+    saved: Option<Dispatch>,
+}
+
+/// Where a transition's input comes from.
+enum Source<'a> {
+    /// An input known up front (cloned for each attempt).
+    Input(&'a Input),
+    /// The job sync: the calls the dispatch owes are made against the copy
+    /// loaded, and what the job system took is the input.
+    JobSync(&'a mut JobCalls),
+}
+
+/// A job sync's calls that succeeded, kept across conflict retries so a
+/// reload does not ask the job system twice.
+struct JobCalls {
+    jobs: Arc<dyn Jobs>,
+    /// The idempotency keys recorded in this sync.
+    done: HashSet<String>,
+    /// What `resolve` answered, once it did.
+    answer: Option<Option<JobId>>,
+}
 
 /// What a sweep did.
 #[derive(Debug, Default)]
@@ -160,7 +188,7 @@ impl SweepReport {
 ///
 /// For every input: load → [`Dispatch::handle`] → save with the expected
 /// version (on conflict: reload and re-run, at most
-/// [`MAX_CONFLICT_RETRIES`] times) → publish events → send (each send's
+/// 16 times) → publish events → send (each send's
 /// outcome is fed back as another input). Call [`Relay::sweep`] regularly
 /// (every few seconds on a server, every minute from a scheduler): it fires
 /// every due deadline and finishes sends left pending by a crash.
@@ -174,7 +202,7 @@ impl SweepReport {
 /// [`Input::SendBlocked`] or [`Input::SendDeferred`], so it is recorded on
 /// the dispatch, never silently lost. Texts of `STOP` / `START` update
 /// [`OptOuts`] and the sender's open dispatches; a send that fails with an
-/// opt-out error ([`crate::OPT_OUT_ERROR_CODES`]) does too.
+/// opt-out error ([`crate::ErrorClass::OptedOut`]) does too.
 pub struct Relay<S: ?Sized, P: ?Sized, C: ?Sized> {
     store: Arc<S>,
     provider: Arc<P>,
@@ -191,7 +219,7 @@ pub struct Relay<S: ?Sized, P: ?Sized, C: ?Sized> {
 }
 
 /// When the driver brings the host's job system up to date after an input
-/// (see [`crate::jobs`]).
+/// (see [`Jobs`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum JobSyncMode {
     /// Right after the input's texts are sent, before the call returns:
@@ -304,7 +332,7 @@ where
             .inbound_lookup(text.to, text.from, &text.sid)
             .await?;
         if found.notified {
-            self.dispatcher_text(text).await
+            self.dispatcher_text_after(text, Some(found)).await
         } else {
             self.customer_text_after(text, Some(found)).await
         }
@@ -325,31 +353,36 @@ where
         self.line_policy(&text)?;
         let from = text.from;
         let now = self.clock.now();
-        let recorded = match keyword {
-            Keyword::OptOut => self.opt_outs.opt_out(from, now).await,
-            Keyword::OptIn => self.opt_outs.opt_in(from).await,
+        let (recorded, input) = match keyword {
+            Keyword::OptOut => (self.opt_outs.opt_out(from, now).await, Input::OptOut(from)),
+            Keyword::OptIn => (self.opt_outs.opt_in(from).await, Input::OptIn(from)),
+            Keyword::Help => {
+                return Ok(Outcome::Keyword {
+                    from,
+                    keyword,
+                    dispatch: None,
+                });
+            }
         };
         if let Err(e) = recorded {
             // Twilio keeps its own opt-out list; the dispatches below still
             // learn it. Retrying the webhook is the caller's choice.
             tracing::error!(number = %from, error = %e, "could not record an opt-out keyword");
         }
-        let mut ids: Vec<DispatchId> = Vec::new();
+        // Its open dispatches, as customer and as dispatcher: each starts
+        // from the copy found.
+        let mut found: Vec<Dispatch> = Vec::new();
         if let Some(d) = self.store.open_for_customer(text.to, from).await? {
-            ids.push(d.id());
+            found.push(d);
         }
         for d in self.store.open_for_dispatcher(from, 64).await? {
-            if d.line() == text.to && !ids.contains(&d.id()) {
-                ids.push(d.id());
+            if d.line() == text.to && !found.iter().any(|f| f.id() == d.id()) {
+                found.push(d);
             }
         }
         let mut first = None;
-        for id in ids {
-            let input = match keyword {
-                Keyword::OptOut => Input::OptOut(from),
-                Keyword::OptIn => Input::OptIn(from),
-            };
-            match self.apply(id, None, input).await {
+        for d in found {
+            match self.apply(d.id(), Some(d), None, input.clone()).await {
                 Ok(Outcome::Applied(id)) => {
                     first.get_or_insert(id);
                 }
@@ -401,8 +434,9 @@ where
                 return Ok(Outcome::Unchanged(d.id()));
             }
             if let Some(d) = open {
+                // Joins it, starting from the copy found.
                 match self
-                    .apply(d.id(), None, Input::CustomerText(text.clone()))
+                    .apply(d.id(), Some(d), None, Input::CustomerText(text.clone()))
                     .await
                 {
                     Err(RelayError::Input(InputError::NotOpen(_))) => continue,
@@ -412,22 +446,19 @@ where
             let now = self.clock.now();
             let (id, seed) = self.fresh_id(now);
             let tag = self.free_tag(seed).await?;
-            let (mut d, effects) = Dispatch::open(id, tag, Arc::clone(&policy), text.clone(), now)?;
+            let (mut d, mut effects) =
+                Dispatch::open(id, tag, Arc::clone(&policy), text.clone(), now)?;
             if self.jobs.is_some() {
-                d.enable_job_sync(now);
+                effects.extend(d.handle(now, Input::EnableJobSync)?);
             }
-            d.set_version(1);
-            match self.store.save(&d, 0).await {
-                Ok(()) => {
-                    self.run_effects(id, &policy, effects, Some(d)).await;
-                    self.sync_job_inline(id).await;
-                    return Ok(Outcome::Opened(id));
-                }
-                Err(e) if e.is_conflict() => {
-                    tracing::debug!(error = %e, "conflict opening a dispatch; retrying");
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+            if self.commit(&mut d, 0).await? {
+                let step = Step {
+                    outcome: Outcome::Opened(id),
+                    effects,
+                    policy: Arc::clone(&policy),
+                    saved: Some(d),
+                };
+                return Ok(self.follow(id, step).await);
             }
         }
         Err(RelayError::ContendedOpen(text.from))
@@ -436,14 +467,30 @@ where
     /// A dispatcher's text, routed by tag, else to their only open dispatch,
     /// else to their most recent one (behaviour B5).
     pub async fn dispatcher_text(&self, text: InboundText) -> Result<Outcome, RelayError> {
+        self.dispatcher_text_after(text, None).await
+    }
+
+    /// [`Relay::dispatcher_text`], knowing from what
+    /// [`Store::inbound_lookup`] found whether the text is a repeat if the
+    /// caller asked already. The dispatch it is routed to starts from the
+    /// copy the routing lookup found.
+    async fn dispatcher_text_after(
+        &self,
+        text: InboundText,
+        found: Option<InboundLookup>,
+    ) -> Result<Outcome, RelayError> {
         self.line_policy(&text)?;
-        if let Some(d) = self.store.by_inbound_sid(&text.sid).await? {
+        let repeated = match found {
+            Some(f) => f.repeated,
+            None => self.store.by_inbound_sid(&text.sid).await?,
+        };
+        if let Some(d) = repeated {
             return Ok(Outcome::Unchanged(d.id()));
         }
         let from = text.from;
         let (target, route) = match Tag::strip_prefix(&text.body) {
             Some((tag, _)) => match self.store.open_by_tag(tag).await? {
-                Some(d) if d.line() == text.to => (d.id(), RouteReason::Tag),
+                Some(d) if d.line() == text.to => (d, RouteReason::Tag),
                 _ => {
                     return Err(RelayError::NoOpenDispatch {
                         from,
@@ -452,22 +499,21 @@ where
                 }
             },
             None => {
-                let open: Vec<Dispatch> = self
+                let mut open = self
                     .store
                     .open_for_dispatcher(from, 32)
                     .await?
                     .into_iter()
-                    .filter(|d| d.line() == text.to)
-                    .collect();
-                match open.as_slice() {
-                    [] => return Err(RelayError::NoOpenDispatch { from, tag: None }),
-                    [only] => (only.id(), RouteReason::Only),
-                    [latest, ..] => (latest.id(), RouteReason::MostRecent),
+                    .filter(|d| d.line() == text.to);
+                match (open.next(), open.next()) {
+                    (None, _) => return Err(RelayError::NoOpenDispatch { from, tag: None }),
+                    (Some(only), None) => (only, RouteReason::Only),
+                    (Some(latest), Some(_)) => (latest, RouteReason::MostRecent),
                 }
             }
         };
-        self.apply(target, None, Input::DispatcherText { text, route })
-            .await
+        let input = Input::DispatcherText { text, route };
+        self.apply(target.id(), Some(target), None, input).await
     }
 
     /// A status callback (behaviours B2, B6).
@@ -477,7 +523,8 @@ where
             .by_leg_sid(&report.sid)
             .await?
             .ok_or_else(|| RelayError::UnknownMessage(report.sid.clone()))?;
-        self.apply(d.id(), None, Input::Delivery(report)).await
+        self.apply(d.id(), Some(d), None, Input::Delivery(report))
+            .await
     }
 
     /// A status callback whose URL named the dispatch and leg it is about
@@ -497,11 +544,13 @@ where
             if d.id() != dispatch {
                 return Err(RelayError::UnknownMessage(report.sid));
             }
-            return self.apply(d.id(), None, Input::Delivery(report)).await;
+            return self
+                .apply(d.id(), Some(d), None, Input::Delivery(report))
+                .await;
         }
         let sid = report.sid.clone();
         match self
-            .apply(dispatch, None, Input::LegDelivery { leg, report })
+            .apply(dispatch, None, None, Input::LegDelivery { leg, report })
             .await
         {
             Err(RelayError::NotFound(_))
@@ -518,36 +567,16 @@ where
         id: DispatchId,
         action: DashboardAction,
     ) -> Result<Outcome, RelayError> {
-        self.apply(id, None, Input::Dashboard(action)).await
+        self.apply(id, None, None, Input::Dashboard(action)).await
     }
 
     /// Links a dispatch to a host job (replacing any earlier link). With a
     /// job system wired in, the whole conversation so far is synced to the
     /// job; without one, the link is recorded for lookups by job.
     pub async fn link_job(&self, id: DispatchId, job: JobId) -> Result<Outcome, RelayError> {
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let mut d = self
-                .store
-                .get(id)
-                .await?
-                .ok_or_else(|| RelayError::NotFound(id.to_string()))?;
-            let expected = d.version();
-            let effects = d.link_job(self.clock.now(), job.clone(), self.jobs.is_some());
-            if effects.is_empty() {
-                return Ok(Outcome::Unchanged(id));
-            }
-            d.set_version(expected + 1);
-            match self.store.save(&d, expected).await {
-                Ok(()) => {
-                    self.publish_all(id, effects).await;
-                    self.sync_job_inline(id).await;
-                    return Ok(Outcome::Applied(id));
-                }
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(RelayError::Contended(id))
+        let sync = self.jobs.is_some();
+        self.apply(id, None, None, Input::LinkJob { job, sync })
+            .await
     }
 
     /// The dispatches of a host job, newest first, at most `limit`.
@@ -621,12 +650,15 @@ where
                     // Everything awaited for one dispatch happens in its
                     // own future: the loop below never awaits, so it never
                     // stops the other futures in flight.
-                    let result = self.apply(d.id, Some(now), Input::Timeout).await;
+                    let result = self.apply(d.id, None, Some(now), Input::Timeout).await;
                     match &result {
                         Ok(Outcome::Unchanged(_)) if self.jobs.is_none() => {
                             // Due only for a job sync, with no job system
                             // wired in any more: stop it coming back.
-                            self.clear_job_retry(d.id).await;
+                            let pause = self.apply(d.id, None, None, Input::PauseJobSync).await;
+                            if let Err(e) = pause {
+                                tracing::warn!(dispatch = %d.id, error = %e, "could not pause a job sync");
+                            }
                         }
                         Ok(_) if self.job_sync_mode == JobSyncMode::Background => {
                             self.sync_job(d.id).await; // inline syncs ran in apply
@@ -696,27 +728,23 @@ where
             .unwrap_or(candidates[TAG_CANDIDATES - 1]))
     }
 
-    /// Load → handle → save, re-run on conflict; then the effects.
+    /// One input to one dispatch: [`Relay::transition`], then its effects
+    /// and the job sync ([`Relay::follow`]).
     async fn apply(
         &self,
         id: DispatchId,
+        start: Option<Dispatch>,
         at: Option<Timestamp>,
         input: Input,
     ) -> Result<Outcome, RelayError> {
-        let (outcome, effects, policy, saved) = self.transition(id, None, at, input).await?;
-        self.run_effects(id, &policy, effects, saved).await;
-        self.sync_job_inline(id).await;
-        Ok(outcome)
-    }
-
-    async fn sync_job_inline(&self, id: DispatchId) {
-        if self.job_sync_mode == JobSyncMode::Inline {
-            self.sync_job(id).await;
-        }
+        let step = self
+            .transition(id, start, at, Source::Input(&input))
+            .await?;
+        Ok(self.follow(id, step).await)
     }
 
     /// Brings the host's job system up to date with a dispatch (see
-    /// [`crate::jobs`]): resolve its job once, append every text not yet
+    /// [`crate::Jobs`]): resolve its job once, append every text not yet
     /// appended, record new milestones, save the cursor. A failure is
     /// recorded on the dispatch (status, event) and retried by the sweep;
     /// it never fails anything. Without a job system it does nothing.
@@ -726,148 +754,113 @@ where
     /// host calls it off the request path (the HTTP router spawns it after
     /// answering).
     pub async fn sync_job(&self, id: DispatchId) {
+        self.sync_job_from(id, None).await;
+    }
+
+    /// [`Relay::sync_job`], starting from the copy this driver saved last,
+    /// if it has one. The calls run inside the one transition loop
+    /// ([`Source::JobSync`]); what the job system took is saved as
+    /// [`Input::JobSynced`].
+    async fn sync_job_from(&self, id: DispatchId, start: Option<Dispatch>) {
         let Some(jobs) = &self.jobs else { return };
-        // Calls that succeeded in this sync: a save conflict re-reads the
-        // dispatch but does not ask the job system twice.
-        let mut done: HashSet<String> = HashSet::new();
-        let mut answer: Option<Option<JobId>> = None;
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let mut d = match self.store.get(id).await {
-                Ok(Some(d)) => d,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::warn!(dispatch = %id, error = %e, "job sync: could not load the dispatch; the sweep will retry");
-                    return;
+        let mut calls = JobCalls {
+            jobs: Arc::clone(jobs),
+            done: HashSet::new(),
+            answer: None,
+        };
+        match self
+            .transition(id, start, None, Source::JobSync(&mut calls))
+            .await
+        {
+            Ok(step) => {
+                // Events only: what the job system took sends nothing.
+                let mut sends = VecDeque::new();
+                self.enqueue(id, &mut sends, step.effects).await;
+                debug_assert!(sends.is_empty(), "a job sync sends nothing");
+            }
+            Err(RelayError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(dispatch = %id, error = %e, "job sync failed; the sweep will retry");
+            }
+        }
+    }
+
+    /// The job system's calls a dispatch owes, made against `d`; the input
+    /// that records what they did, or `None` when nothing is owed.
+    async fn job_input(&self, d: &Dispatch, calls: &mut JobCalls) -> Option<Input> {
+        let owed = d.job_sync().is_none_or(|j| j.retry_at.is_some());
+        let work = d.job_work();
+        if work.is_empty() && !owed {
+            return None;
+        }
+        let mut failure = None;
+        let mut resolved = None;
+        if work.resolve {
+            let answer = match &calls.answer {
+                Some(a) => Ok(a.clone()),
+                None => {
+                    calls
+                        .jobs
+                        .resolve(d.line(), d.customer(), d.opened_at())
+                        .await
                 }
             };
-            let now = self.clock.now();
-            let expected = d.version();
-            let mut events = Vec::new();
-            let mut changed = false;
-            if d.job_sync().is_none() {
-                d.enable_job_sync(now); // opened before a job system was wired in
-                changed = true;
+            match answer {
+                Ok(job) => {
+                    calls.answer = Some(job.clone());
+                    resolved = Some(job);
+                }
+                Err(e) => failure = Some(format!("resolve: {e}")),
             }
-            let mut work = d.job_work();
-            if work.is_empty() && d.job_sync().and_then(|j| j.retry_at).is_none() {
-                return;
-            }
-            let mut failure = None;
-            if work.resolve {
-                let resolved = match &answer {
-                    Some(a) => Ok(a.clone()),
-                    None => jobs.resolve(d.line(), d.customer(), d.opened_at()).await,
-                };
-                match resolved {
-                    Ok(job) => {
-                        answer = Some(job.clone());
-                        if let Some(fx) = d.record_job_sync(now, Some(job), None, Ok(())) {
-                            changed = true;
-                            events.extend(fx);
-                        }
-                        work = d.job_work();
+        }
+        let mut recorded = 0;
+        let job = d.job_id().cloned().or_else(|| resolved.clone().flatten());
+        if failure.is_none()
+            && let Some(job) = job
+        {
+            for item in d.job_work_after(resolved.as_ref()).items {
+                if !calls.done.contains(item.key()) {
+                    let r = match &item {
+                        JobItem::Message(m) => calls.jobs.append_message(&job, m).await,
+                        JobItem::Milestone(m) => calls.jobs.milestone(&job, m).await,
+                    };
+                    if let Err(e) = r {
+                        failure = Some(format!("{}: {e}", item.key()));
+                        break;
                     }
-                    Err(e) => failure = Some(format!("resolve: {e}")),
+                    calls.done.insert(item.key().to_owned());
                 }
-            }
-            let mut reached: Option<JobSync> = None;
-            if failure.is_none()
-                && let Some(job) = d.job_id().cloned()
-            {
-                for (item, cursor) in &work.items {
-                    if !done.contains(item.key()) {
-                        let r = match item {
-                            JobItem::Message(m) => jobs.append_message(&job, m).await,
-                            JobItem::Milestone(m) => jobs.milestone(&job, m).await,
-                        };
-                        if let Err(e) = r {
-                            failure = Some(format!("{}: {e}", item.key()));
-                            break;
-                        }
-                        done.insert(item.key().to_owned());
-                    }
-                    reached = Some(cursor.clone());
-                }
-                if failure.is_none() {
-                    reached = Some(work.end.clone());
-                }
-            }
-            if let Some(e) = &failure {
-                tracing::warn!(dispatch = %id, error = %e, "job system call failed; the sweep will retry");
-            }
-            let result = failure.map_or(Ok(()), Err);
-            if let Some(fx) = d.record_job_sync(now, None, reached.as_ref(), result) {
-                changed = true;
-                events.extend(fx);
-            }
-            if !changed {
-                return;
-            }
-            d.set_version(expected + 1);
-            match self.store.save(&d, expected).await {
-                Ok(()) => {
-                    self.publish_all(id, events).await;
-                    return;
-                }
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => {
-                    tracing::warn!(dispatch = %id, error = %e, "job sync: could not save the cursor; the sweep will retry");
-                    return;
-                }
+                recorded += 1;
             }
         }
-        tracing::warn!(dispatch = %id, "job sync: contended; the sweep will retry");
-    }
-
-    /// Clears a job-sync retry on a dispatch when no job system is wired
-    /// in (so it stops being due).
-    async fn clear_job_retry(&self, id: DispatchId) {
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let Ok(Some(mut d)) = self.store.get(id).await else {
-                return;
-            };
-            if d.job_sync().and_then(|j| j.retry_at).is_none() {
-                return;
-            }
-            let expected = d.version();
-            if d.record_job_sync(self.clock.now(), None, None, Ok(()))
-                .is_none()
-            {
-                return;
-            }
-            d.set_version(expected + 1);
-            match self.store.save(&d, expected).await {
-                Err(e) if e.is_conflict() => continue,
-                _ => return,
-            }
+        if let Some(e) = &failure {
+            tracing::warn!(dispatch = %d.id(), error = %e, "job system call failed; the sweep will retry");
         }
+        Some(Input::JobSynced {
+            resolved,
+            recorded,
+            result: failure.map_or(Ok(()), Err),
+        })
     }
 
-    async fn publish_all(&self, id: DispatchId, effects: Vec<crate::event::Effect>) {
-        for effect in effects {
-            if let Effect::Publish(ev) = effect
-                && let Err(e) = self.sink.publish(&ev).await
-            {
-                tracing::warn!(dispatch = %id, error = %e, "event sink failed");
-            }
-        }
-    }
-
-    /// Load → handle → save; also returns the dispatch's policy snapshot
-    /// and, when it saved, the dispatch as saved.
+    /// The one way a dispatch changes: load → [`Dispatch::handle`] → save
+    /// with the expected version, re-run on a conflict (at most
+    /// [`MAX_CONFLICT_RETRIES`] times). Returns what it did; the caller
+    /// carries out the effects ([`Relay::follow`]).
     ///
-    /// `start` is a copy of the dispatch this driver saved last (it skips
-    /// the load). It is trusted only through the version-checked save: if
-    /// it is stale the save conflicts and the loop reloads; if the input
-    /// does nothing or is refused on it, the answer comes from a fresh load
-    /// instead, so a stale copy never decides anything.
+    /// `start` is a copy of the dispatch the caller has in hand (just found
+    /// by a lookup, or saved by this driver): it skips the load. It is
+    /// trusted only through the version-checked save: if it is stale the
+    /// save conflicts and the loop reloads; if the input does nothing or is
+    /// refused on it, the answer comes from a fresh load instead, so a
+    /// stale copy never decides anything.
     async fn transition(
         &self,
         id: DispatchId,
         mut start: Option<Dispatch>,
         at: Option<Timestamp>,
-        input: Input,
-    ) -> Result<TransitionResult, RelayError> {
+        mut source: Source<'_>,
+    ) -> Result<Step, RelayError> {
         for _ in 0..MAX_CONFLICT_RETRIES {
             let cached = start.take().filter(|d| d.id() == id);
             let from_cache = cached.is_some();
@@ -880,41 +873,68 @@ where
                     .ok_or_else(|| RelayError::NotFound(id.to_string()))?,
             };
             let now = at.unwrap_or_else(|| self.clock.now());
-            let expected = d.version();
-            let effects = match d.handle(now, input.clone()) {
-                Ok(fx) if fx.is_empty() && from_cache => continue,
-                Err(_) if from_cache => continue,
-                other => other?,
+            let unchanged = |d: &Dispatch| Step {
+                outcome: Outcome::Unchanged(id),
+                effects: Vec::new(),
+                policy: Arc::clone(d.policy()),
+                saved: None,
             };
-            let policy = Arc::clone(d.policy());
-            if effects.is_empty() {
-                return Ok((Outcome::Unchanged(id), effects, policy, None));
-            }
-            d.set_version(expected + 1);
-            match self.store.save(&d, expected).await {
-                Ok(()) => return Ok((Outcome::Applied(id), effects, policy, Some(d))),
-                Err(e) if e.is_conflict() => continue,
+            let input = match &mut source {
+                Source::Input(input) => (*input).clone(),
+                // Boxed: the job calls' state stays out of every other
+                // transition's future.
+                Source::JobSync(calls) => match Box::pin(self.job_input(&d, calls)).await {
+                    Some(input) => input,
+                    None if from_cache => continue,
+                    None => return Ok(unchanged(&d)),
+                },
+            };
+            let expected = d.version();
+            let effects = match d.handle(now, input) {
+                Ok(fx) if !fx.is_empty() => fx,
+                Ok(_) | Err(_) if from_cache => continue,
                 Err(e) => return Err(e.into()),
+                Ok(_) => return Ok(unchanged(&d)),
+            };
+            if self.commit(&mut d, expected).await? {
+                return Ok(Step {
+                    outcome: Outcome::Applied(id),
+                    effects,
+                    policy: Arc::clone(d.policy()),
+                    saved: Some(d),
+                });
             }
         }
         Err(RelayError::Contended(id))
     }
 
-    /// Publishes a transition's events at once and queues its sends.
+    /// Saves a dispatch changed from version `expected` (0: a new one) as
+    /// `expected + 1`: `false` on a conflict (reload and re-run).
+    async fn commit(&self, d: &mut Dispatch, expected: u64) -> Result<bool, StoreError> {
+        d.set_version(expected + 1);
+        match self.store.save(d, expected).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_conflict() => {
+                tracing::debug!(dispatch = %d.id(), error = %e, "conflict; reloading");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Publishes a transition's events at once, records opt-outs, and
+    /// queues its sends.
     async fn enqueue(&self, id: DispatchId, queue: &mut VecDeque<Effect>, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
                 Effect::Publish(ev) => {
-                    if let EventKind::OptedOut {
-                        number,
-                        code: Some(_),
-                    } = &ev.kind
-                        && let Err(e) = self.opt_outs.opt_out(*number, ev.at).await
-                    {
-                        tracing::error!(dispatch = %id, number = %number, error = %e, "could not record an opt-out");
-                    }
                     if let Err(e) = self.sink.publish(&ev).await {
                         tracing::warn!(dispatch = %id, error = %e, "event sink failed");
+                    }
+                }
+                Effect::OptOut { number, at } => {
+                    if let Err(e) = self.opt_outs.opt_out(number, at).await {
+                        tracing::error!(dispatch = %id, number = %number, error = %e, "could not record an opt-out");
                     }
                 }
                 send => queue.push_back(send),
@@ -922,57 +942,74 @@ where
         }
     }
 
-    /// Publishes events and sends texts, feeding each send's outcome back.
-    /// Failures here never undo a saved transition: a send whose outcome
-    /// could not be saved stays pending and the sweep finishes it.
+    /// After a saved (or unchanged) transition: publishes its events and
+    /// sends its texts, feeding each send's outcome back; then syncs the
+    /// job system if it is synced inline. Failures here never undo a saved
+    /// transition: a send whose outcome could not be saved stays pending
+    /// and the sweep finishes it.
     ///
-    /// `latest` is the dispatch as this driver just saved it: the first
-    /// send outcome starts from it instead of loading it again (see
-    /// [`Relay::transition`]).
-    async fn run_effects(
-        &self,
-        id: DispatchId,
-        policy: &Policy,
-        effects: Vec<Effect>,
-        mut latest: Option<Dispatch>,
-    ) {
-        let mut queue: VecDeque<Effect> = VecDeque::with_capacity(effects.len());
-        self.enqueue(id, &mut queue, effects).await;
-        let mut sends = 0usize;
-        while let Some(effect) = queue.pop_front() {
-            match effect {
-                Effect::Publish(_) => {}
-                Effect::Send(msg) => {
-                    sends += 1;
-                    if sends > MAX_SENDS_PER_INPUT {
-                        tracing::warn!(dispatch = %id, "send budget spent; the outbox will finish");
-                        break;
-                    }
-                    let input = match self.check(policy, &msg).await {
-                        Some(refused) => refused,
-                        None => {
-                            let result = self.provider.send(&msg).await.map(|r| r.sid);
-                            if let Err(e) = &result {
-                                tracing::warn!(dispatch = %id, leg = msg.leg, to = %msg.to, error = %e, "send failed");
-                            }
-                            Input::SendOutcome {
-                                leg: msg.leg,
-                                result,
-                            }
+    /// Each send outcome starts from the copy saved before it (the
+    /// transition's, then the previous outcome's) instead of loading the
+    /// dispatch again (see [`Relay::transition`]); so does the sync.
+    ///
+    /// (Not an `async fn`: its future holds the step's parts, not the step
+    /// as well, which would copy the saved dispatch into every input's
+    /// future twice.)
+    fn follow(&self, id: DispatchId, step: Step) -> impl Future<Output = Outcome> + '_ {
+        let Step {
+            outcome,
+            effects,
+            policy,
+            saved: mut latest,
+        } = step;
+        async move {
+            let mut queue: VecDeque<Effect> = VecDeque::with_capacity(effects.len());
+            self.enqueue(id, &mut queue, effects).await;
+            let mut sends = 0usize;
+            while let Some(effect) = queue.pop_front() {
+                match effect {
+                    Effect::Publish(_) | Effect::OptOut { .. } => {}
+                    Effect::Send(msg) => {
+                        sends += 1;
+                        if sends > MAX_SENDS_PER_INPUT {
+                            tracing::warn!(dispatch = %id, "send budget spent; the outbox will finish");
+                            break;
                         }
-                    };
-                    match self.transition(id, latest.take(), None, input).await {
-                        Ok((_, more, _, saved)) => {
-                            latest = saved;
-                            self.enqueue(id, &mut queue, more).await;
+                        let input = match self.check(&policy, &msg).await {
+                            Some(refused) => refused,
+                            None => {
+                                let result = self.provider.send(&msg).await.map(|r| r.sid);
+                                if let Err(e) = &result {
+                                    tracing::warn!(dispatch = %id, leg = msg.leg, to = %msg.to, error = %e, "send failed");
+                                }
+                                Input::SendOutcome {
+                                    leg: msg.leg,
+                                    result,
+                                }
+                            }
+                        };
+                        match self
+                            .transition(id, latest.take(), None, Source::Input(&input))
+                            .await
+                        {
+                            Ok(step) => {
+                                latest = step.saved;
+                                self.enqueue(id, &mut queue, step.effects).await;
+                            }
+                            Err(e) => tracing::error!(
+                                dispatch = %id, leg = msg.leg, error = %e,
+                                "could not record a send outcome; the sweep will retry the leg"
+                            ),
                         }
-                        Err(e) => tracing::error!(
-                            dispatch = %id, leg = msg.leg, error = %e,
-                            "could not record a send outcome; the sweep will retry the leg"
-                        ),
                     }
                 }
             }
+            if self.jobs.is_some() && self.job_sync_mode == JobSyncMode::Inline {
+                // Boxed: a relay without a job system does not carry the
+                // sync's state in every input's future.
+                Box::pin(self.sync_job_from(id, latest)).await;
+            }
+            outcome
         }
     }
 }
@@ -1051,7 +1088,7 @@ where
 
     /// The host's job system (default: none). With one, every dispatch is
     /// linked to a job, its texts are appended to the job's message log and
-    /// its milestones recorded (see [`crate::jobs`]).
+    /// its milestones recorded (see [`Jobs`]).
     pub fn jobs(mut self, jobs: Arc<dyn Jobs>) -> Self {
         self.relay.jobs = Some(jobs);
         self

@@ -3,17 +3,29 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dispatch::SkipReason;
-use crate::input::{Actor, Command, DeliveryStatus, ErrorClass, RouteReason, SendErrorKind};
+use crate::input::{
+    Actor, Command, DeliveryStatus, ErrorClass, RouteReason, SendErrorKind, SkipReason,
+};
 use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
 
 /// Something the driver must do after it saved a transition.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Effect {
     /// Send one text. The leg is already saved as pending (the outbox).
     Send(OutboundMessage),
-    /// Publish an event (it is also kept in the dispatch's history).
+    /// Publish an event (it is also kept in the dispatch's history, but
+    /// for the job sync's routine ones: see [`EventKind::JobSynced`]).
     Publish(RelayEvent),
+    /// Record in the relay's [`crate::OptOuts`] that a number opted out
+    /// (a send to it failed with [`crate::ErrorClass::OptedOut`]), so no
+    /// dispatch texts it until it opts back in.
+    OptOut {
+        /// The number.
+        number: PhoneNumber,
+        /// When the failure was learnt.
+        at: Timestamp,
+    },
 }
 
 /// One text to send.
@@ -36,7 +48,9 @@ pub struct OutboundMessage {
     pub validity_secs: Option<u32>,
 }
 
-/// A relay event: every transition publishes at least one.
+/// A relay event: every transition publishes at least one, and keeps it
+/// in the dispatch's history (but for the job sync's routine ones: see
+/// [`EventKind::JobSynced`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayEvent {
     /// When it happened.
@@ -210,7 +224,8 @@ pub enum EventKind {
         /// The number.
         number: PhoneNumber,
         /// The provider's error code, when a send failed with an opt-out
-        /// error (Twilio 21610); none when the number texted `STOP`.
+        /// error ([`crate::ErrorClass::OptedOut`]); none when the number
+        /// texted `STOP` (or its code was not given).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         code: Option<u32>,
     },
@@ -248,7 +263,8 @@ pub enum EventKind {
         job: JobId,
     },
     /// A call to the host's job system failed; the relay retries it.
-    /// Published for the 1st, 2nd, 4th, 8th... failure in a row.
+    /// Every failure is published; the 1st, 2nd, 4th, 8th... in a row are
+    /// also kept in the dispatch's history.
     JobSyncFailed {
         /// What failed.
         error: String,
@@ -262,6 +278,18 @@ pub enum EventKind {
         /// How many attempts had failed.
         failures: u32,
     },
+    /// The dispatch's texts and milestones are kept in sync with the
+    /// host's job system from now on.
+    JobSyncEnabled,
+    /// The job system took what it was owed. Published, not kept in the
+    /// dispatch's history (the status's `job_sync` has the cursor).
+    JobSynced {
+        /// How many texts and milestones it took.
+        recorded: u32,
+    },
+    /// No job system is wired in: the sync owed waits for a relay with
+    /// one. Published, not kept in the dispatch's history.
+    JobSyncPaused,
 }
 
 impl EventKind {
@@ -294,6 +322,9 @@ impl EventKind {
             EventKind::JobLinked { .. } => "job_linked",
             EventKind::JobSyncFailed { .. } => "job_sync_failed",
             EventKind::JobSyncRecovered { .. } => "job_sync_recovered",
+            EventKind::JobSyncEnabled => "job_sync_enabled",
+            EventKind::JobSynced { .. } => "job_synced",
+            EventKind::JobSyncPaused => "job_sync_paused",
         }
     }
 }

@@ -5,8 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dispatch::SkipReason;
-use crate::types::{PhoneNumber, ProviderMessageId, Timestamp};
+use crate::types::{JobId, PhoneNumber, ProviderMessageId, Timestamp};
 
 /// The longest body the relay sends (Twilio's limit for one message), as
 /// [`body_len`] counts it.
@@ -141,8 +140,13 @@ pub enum ErrorClass {
     /// Transient: the same number may work later (Twilio 30003, 20429).
     RetryLater,
     /// This number cannot receive texts from us: never text it again in this
-    /// dispatch (Twilio 21211, 21610, 21614, 30005, 30006).
+    /// dispatch (Twilio 21211, 21614, 30005, 30006).
     Unreachable,
+    /// The recipient opted out of texts from this sender (Twilio 21610:
+    /// they texted `STOP`): unreachable in this dispatch, and recorded in
+    /// the relay's [`crate::OptOuts`], so no dispatch texts them until
+    /// they opt back in.
+    OptedOut,
     /// The carrier filtered the content (Twilio 30007).
     Filtered,
     /// The relay's configuration is wrong (credentials, sender): nothing
@@ -251,8 +255,11 @@ pub enum SendErrorKind {
     /// The request may have gone out (timeout or 5xx after sending). Never
     /// retried blindly: the level's timeout covers it.
     MaybeSent,
-    /// This number cannot be texted (invalid, opted out, landline).
+    /// This number cannot be texted (invalid, landline).
     Unreachable,
+    /// The recipient opted out of texts from this sender (see
+    /// [`ErrorClass::OptedOut`]).
+    OptedOut,
     /// The content was refused.
     Filtered,
     /// Credentials or sender are wrong: an operator must act.
@@ -378,6 +385,86 @@ pub enum Input {
     OptOut(PhoneNumber),
     /// A number opted back in (`START`).
     OptIn(PhoneNumber),
+    /// Link the dispatch to a job of the host's job system, replacing any
+    /// earlier link ([`crate::Relay::link_job`]). With `sync` (the relay
+    /// has a [`crate::Jobs`] port) the whole conversation so far is owed to
+    /// that job; without, the link is recorded for lookups by job only.
+    /// Linking it to the job it already has changes nothing.
+    LinkJob {
+        /// The job.
+        job: JobId,
+        /// Whether the conversation is owed to the job's system.
+        sync: bool,
+    },
+    /// Start keeping the host's job system in sync with the dispatch: a
+    /// sync is owed from now on (a relay with a [`crate::Jobs`] port opens
+    /// every dispatch with it). Changes nothing if it was already on.
+    EnableJobSync,
+    /// The driver synced the dispatch with the host's job system (see
+    /// [`crate::Jobs`]): asked `resolve` if it had to, then made, in order,
+    /// the calls the dispatch owed ([`crate::JobSync`] is how far they
+    /// got). Applied to the same version the calls were worked out from
+    /// (the driver's version-checked save makes sure of it).
+    JobSynced {
+        /// What `resolve` answered, if it was asked: the job, or none.
+        resolved: Option<Option<JobId>>,
+        /// How many of the calls owed were recorded, from the first.
+        recorded: u32,
+        /// `Ok` when every call owed was recorded; else the failure's
+        /// message (shown in the status, so without secrets): the sync is
+        /// retried with backoff.
+        result: Result<(), String>,
+    },
+    /// No job system is wired in any more: stop retrying the sync owed (it
+    /// resumes when a relay with one syncs the dispatch again).
+    PauseJobSync,
+}
+
+/// Why the relay did not send a text it had queued (behaviours B7, B8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// The recipient opted out (texted `STOP`, or a send failed with an
+    /// opt-out error); nothing is sent to them until they text `START`.
+    OptedOut,
+    /// The recipient cannot receive texts (an earlier failure said so).
+    Unreachable,
+    /// A forward held back or re-sent after its level went off duty.
+    OffDuty,
+    /// Over a rate limit with the policy's `over_limit = "drop"`.
+    OverLimit,
+    /// An identical text went to the same number within the policy's
+    /// repeat-suppression window (an auto-reply loop).
+    Repeat,
+    /// Merged into another delayed text to the same number (digest).
+    Merged {
+        /// The leg that carried it.
+        into: u32,
+    },
+    /// The recipient is a business or relay line (a loop).
+    Loop,
+    /// Held back by a rate limit until the dispatch had moved on (acked,
+    /// closed, or escalated past the step it was for).
+    Stale,
+}
+
+impl SkipReason {
+    /// A phrase for notices and events: "{number} {phrase}".
+    pub fn describe(self) -> &'static str {
+        match self {
+            SkipReason::OptedOut => {
+                "opted out (texted STOP): nothing reaches them until they text START"
+            }
+            SkipReason::Unreachable => "cannot receive texts",
+            SkipReason::OffDuty => "is off duty",
+            SkipReason::OverLimit => "is over the rate limit",
+            SkipReason::Repeat => "was sent the same text moments ago (repeat suppressed)",
+            SkipReason::Merged { .. } => "gets it merged into another text",
+            SkipReason::Loop => "is a relay line (a loop)",
+            SkipReason::Stale => "no longer needs it",
+        }
+    }
 }
 
 /// GSM-7's extension characters: one character, two septets.

@@ -3,8 +3,10 @@
 //! The relay itself: a pure escalation state machine ([`Dispatch`]), the
 //! ports it needs ([`SmsProvider`], [`Store`], [`Clock`], [`EventSink`],
 //! and optionally [`Jobs`], the host's job system),
-//! the driver that loops over them ([`Relay`]), and in-memory adapters for
-//! tests and simulation.
+//! the driver that loops over them ([`Relay`]), and in-memory adapters
+//! ([`MemoryStore`], [`MemoryOptOuts`], [`MemoryRateLimiter`]). Test
+//! doubles and the simulation harness are in `testing` (feature
+//! `testing`).
 //!
 //! The state machine never does I/O and never reads a clock: time is an
 //! argument, randomness a seed. The driver is the only place that loops:
@@ -27,59 +29,65 @@
 
 #![warn(missing_docs)]
 
-#[cfg(feature = "testing")]
-pub mod contract;
-pub mod dispatch;
-pub mod driver;
-pub mod event;
-pub mod failover;
-pub mod input;
-pub mod jobs;
-pub mod memory;
-pub mod policy;
-pub mod policy_file;
-pub mod ports;
-pub mod safety;
-pub mod schedule;
-pub mod sim;
-pub mod status;
-pub mod types;
+// Every module is private: the public API is what is re-exported here, one
+// path per name (see ARCHITECTURE.md for where each lives), plus the
+// `testing` namespace behind its feature.
+mod dispatch;
+mod driver;
+mod event;
+mod failover;
+mod input;
+mod jobs;
+mod memory;
+mod policy;
+mod policy_file;
+mod ports;
+mod record;
+mod safety;
+mod schedule;
+mod status;
+mod types;
+
+#[cfg(any(feature = "testing", feature = "mock"))]
+pub mod testing;
 
 pub use dispatch::{
-    Ack, AckVia, Direction, Dispatch, InputError, JOB_SYNC_GRACE, Leg, MAX_SEND_ATTEMPTS,
-    OUTBOX_GRACE, Purpose, SkipReason, State, ThreadEntry,
+    Dispatch, InputError, JOB_RETRY_MAX, JOB_RETRY_MIN, JOB_SYNC_GRACE, JobSync, MAX_KEPT_EVENTS,
+    MAX_SEND_ATTEMPTS, OUTBOX_GRACE,
 };
 pub use driver::{
-    DEFAULT_SWEEP_CONCURRENCY, JobSyncMode, MAX_CONFLICT_RETRIES, Outcome, Relay, RelayBuilder,
-    RelayError, SweepReport,
+    DEFAULT_SWEEP_CONCURRENCY, JobSyncMode, Outcome, Relay, RelayBuilder, RelayError, SweepReport,
 };
 pub use event::{Effect, EscalationReason, EventKind, OutboundMessage, RelayEvent};
 pub use failover::Failover;
 pub use input::{
     Actor, Command, DashboardAction, DeliveryError, DeliveryReport, DeliveryStatus, ErrorClass,
-    InboundText, Input, MAX_BODY_CHARS, Media, RouteReason, SendError, SendErrorKind, body_len,
-    fit_body,
+    InboundText, Input, MAX_BODY_CHARS, Media, RouteReason, SendError, SendErrorKind, SkipReason,
+    body_len, fit_body,
 };
-pub use jobs::{
-    JOB_RETRY_MAX, JOB_RETRY_MIN, JobItem, JobMessage, JobSync, JobWork, Jobs, JobsError,
-    MemoryJob, MemoryJobs, Milestone, MilestoneKind, Origin,
-};
-pub use memory::{MemoryStore, RecordingProvider, RecordingSink, SentText};
+pub use jobs::{JobMessage, Jobs, JobsError, Milestone, MilestoneKind, Origin};
+pub use memory::MemoryStore;
 pub use policy::{
-    DEFAULT_ACK_TIMEOUT, DEFAULT_SUPPRESS_REPEATS, HoursZone, Level, LevelHours, OverLimit, Person,
-    Policy, PolicyError, Rate, Throttle, WhenClosed, format_duration, parse_duration,
+    DEFAULT_ACK_TIMEOUT, DEFAULT_SUPPRESS_REPEATS, DurationError, HoursZone, Level, LevelHours,
+    MAX_LABEL_CHARS, MAX_LEVEL_TIMEOUT, MAX_LEVELS, MAX_RATE_COUNT, MAX_RATE_PERIOD, MAX_RATES,
+    MAX_REPEAT, MAX_TARGETS_PER_LEVEL, MAX_WINDOWS_PER_LEVEL, OverLimit, Person, Policy,
+    PolicyError, Rate, RateError, Throttle, WhenClosed, format_duration, parse_duration,
 };
 pub use policy_file::PolicyFileError;
 pub use ports::{
     Clock, ConflictReason, Due, EventSink, FanoutSink, InboundLookup, ListFilter, ManualClock,
     NullSink, SendReceipt, SinkError, SmsProvider, Store, StoreError, SystemClock, TracingSink,
 };
+pub use record::{Ack, AckVia, Direction, Leg, Purpose, State, ThreadEntry};
 pub use safety::{
-    Admission, Keyword, MemoryOptOuts, MemoryRateLimiter, OPT_OUT_ERROR_CODES, OptOuts, RateKey,
-    RateLimiter, SafetyError,
+    Admission, Keyword, MemoryOptOuts, MemoryRateLimiter, OptOuts, RateKey, RateLimiter,
+    SafetyError, earliest_admission,
 };
-pub use schedule::{LocalTime, Weekdays, Window, Zone};
+pub use schedule::{
+    LocalTime, LocalTimeError, Weekdays, WeekdaysError, Window, WindowError, Zone, ZoneError,
+};
 pub use status::{DispatchStatus, FinalStatus, JobDispatchLink, JobSyncStatus};
 pub use types::{
-    DispatchId, JobId, JobIdError, PhoneNumber, PhoneNumberError, ProviderMessageId, Tag, Timestamp,
+    DispatchId, DispatchIdError, JobId, JobIdError, PhoneNumber, PhoneNumberError,
+    ProviderMessageId, ProviderMessageIdError, Tag, TagError, Timestamp, TimestampError,
 };

@@ -33,6 +33,16 @@ pub const MAX_WINDOWS_PER_LEVEL: usize = 16;
 /// The most rate limits per destination or for the line.
 pub const MAX_RATES: usize = 8;
 
+/// The most texts one rate limit may allow in its period.
+pub const MAX_RATE_COUNT: u32 = 10_000;
+
+/// The most characters in a policy's label (`QDN` in `[QDN #K7]`).
+pub const MAX_LABEL_CHARS: usize = 16;
+
+/// The shortest level timeout, rate-limit period and repeat-suppression
+/// window.
+const MIN_PERIOD: Duration = Duration::from_secs(1);
+
 /// The longest period a rate limit may count over, and the longest
 /// repeat-suppression window: 1 day.
 pub const MAX_RATE_PERIOD: Duration = Duration::from_secs(24 * 3600);
@@ -71,33 +81,39 @@ pub const DEFAULT_SUPPRESS_REPEATS: Duration = Duration::from_secs(10 * 60);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
-    levels: Vec<Level>,
+    pub(crate) levels: Vec<Level>,
     #[serde(default)]
-    repeat: u32,
+    pub(crate) repeat: u32,
     #[serde(default = "default_label")]
-    label: String,
+    pub(crate) label: String,
     #[serde(default, skip_serializing_if = "Zone::is_utc")]
-    time_zone: Zone,
+    pub(crate) time_zone: Zone,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    hours: Vec<LevelHours>,
+    pub(crate) hours: Vec<LevelHours>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    people: BTreeMap<PhoneNumber, Person>,
+    pub(crate) people: BTreeMap<PhoneNumber, Person>,
     #[serde(default, skip_serializing_if = "WhenClosed::is_skip")]
-    when_closed: WhenClosed,
+    pub(crate) when_closed: WhenClosed,
     #[serde(default, skip_serializing_if = "Throttle::is_off")]
-    throttle: Throttle,
+    pub(crate) throttle: Throttle,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "opt_duration_ms",
         rename = "suppress_repeats_ms"
     )]
-    suppress_repeats: Option<Duration>,
+    pub(crate) suppress_repeats: Option<Duration>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    relay_lines: Vec<PhoneNumber>,
+    pub(crate) relay_lines: Vec<PhoneNumber>,
 }
 
-fn default_label() -> String {
+/// The rule on a level's timeout (also checked on a policy file's default
+/// `timeout` that no level uses).
+pub(crate) fn timeout_in_bounds(d: Duration) -> bool {
+    (MIN_PERIOD..=MAX_LEVEL_TIMEOUT).contains(&d)
+}
+
+pub(crate) fn default_label() -> String {
     "QDN".to_owned()
 }
 
@@ -115,24 +131,23 @@ pub struct Level {
     pub timeout: Duration,
 }
 
-/// Why a policy is not valid.
+/// Why a policy is not valid: the rule broken ([`PolicyError::reason`])
+/// and where ([`PolicyError::field`], a path such as `levels[0].timeout`
+/// named as in the policy file, so the file reader can turn it into a line).
+/// Displays as `field: reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
     /// A policy needs at least one level.
-    #[error("policy has no levels")]
     NoLevels,
-    /// Too many levels.
-    #[error("policy has {0} levels; at most {MAX_LEVELS} are allowed")]
+    /// More than [`MAX_LEVELS`] levels.
     TooManyLevels(usize),
     /// A level with nobody to notify.
-    #[error("level {level} has no targets")]
     NoTargets {
         /// Index of the level.
         level: usize,
     },
-    /// A level with too many targets.
-    #[error("level {level} has {count} targets; at most {MAX_TARGETS_PER_LEVEL} are allowed")]
+    /// A level with more than [`MAX_TARGETS_PER_LEVEL`] targets.
     TooManyTargets {
         /// Index of the level.
         level: usize,
@@ -140,49 +155,144 @@ pub enum PolicyError {
         count: usize,
     },
     /// The same number twice in one level.
-    #[error("level {level} lists {number} twice")]
     DuplicateTarget {
         /// Index of the level.
         level: usize,
+        /// Index of the second mention among the level's targets.
+        index: usize,
         /// The repeated number.
         number: PhoneNumber,
     },
-    /// A timeout of zero or more than [`MAX_LEVEL_TIMEOUT`].
-    #[error("level {level} timeout must be between 1 second and 7 days")]
+    /// A timeout shorter than a second or longer than [`MAX_LEVEL_TIMEOUT`].
     BadTimeout {
         /// Index of the level.
         level: usize,
     },
     /// More than [`MAX_REPEAT`] extra rounds.
-    #[error("repeat is {0}; at most {MAX_REPEAT} is allowed")]
     TooManyRepeats(u32),
-    /// An empty or over-long label.
-    #[error("label must be 1 to 16 printable characters")]
+    /// An empty or over-long label, or one with control characters.
     BadLabel,
-    /// Windows for a level that does not exist, twice for one level, none,
-    /// or too many.
-    #[error(
-        "level {level}: windows must name an existing level once, with 1 to {MAX_WINDOWS_PER_LEVEL} windows"
-    )]
+    /// Windows for a level that does not exist, or twice for one level.
     BadWindows {
         /// Index of the level.
         level: usize,
     },
-    /// A rate limit of zero texts, a period outside 1 second to 1 day, or
-    /// too many limits.
-    #[error("{0}")]
-    BadRate(String),
-    /// A repeat-suppression window longer than a day or zero.
-    #[error("the repeat-suppression window must be between 1 second and 1 day")]
+    /// A level with an empty list of windows (it would never be on duty).
+    NoWindows {
+        /// Index of the level.
+        level: usize,
+    },
+    /// A level with more than [`MAX_WINDOWS_PER_LEVEL`] windows.
+    TooManyWindows {
+        /// Index of the level.
+        level: usize,
+        /// How many it has.
+        count: usize,
+    },
+    /// More than [`MAX_RATES`] rate limits in one list.
+    TooManyRates {
+        /// The list: `per_destination` or `line`.
+        list: &'static str,
+        /// How many it has.
+        count: usize,
+    },
+    /// A rate limit of no texts or more than [`MAX_RATE_COUNT`], or over a
+    /// period shorter than a second or longer than [`MAX_RATE_PERIOD`].
+    BadRate {
+        /// The list: `per_destination` or `line`.
+        list: &'static str,
+        /// Index of the limit in its list.
+        index: usize,
+        /// The limit.
+        rate: Rate,
+    },
+    /// A repeat-suppression window shorter than a second or longer than
+    /// [`MAX_RATE_PERIOD`].
     BadSuppressWindow,
     /// A level targets a relay line (it would forward to itself).
-    #[error("level {level} targets relay line {number} (a loop)")]
     TargetIsRelayLine {
         /// Index of the level.
         level: usize,
+        /// Index of the target among the level's targets.
+        index: usize,
         /// The number.
         number: PhoneNumber,
     },
+}
+
+impl PolicyError {
+    /// Where the rule is broken, as a path named as in the policy file:
+    /// `levels`, `levels[1].targets`, `levels[1].targets[0]`,
+    /// `levels[0].timeout`, `levels[0].windows`, `repeat`, `label`,
+    /// `throttle.line`, `throttle.per_destination[2]`, `suppress_repeats`.
+    pub fn field(&self) -> String {
+        use PolicyError as E;
+        match self {
+            E::NoLevels | E::TooManyLevels(_) => "levels".to_owned(),
+            E::NoTargets { level } | E::TooManyTargets { level, .. } => {
+                format!("levels[{level}].targets")
+            }
+            E::DuplicateTarget { level, index, .. } | E::TargetIsRelayLine { level, index, .. } => {
+                format!("levels[{level}].targets[{index}]")
+            }
+            E::BadTimeout { level } => format!("levels[{level}].timeout"),
+            E::TooManyRepeats(_) => "repeat".to_owned(),
+            E::BadLabel => "label".to_owned(),
+            E::BadWindows { level } | E::NoWindows { level } | E::TooManyWindows { level, .. } => {
+                format!("levels[{level}].windows")
+            }
+            E::TooManyRates { list, .. } => format!("throttle.{list}"),
+            E::BadRate { list, index, .. } => format!("throttle.{list}[{index}]"),
+            E::BadSuppressWindow => "suppress_repeats".to_owned(),
+        }
+    }
+
+    /// What is wrong there, without the place.
+    pub fn reason(&self) -> String {
+        use PolicyError as E;
+        let (min, max_timeout, max_period) = (
+            format_duration(MIN_PERIOD),
+            format_duration(MAX_LEVEL_TIMEOUT),
+            format_duration(MAX_RATE_PERIOD),
+        );
+        match self {
+            E::NoLevels => "at least one level is required".to_owned(),
+            E::TooManyLevels(n) => format!("{n} levels; at most {MAX_LEVELS} are allowed"),
+            E::NoTargets { .. } => "no targets: a level needs someone to text".to_owned(),
+            E::TooManyTargets { count, .. } => {
+                format!("{count} targets; at most {MAX_TARGETS_PER_LEVEL} are allowed")
+            }
+            E::DuplicateTarget { number, .. } => format!("{number} is listed twice"),
+            E::BadTimeout { .. } => format!("must be between {min} and {max_timeout}"),
+            E::TooManyRepeats(n) => format!("{n}; at most {MAX_REPEAT} is allowed"),
+            E::BadLabel => format!("must be 1 to {MAX_LABEL_CHARS} printable characters"),
+            E::BadWindows { .. } => {
+                "windows must belong to an existing level, one list per level".to_owned()
+            }
+            E::NoWindows { .. } => {
+                "empty: leave windows out for a level that is always on duty".to_owned()
+            }
+            E::TooManyWindows { count, .. } => {
+                format!("{count} windows; at most {MAX_WINDOWS_PER_LEVEL} are allowed")
+            }
+            E::TooManyRates { count, .. } => {
+                format!("{count} limits; at most {MAX_RATES} are allowed")
+            }
+            E::BadRate { rate, .. } => format!(
+                "{rate}: the count must be 1 to {MAX_RATE_COUNT} and the period {min} to {max_period}"
+            ),
+            E::BadSuppressWindow => {
+                format!("must be between {min} and {max_period}, or off")
+            }
+            E::TargetIsRelayLine { number, .. } => format!("{number} is a relay line (a loop)"),
+        }
+    }
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field(), self.reason())
+    }
 }
 
 impl Policy {
@@ -253,55 +363,70 @@ impl Policy {
         if self.levels.len() > MAX_LEVELS {
             return Err(PolicyError::TooManyLevels(self.levels.len()));
         }
-        for (i, l) in self.levels.iter().enumerate() {
+        for (level, l) in self.levels.iter().enumerate() {
             if l.targets.is_empty() {
-                return Err(PolicyError::NoTargets { level: i });
+                return Err(PolicyError::NoTargets { level });
             }
             if l.targets.len() > MAX_TARGETS_PER_LEVEL {
                 return Err(PolicyError::TooManyTargets {
-                    level: i,
+                    level,
                     count: l.targets.len(),
                 });
             }
-            for (j, t) in l.targets.iter().enumerate() {
-                if l.targets[..j].contains(t) {
+            for (index, &number) in l.targets.iter().enumerate() {
+                if l.targets[..index].contains(&number) {
                     return Err(PolicyError::DuplicateTarget {
-                        level: i,
-                        number: *t,
+                        level,
+                        index,
+                        number,
                     });
                 }
             }
-            if l.timeout < Duration::from_secs(1) || l.timeout > MAX_LEVEL_TIMEOUT {
-                return Err(PolicyError::BadTimeout { level: i });
+            if !timeout_in_bounds(l.timeout) {
+                return Err(PolicyError::BadTimeout { level });
             }
         }
         if self.repeat > MAX_REPEAT {
             return Err(PolicyError::TooManyRepeats(self.repeat));
         }
         let n = self.label.chars().count();
-        if n == 0 || n > 16 || self.label.chars().any(|c| c.is_control()) {
+        if n == 0 || n > MAX_LABEL_CHARS || self.label.chars().any(|c| c.is_control()) {
             return Err(PolicyError::BadLabel);
         }
         for (i, h) in self.hours.iter().enumerate() {
             let level = h.level as usize;
-            if level >= self.levels.len()
-                || h.windows.is_empty()
-                || h.windows.len() > MAX_WINDOWS_PER_LEVEL
-                || self.hours[..i].iter().any(|o| o.level == h.level)
-            {
+            if level >= self.levels.len() || self.hours[..i].iter().any(|o| o.level == h.level) {
                 return Err(PolicyError::BadWindows { level });
+            }
+            if h.windows.is_empty() {
+                return Err(PolicyError::NoWindows { level });
+            }
+            if h.windows.len() > MAX_WINDOWS_PER_LEVEL {
+                return Err(PolicyError::TooManyWindows {
+                    level,
+                    count: h.windows.len(),
+                });
             }
         }
         self.throttle.validate()?;
         if self
             .suppress_repeats
-            .is_some_and(|d| d < Duration::from_secs(1) || d > MAX_RATE_PERIOD)
+            .is_some_and(|d| d < MIN_PERIOD || d > MAX_RATE_PERIOD)
         {
             return Err(PolicyError::BadSuppressWindow);
         }
-        for (i, l) in self.levels.iter().enumerate() {
-            if let Some(&number) = l.targets.iter().find(|t| self.relay_lines.contains(t)) {
-                return Err(PolicyError::TargetIsRelayLine { level: i, number });
+        for (level, l) in self.levels.iter().enumerate() {
+            if let Some((index, &number)) = l
+                .targets
+                .iter()
+                .enumerate()
+                .find(|(_, t)| self.relay_lines.contains(t))
+            {
+                return Err(PolicyError::TargetIsRelayLine {
+                    level,
+                    index,
+                    number,
+                });
             }
         }
         Ok(())
@@ -657,25 +782,23 @@ impl Throttle {
     }
 
     fn validate(&self) -> Result<(), PolicyError> {
-        for (what, rates) in [
+        for (list, rates) in [
             ("per_destination", &self.per_destination),
             ("line", &self.line),
         ] {
             if rates.len() > MAX_RATES {
-                return Err(PolicyError::BadRate(format!(
-                    "throttle.{what}: at most {MAX_RATES} limits are allowed"
-                )));
+                return Err(PolicyError::TooManyRates {
+                    list,
+                    count: rates.len(),
+                });
             }
-            for r in rates {
-                if r.count == 0 || r.count > 10_000 {
-                    return Err(PolicyError::BadRate(format!(
-                        "throttle.{what}: {r}: the count must be 1 to 10000"
-                    )));
-                }
-                if r.per < Duration::from_secs(1) || r.per > MAX_RATE_PERIOD {
-                    return Err(PolicyError::BadRate(format!(
-                        "throttle.{what}: {r}: the period must be 1 second to 1 day"
-                    )));
+            for (index, &rate) in rates.iter().enumerate() {
+                if rate.count == 0
+                    || rate.count > MAX_RATE_COUNT
+                    || rate.per < MIN_PERIOD
+                    || rate.per > MAX_RATE_PERIOD
+                {
+                    return Err(PolicyError::BadRate { list, index, rate });
                 }
             }
         }
@@ -825,6 +948,55 @@ mod tests {
             Policy::new(vec![l(vec![n("+16195550101")], 60)], 11),
             Err(PolicyError::TooManyRepeats(11))
         );
+    }
+
+    #[test]
+    fn an_error_names_its_field_and_reason() {
+        let l = |t: &[&str], secs| Level {
+            name: None,
+            targets: t.iter().map(|s| n(s)).collect(),
+            timeout: Duration::from_secs(secs),
+        };
+        let e = Policy::new(vec![l(&["+16195550101"], 60), l(&["+16195550102"], 0)], 0)
+            .expect_err("a zero timeout");
+        assert_eq!(e.field(), "levels[1].timeout");
+        assert_eq!(
+            e.to_string(),
+            "levels[1].timeout: must be between 1s and 7d"
+        );
+        let e = Policy::new(vec![l(&["+16195550101", "+16195550102"], 60)], 0)
+            .and_then(|p| p.with_relay_lines(vec![n("+16195550102")]))
+            .expect_err("a relay line");
+        assert_eq!(
+            e,
+            PolicyError::TargetIsRelayLine {
+                level: 0,
+                index: 1,
+                number: n("+16195550102")
+            }
+        );
+        assert_eq!(e.field(), "levels[0].targets[1]");
+        let rate = |count, per| Rate {
+            count,
+            per: Duration::from_secs(per),
+        };
+        let e = Policy::new(vec![l(&["+16195550101"], 60)], 0)
+            .and_then(|p| {
+                p.with_throttle(Throttle {
+                    per_destination: vec![rate(1, 60), rate(5, 2 * 86_400)],
+                    ..Throttle::default()
+                })
+            })
+            .expect_err("a two-day period");
+        assert_eq!(
+            e.to_string(),
+            "throttle.per_destination[1]: 5/2d: the count must be 1 to 10000 and the period 1s to 1d"
+        );
+        let e = Policy::new(vec![l(&["+16195550101"], 60)], 0)
+            .and_then(|p| p.with_hours(0, Vec::new(), HoursZone::Policy))
+            .expect_err("no windows");
+        assert_eq!(e, PolicyError::NoWindows { level: 0 });
+        assert_eq!(e.field(), "levels[0].windows");
     }
 
     #[test]

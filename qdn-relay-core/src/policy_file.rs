@@ -1,38 +1,8 @@
-//! The policy file: an escalation policy in TOML, validated on load. Every
-//! error names the line and the field (`line 14: levels[1].windows[0]:
-//! invalid time "25:00"`).
-//!
-//! ```toml
-//! time_zone = "America/Los_Angeles"   # IANA name; default UTC
-//! when_closed = "hold"                # or "skip" (default)
-//! repeat = 1                          # extra rounds through the chain
-//! timeout = "15m"                     # each level's default
-//! suppress_repeats = "10m"            # default 10m; "off" to send repeats
-//! relay_lines = ["+16195550999"]      # other relay numbers: never texted
-//!
-//! [people]
-//! ana = "+16195550101"
-//! ben = { number = "+18583354807", time_zone = "America/Denver" }
-//!
-//! [throttle]
-//! per_destination = ["1/1m", "5/15m", "11/1h"]
-//! line = ["1/1s"]
-//! over_limit = "digest"               # or "delay" (default), "drop"
-//!
-//! [[levels]]
-//! name = "day dispatcher"
-//! targets = ["ana"]                   # names from [people] or numbers
-//! timeout = "10m"
-//! windows = ["mon-sat 07:00-19:00"]
-//!
-//! [[levels]]
-//! name = "night on-call"
-//! targets = ["ben"]
-//! time_zone = "target"                # each target's own zone
-//! windows = [{ days = "daily", start = "19:00", end = "07:00" }]
-//! ```
-//!
-//! Parsing does no I/O: the caller reads the file.
+//! The policy file reader; the format is on [`Policy::from_toml`]. The
+//! reader checks only what it reads (syntax, types, names, unknown keys);
+//! the rules on values (bounds, duplicates, loops) are
+//! [`Policy::validate`]'s alone, and the field path of its error
+//! ([`PolicyError::field`]) is turned back into a line and column.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -43,8 +13,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::policy::{
-    DEFAULT_ACK_TIMEOUT, DEFAULT_SUPPRESS_REPEATS, HoursZone, Level, MAX_LEVEL_TIMEOUT, MAX_LEVELS,
-    MAX_REPEAT, OverLimit, Person, Policy, PolicyError, Rate, Throttle, WhenClosed, parse_duration,
+    DEFAULT_ACK_TIMEOUT, DEFAULT_SUPPRESS_REPEATS, HoursZone, Level, LevelHours, OverLimit, Person,
+    Policy, PolicyError, Throttle, WhenClosed, default_label, parse_duration, timeout_in_bounds,
 };
 use crate::schedule::{LocalTime, Weekdays, Window, Zone};
 use crate::types::PhoneNumber;
@@ -74,7 +44,41 @@ impl fmt::Display for PolicyFileError {
 }
 
 impl Policy {
-    /// Reads a policy file (see [`crate::policy_file`]).
+    /// Reads a policy file: an escalation policy in TOML, validated on
+    /// load. Every error names the line and the field (`line 14:
+    /// levels[1].windows[0]: invalid time "25:00"`).
+    ///
+    /// ```toml
+    /// time_zone = "America/Los_Angeles"   # IANA name; default UTC
+    /// when_closed = "hold"                # or "skip" (default)
+    /// repeat = 1                          # extra rounds through the chain
+    /// timeout = "15m"                     # each level's default
+    /// suppress_repeats = "10m"            # default 10m; "off" to send repeats
+    /// relay_lines = ["+16195550999"]      # other relay numbers: never texted
+    ///
+    /// [people]
+    /// ana = "+16195550101"
+    /// ben = { number = "+18583354807", time_zone = "America/Denver" }
+    ///
+    /// [throttle]
+    /// per_destination = ["1/1m", "5/15m", "11/1h"]
+    /// line = ["1/1s"]
+    /// over_limit = "digest"               # or "delay" (default), "drop"
+    ///
+    /// [[levels]]
+    /// name = "day dispatcher"
+    /// targets = ["ana"]                   # names from [people] or numbers
+    /// timeout = "10m"
+    /// windows = ["mon-sat 07:00-19:00"]
+    ///
+    /// [[levels]]
+    /// name = "night on-call"
+    /// targets = ["ben"]
+    /// time_zone = "target"                # each target's own zone
+    /// windows = [{ days = "daily", start = "19:00", end = "07:00" }]
+    /// ```
+    ///
+    /// Parsing does no I/O: the caller reads the file.
     ///
     /// ```
     /// use qdn_relay_core::Policy;
@@ -145,27 +149,37 @@ impl<'s> Reader<'s> {
         err
     }
 
+    /// Reads the file into a policy, then checks it once with
+    /// [`Policy::validate`]: the reader only reads (types, names, syntax);
+    /// every rule on values lives in [`Policy`], and its error's field path
+    /// is placed back on the file ([`Reader::place`]).
     fn policy(&self) -> Result<Policy, PolicyFileError> {
         let doc = DeTable::parse(self.src).map_err(|e| self.syntax(&e))?;
         let root = doc.get_ref();
         self.known_keys(root, "", TOP_KEYS)?;
 
+        let label = match root.get("label") {
+            Some(v) => self.str(v, "label")?.to_owned(),
+            None => default_label(),
+        };
         let time_zone = match root.get("time_zone") {
             Some(v) => self.zone(v, "time_zone")?,
             None => Zone::utc(),
         };
         let default_timeout = match root.get("timeout") {
-            Some(v) => self.timeout(v, "timeout")?,
+            Some(v) => {
+                let d = self.duration(v, "timeout")?;
+                if !timeout_in_bounds(d) {
+                    // The levels' rule, even where no level inherits it.
+                    let e = PolicyError::BadTimeout { level: 0 };
+                    return Err(self.err(v.span(), "timeout", e.reason()));
+                }
+                d
+            }
             None => DEFAULT_ACK_TIMEOUT,
         };
         let repeat = match root.get("repeat") {
-            Some(v) => {
-                let n = self.int(v, "repeat")?;
-                if n > u64::from(MAX_REPEAT) {
-                    return Err(self.err(v.span(), "repeat", format!("at most {MAX_REPEAT}")));
-                }
-                n as u32
-            }
+            Some(v) => u32::try_from(self.int(v, "repeat")?).unwrap_or(u32::MAX),
             None => 0,
         };
         let when_closed = match root.get("when_closed") {
@@ -182,22 +196,12 @@ impl<'s> Reader<'s> {
             },
             None => WhenClosed::Skip,
         };
-        let suppress = match root.get("suppress_repeats") {
+        let suppress_repeats = match root.get("suppress_repeats") {
             None => Some(DEFAULT_SUPPRESS_REPEATS),
             Some(v) => match v.get_ref() {
                 DeValue::Boolean(false) => None,
                 DeValue::String(s) if s.trim() == "off" => None,
-                _ => {
-                    let d = self.duration(v, "suppress_repeats")?;
-                    if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
-                        return Err(self.err(
-                            v.span(),
-                            "suppress_repeats",
-                            "must be between 1s and 1d, or \"off\"",
-                        ));
-                    }
-                    Some(d)
-                }
+                _ => Some(self.duration(v, "suppress_repeats")?),
             },
         };
         let relay_lines = match root.get("relay_lines") {
@@ -213,7 +217,7 @@ impl<'s> Reader<'s> {
 
         // [people]
         let mut names: BTreeMap<String, PhoneNumber> = BTreeMap::new();
-        let mut people: Vec<(PhoneNumber, Person)> = Vec::new();
+        let mut people: BTreeMap<PhoneNumber, Person> = BTreeMap::new();
         if let Some(v) = root.get("people") {
             for (key, val) in self.table(v, "people")? {
                 let name = key.get_ref().to_string();
@@ -251,21 +255,19 @@ impl<'s> Reader<'s> {
                     ));
                 }
                 names.insert(name.clone(), number);
-                people.push((
+                people.insert(
                     number,
                     Person {
                         name: Some(name),
                         time_zone: zone,
                     },
-                ));
+                );
             }
         }
 
         // [throttle]
         let mut throttle = Throttle::default();
-        let mut throttle_span = 0..0;
         if let Some(v) = root.get("throttle") {
-            throttle_span = v.span();
             let t = self.table(v, "throttle")?;
             self.known_keys(t, "throttle", &["per_destination", "line", "over_limit"])?;
             for (key, into) in [
@@ -280,20 +282,9 @@ impl<'s> Reader<'s> {
                     {
                         let field = format!("throttle.{key}[{i}]");
                         let s = self.str(item, &field)?;
-                        let r: Rate = s.parse().map_err(|e: crate::policy::RateError| {
+                        into.push(s.parse().map_err(|e: crate::policy::RateError| {
                             self.err(item.span(), &field, e.to_string())
-                        })?;
-                        if r.count == 0
-                            || r.per < Duration::from_secs(1)
-                            || r.per > Duration::from_secs(86_400)
-                        {
-                            return Err(self.err(
-                                item.span(),
-                                &field,
-                                format!("{s:?}: at least 1 text, over 1s to 1d"),
-                            ));
-                        }
-                        into.push(r);
+                        })?);
                     }
                 }
             }
@@ -313,28 +304,13 @@ impl<'s> Reader<'s> {
             }
         }
 
-        // [[levels]]
-        let levels_v = root.get("levels").ok_or_else(|| {
-            self.err(
-                0..0,
-                "levels",
-                "required: at least one [[levels]] table with targets",
-            )
-        })?;
-        let items = self.array(levels_v, "levels")?;
-        if items.is_empty() {
-            return Err(self.err(levels_v.span(), "levels", "at least one level is required"));
-        }
-        if items.len() > MAX_LEVELS {
-            return Err(self.err(
-                levels_v.span(),
-                "levels",
-                format!("at most {MAX_LEVELS} levels"),
-            ));
-        }
+        // [[levels]] (none: the policy's own rule says so)
+        let items = match root.get("levels") {
+            Some(v) => self.array(v, "levels")?,
+            None => &[],
+        };
         let mut levels = Vec::with_capacity(items.len());
-        let mut hours: Vec<(usize, Vec<Window>, HoursZone)> = Vec::new();
-        let mut spans: Vec<LevelSpans> = Vec::new();
+        let mut hours = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let field = format!("levels[{i}]");
             let t = self.table(item, &field)?;
@@ -359,7 +335,7 @@ impl<'s> Reader<'s> {
             for (j, tgt) in list.iter().enumerate() {
                 let f = format!("{tf}[{j}]");
                 let s = self.str(tgt, &f)?;
-                let n = match names.get(s.trim()) {
+                targets.push(match names.get(s.trim()) {
                     Some(n) => *n,
                     None => s.parse().map_err(|e| {
                         self.err(
@@ -370,17 +346,10 @@ impl<'s> Reader<'s> {
                             ),
                         )
                     })?,
-                };
-                if targets.contains(&n) {
-                    return Err(self.err(tgt.span(), &f, format!("{n} is listed twice")));
-                }
-                if relay_lines.contains(&n) {
-                    return Err(self.err(tgt.span(), &f, format!("{n} is a relay line (a loop)")));
-                }
-                targets.push(n);
+                });
             }
             let timeout = match t.get("timeout") {
-                Some(v) => self.timeout(v, &format!("{field}.timeout"))?,
+                Some(v) => self.duration(v, &format!("{field}.timeout"))?,
                 None => default_timeout,
             };
             let zone = match t.get("time_zone") {
@@ -393,26 +362,15 @@ impl<'s> Reader<'s> {
             };
             if let Some(v) = t.get("windows") {
                 let wf = format!("{field}.windows");
-                let ws = self.array(v, &wf)?;
-                if ws.is_empty() {
-                    return Err(self.err(
-                        v.span(),
-                        &wf,
-                        "empty: leave windows out for a level that is always on duty",
-                    ));
-                }
-                if ws.len() > crate::policy::MAX_WINDOWS_PER_LEVEL {
-                    return Err(self.err(
-                        v.span(),
-                        &wf,
-                        format!("at most {} windows", crate::policy::MAX_WINDOWS_PER_LEVEL),
-                    ));
-                }
-                let mut windows = Vec::with_capacity(ws.len());
-                for (j, w) in ws.iter().enumerate() {
+                let mut windows = Vec::new();
+                for (j, w) in self.array(v, &wf)?.iter().enumerate() {
                     windows.push(self.window(w, &format!("{wf}[{j}]"))?);
                 }
-                hours.push((i, windows, zone));
+                hours.push(LevelHours {
+                    level: u32::try_from(i).unwrap_or(u32::MAX),
+                    windows,
+                    zone,
+                });
             } else if zone != HoursZone::Policy {
                 return Err(self.err(
                     item.span(),
@@ -420,11 +378,6 @@ impl<'s> Reader<'s> {
                     "a time zone without windows does nothing: add windows",
                 ));
             }
-            spans.push(LevelSpans {
-                level: item.span(),
-                targets: tv.span(),
-                timeout: t.get("timeout").map(|v| v.span()),
-            });
             levels.push(Level {
                 name,
                 targets,
@@ -432,67 +385,53 @@ impl<'s> Reader<'s> {
             });
         }
 
-        let build = || -> Result<Policy, PolicyError> {
-            let mut p = Policy::new(levels.clone(), repeat)?
-                .with_time_zone(time_zone.clone())
-                .with_when_closed(when_closed)
-                .with_throttle(throttle.clone())?
-                .with_suppress_repeats(suppress)?
-                .with_relay_lines(relay_lines.clone())?;
-            if let Some(v) = root.get("label") {
-                let label = v.get_ref().as_str().unwrap_or_default();
-                p = p.with_label(label)?;
-            }
-            for (number, person) in &people {
-                p = p.with_person(*number, person.clone());
-            }
-            for (level, windows, zone) in &hours {
-                p = p.with_hours(*level, windows.clone(), zone.clone())?;
-            }
-            Ok(p)
+        let policy = Policy {
+            levels,
+            repeat,
+            label,
+            time_zone,
+            hours,
+            people,
+            when_closed,
+            throttle,
+            suppress_repeats,
+            relay_lines,
         };
-        if let Some(v) = root.get("label") {
-            self.str(v, "label")?;
-        }
-        build().map_err(|e| self.policy_error(&e, root, &spans, throttle_span))
+        policy.validate().map_err(|e| self.place(&e, root))?;
+        Ok(policy)
     }
 
-    /// Places an error found by [`Policy::validate`].
-    fn policy_error(
-        &self,
-        e: &PolicyError,
-        root: &Table<'_>,
-        spans: &[LevelSpans],
-        throttle: Range<usize>,
-    ) -> PolicyFileError {
-        let top = |key: &str| root.get(key).map_or(0..0, |v| v.span());
-        let msg = e.to_string();
-        let level = |i: usize, what: &str, span: Option<Range<usize>>| {
-            let s = spans.get(i);
-            let span = span.or_else(|| s.map(|s| s.level.clone())).unwrap_or(0..0);
-            self.err(span, &format!("levels[{i}]{what}"), msg.clone())
-        };
-        match e {
-            PolicyError::NoTargets { level: i }
-            | PolicyError::TooManyTargets { level: i, .. }
-            | PolicyError::DuplicateTarget { level: i, .. }
-            | PolicyError::TargetIsRelayLine { level: i, .. } => {
-                level(*i, ".targets", spans.get(*i).map(|s| s.targets.clone()))
+    /// Places an error of [`Policy::validate`] on the file: the value its
+    /// field path names, or the nearest enclosing one that is written.
+    fn place(&self, e: &PolicyError, root: &Table<'_>) -> PolicyFileError {
+        let field = e.field();
+        let mut span = 0..0;
+        let mut at: Option<&Value<'_>> = None;
+        for segment in field.split('.') {
+            let (key, indexes) = segment.split_once('[').unwrap_or((segment, ""));
+            let next = match at {
+                None => root.get(key),
+                Some(v) => v.get_ref().as_table().and_then(|t| t.get(key)),
+            };
+            let Some(mut v) = next else {
+                break;
+            };
+            span = v.span();
+            for index in indexes
+                .split('[')
+                .filter_map(|i| i.trim_end_matches(']').parse::<usize>().ok())
+            {
+                match v.get_ref().as_array().and_then(|a| a.get(index)) {
+                    Some(item) => {
+                        v = item;
+                        span = v.span();
+                    }
+                    None => break,
+                }
             }
-            PolicyError::BadTimeout { level: i } => level(
-                *i,
-                ".timeout",
-                spans.get(*i).and_then(|s| s.timeout.clone()),
-            ),
-            PolicyError::BadWindows { level: i } => level(*i, ".windows", None),
-            PolicyError::BadLabel => self.err(top("label"), "label", msg),
-            PolicyError::TooManyRepeats(_) => self.err(top("repeat"), "repeat", msg),
-            PolicyError::BadSuppressWindow => {
-                self.err(top("suppress_repeats"), "suppress_repeats", msg)
-            }
-            PolicyError::BadRate(_) => self.err(throttle, "throttle", msg),
-            _ => self.err(top("levels"), "levels", msg),
+            at = Some(v);
         }
+        self.err(span, &field, e.reason())
     }
 
     fn known_keys(&self, t: &Table<'_>, at: &str, keys: &[&str]) -> Result<(), PolicyFileError> {
@@ -586,14 +525,6 @@ impl<'s> Reader<'s> {
         }
     }
 
-    fn timeout(&self, v: &Value<'_>, field: &str) -> Result<Duration, PolicyFileError> {
-        let d = self.duration(v, field)?;
-        if d < Duration::from_secs(1) || d > MAX_LEVEL_TIMEOUT {
-            return Err(self.err(v.span(), field, "must be between 1s and 7d"));
-        }
-        Ok(d)
-    }
-
     fn window(&self, v: &Value<'_>, field: &str) -> Result<Window, PolicyFileError> {
         match v.get_ref() {
             DeValue::String(s) => s.parse().map_err(|e: crate::schedule::WindowError| {
@@ -656,12 +587,6 @@ impl<'s> Reader<'s> {
             )),
         }
     }
-}
-
-struct LevelSpans {
-    level: Range<usize>,
-    targets: Range<usize>,
-    timeout: Option<Range<usize>>,
 }
 
 #[cfg(test)]
@@ -806,6 +731,103 @@ targets = "+16195550104"
         for (src, line, field) in cases {
             let e = err(src);
             assert_eq!((e.line, e.field.as_str()), (*line, *field), "{src}\n→ {e}");
+        }
+    }
+
+    #[test]
+    fn the_policys_own_rules_are_placed_on_the_file() {
+        // (source, line, column, field, message): each rule is checked by
+        // `Policy::validate` alone and placed by its field path.
+        let one = "[[levels]]\ntargets = [\"+16195550101\"]\n";
+        let seventeen = ["\"mon 07:00-08:00\""; 17].join(", ");
+        let cases: Vec<(String, usize, usize, &str, String)> = vec![
+            (
+                "[[levels]]\ntargets = [\"+16195550101\", \"+16195550102\",\n  \"+16195550101\"]\n"
+                    .into(),
+                3,
+                3,
+                "levels[0].targets[2]",
+                "+16195550101 is listed twice".into(),
+            ),
+            (
+                "[people]\nana = \"+16195550101\"\n[[levels]]\ntargets = [\"ana\", \"+16195550101\"]\n"
+                    .into(),
+                4,
+                19,
+                "levels[0].targets[1]",
+                "+16195550101 is listed twice".into(),
+            ),
+            (
+                "relay_lines = [\"+16195550101\"]\n[[levels]]\ntargets = \"+16195550101\"\n".into(),
+                3,
+                11,
+                "levels[0].targets[0]",
+                "+16195550101 is a relay line (a loop)".into(),
+            ),
+            (
+                format!("{one}timeout = \"8d\"\n"),
+                3,
+                11,
+                "levels[0].timeout",
+                "must be between 1s and 7d".into(),
+            ),
+            (
+                format!("timeout = \"0s\"\n{one}timeout = \"5m\"\n"),
+                1,
+                11,
+                "timeout",
+                "must be between 1s and 7d".into(),
+            ),
+            (
+                format!("{one}windows = []\n"),
+                3,
+                11,
+                "levels[0].windows",
+                "empty: leave windows out for a level that is always on duty".into(),
+            ),
+            (
+                format!("{one}windows = [{seventeen}]\n"),
+                3,
+                11,
+                "levels[0].windows",
+                "17 windows; at most 16 are allowed".into(),
+            ),
+            (
+                format!("suppress_repeats = \"2d\"\n{one}"),
+                1,
+                20,
+                "suppress_repeats",
+                "must be between 1s and 1d, or off".into(),
+            ),
+            (
+                format!("[throttle]\nline = [\"1/1s\", \"10001/1h\"]\n{one}"),
+                2,
+                17,
+                "throttle.line[1]",
+                "10001/1h: the count must be 1 to 10000 and the period 1s to 1d".into(),
+            ),
+            (
+                format!("[throttle]\nline = [{}]\n{one}", ["\"1/1s\""; 9].join(", ")),
+                2,
+                8,
+                "throttle.line",
+                "9 limits; at most 8 are allowed".into(),
+            ),
+            (
+                "levels = []\n".into(),
+                1,
+                10,
+                "levels",
+                "at least one level is required".into(),
+            ),
+        ];
+        for (src, line, column, field, message) in &cases {
+            let e = err(src);
+            assert_eq!(
+                (e.line, e.column, e.field.as_str(), e.message.as_str()),
+                (*line, *column, *field, message.as_str()),
+                "{src}\n→ {e}"
+            );
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Ports: the traits the driver talks to. Adapters implement them.
 //!
-//! Each trait states its contract; the in-memory adapters in
-//! [`crate::memory`] are the reference implementations, and
-//! [`crate::contract`] (feature `testing`) checks any [`Store`] against it.
+//! Each trait states its contract; the in-memory adapters
+//! ([`crate::MemoryStore`], [`crate::MemoryOptOuts`],
+//! [`crate::MemoryRateLimiter`]) are the reference implementations, and the
+//! contract suite (`testing::contract`, feature `testing`) checks any
+//! [`Store`] against it.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 

@@ -5,7 +5,8 @@
 //!
 //! - [`OptOuts`]: a number that texted `STOP` (or another opt-out keyword,
 //!   see [`Keyword`]) or whose text failed with an opt-out error
-//!   ([`OPT_OUT_ERROR_CODES`]) is never texted again until it texts `START`
+//!   ([`crate::ErrorClass::OptedOut`], which the provider's adapter sets
+//!   from its codes) is never texted again until it texts `START`
 //!   (or `UNSTOP`, `YES`).
 //! - [`RateLimiter`]: "at most N texts in any period P" per destination and
 //!   for the sending line, from the dispatch's policy ([`crate::Throttle`]).
@@ -19,17 +20,12 @@ use serde::{Deserialize, Serialize};
 use crate::policy::Rate;
 use crate::types::{PhoneNumber, Timestamp};
 
-/// Provider error codes that mean "the recipient opted out": Twilio's 21610
-/// ("Attempt to send to unsubscribed recipient"). Adapters classify it as
-/// [`crate::ErrorClass::Unreachable`]; the core additionally records the
-/// number in [`OptOuts`]. It is the one provider code the core knows.
-pub const OPT_OUT_ERROR_CODES: &[u32] = &[21610];
-
 /// An opt-out or opt-in keyword: a whole text (any case, surrounding
 /// spaces and a final `.` or `!` ignored), as carriers and Twilio's
 /// Advanced Opt-Out read them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Keyword {
     /// `STOP`, `STOPALL`, `STOP ALL`, `UNSUBSCRIBE`, `CANCEL`, `END`,
     /// `QUIT`, `OPTOUT`, `OPT OUT`, `REVOKE`.
@@ -37,6 +33,12 @@ pub enum Keyword {
     /// `START`, `UNSTOP`, `YES`: only when the sender had opted out;
     /// otherwise it is an ordinary text.
     OptIn,
+    /// A help keyword, when the carrier says a text was one (Twilio's
+    /// Advanced Opt-Out, custom and localized keywords included): the
+    /// carrier answered it, and the relay takes it without forwarding it
+    /// or changing anything. [`Keyword::parse`] never reads one: a
+    /// customer texting "help" to a dispatch line may mean it.
+    Help,
 }
 
 impl Keyword {
@@ -44,7 +46,7 @@ impl Keyword {
     /// it, and a customer texting "help" to a dispatch line may mean it.
     ///
     /// ```
-    /// use qdn_relay_core::safety::Keyword;
+    /// use qdn_relay_core::Keyword;
     /// assert_eq!(Keyword::parse(" stop "), Some(Keyword::OptOut));
     /// assert_eq!(Keyword::parse("Unsubscribe."), Some(Keyword::OptOut));
     /// assert_eq!(Keyword::parse("START"), Some(Keyword::OptIn));
@@ -73,7 +75,11 @@ pub struct SafetyError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 // ---------------------------------------------------------------------------
 // OptOuts
 
-/// Who must not be texted.
+/// Who must not be texted (behaviour B8): a number that texted `STOP` (or
+/// another opt-out keyword, see [`Keyword`]) or whose text failed with an
+/// opt-out error ([`crate::ErrorClass::OptedOut`], which the provider's
+/// adapter sets from its codes) is never texted again until it texts
+/// `START` (or `UNSTOP`, `YES`).
 ///
 /// # Contract
 ///
@@ -86,8 +92,8 @@ pub struct SafetyError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 ///
 /// The driver checks every send against it just before calling the
 /// provider. If the port fails, the driver logs the error and sends anyway:
-/// Twilio refuses texts to numbers that texted STOP to the line (21610),
-/// so a lookup outage never silences an escalation.
+/// the provider refuses texts to numbers that texted STOP to the line (an
+/// opted-out error), so a lookup outage never silences an escalation.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait OptOuts: Send + Sync {

@@ -367,8 +367,16 @@ impl<'de> Deserialize<'de> for LocalTime {
 /// An `end` at or before `start` crosses midnight and belongs to the start's
 /// day (`start = end` is 24 hours from `start`).
 ///
+/// Daylight-saving changes follow RFC 5545 and jiff's "compatible" rule:
+/// a local time that does not exist (the spring-forward gap, `02:30` on
+/// the night clocks jump from 02:00 to 03:00) is moved forward by the
+/// gap's length (`03:30`); a local time that happens twice (the fall-back
+/// repeat) means its first occurrence. So a window opens and closes at the
+/// wall-clock times it names whenever they exist, and a window that lies
+/// wholly inside a gap does not open that day.
+///
 /// ```
-/// use qdn_relay_core::schedule::{Window, Zone};
+/// use qdn_relay_core::{Window, Zone};
 /// use qdn_relay_core::Timestamp;
 /// let day: Window = "mon-sat 07:00-19:00".parse().unwrap();
 /// let la = Zone::get("America/Los_Angeles").unwrap();
@@ -508,12 +516,12 @@ impl fmt::Display for Window {
 }
 
 /// Whether any of `windows` holds at `t` (no windows: always).
-pub fn any_open(windows: &[Window], zone: &Zone, t: Timestamp) -> bool {
+pub(crate) fn any_open(windows: &[Window], zone: &Zone, t: Timestamp) -> bool {
     windows.is_empty() || windows.iter().any(|w| w.is_open(zone, t))
 }
 
 /// The earliest instant at or after `t` when any of `windows` holds.
-pub fn next_opening(windows: &[Window], zone: &Zone, t: Timestamp) -> Option<Timestamp> {
+pub(crate) fn next_opening(windows: &[Window], zone: &Zone, t: Timestamp) -> Option<Timestamp> {
     if windows.is_empty() {
         return Some(t);
     }
@@ -522,7 +530,7 @@ pub fn next_opening(windows: &[Window], zone: &Zone, t: Timestamp) -> Option<Tim
 
 /// The periods in `[from, to)` when any of `windows` holds, merged where
 /// they touch or overlap, clipped to the range.
-pub fn open_periods(
+pub(crate) fn open_periods(
     windows: &[Window],
     zone: &Zone,
     from: Timestamp,

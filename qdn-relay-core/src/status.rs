@@ -3,9 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dispatch::{Ack, Dispatch, Leg, Purpose, State, ThreadEntry};
+use crate::dispatch::Dispatch;
 use crate::event::RelayEvent;
 use crate::input::Actor;
+use crate::record::{Ack, Leg, Purpose, State, ThreadEntry};
 use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
 
 /// The dashboard's status values, under the seed's names.

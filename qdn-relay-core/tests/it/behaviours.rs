@@ -1,10 +1,11 @@
-//! One or more tests per behaviour of DESIGN.md (B1–B6, B9), named after
-//! it, driving the real driver on virtual time.
+//! One or more tests per behaviour (B1–B6, B9: the README's "What it does";
+//! ARCHITECTURE.md maps each to the function that implements it), named
+//! after it, driving the real driver on virtual time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use qdn_relay_core::sim::Simulation;
+use qdn_relay_core::testing::Simulation;
 use qdn_relay_core::{
     AckVia, Actor, DashboardAction, DeliveryError, DeliveryReport, DeliveryStatus, Dispatch,
     ErrorClass, EventKind, FinalStatus, InboundText, Input, Level, ListFilter, OUTBOX_GRACE,
@@ -886,7 +887,7 @@ async fn b6_delivery_status_only_moves_forward() {
     let unknown: ProviderMessageId = "SMdoesnotexist".parse().expect("sid");
     assert!(matches!(
         sim.report(&unknown, DeliveryStatus::Delivered, None).await,
-        Err(qdn_relay_core::sim::SimError::Relay(
+        Err(qdn_relay_core::testing::SimError::Relay(
             RelayError::UnknownMessage(_)
         ))
     ));

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use qdn_relay_core::sim::{SIM_START, Simulation};
+use qdn_relay_core::testing::{SIM_START, Simulation};
 use qdn_relay_core::{
     AckVia, Actor, DashboardAction, DeliveryStatus, Direction, Dispatch, EventKind, InboundText,
     JOB_RETRY_MIN, JOB_SYNC_GRACE, JobId, JobMessage, Jobs, JobsError, Milestone, MilestoneKind,
-    Origin, PhoneNumber, Policy, ProviderMessageId, Purpose, Relay, State, Store, Timestamp,
+    Origin, PhoneNumber, Policy, ProviderMessageId, Purpose, Relay, RelayEvent, State, Store,
+    Timestamp,
 };
 
 const MIN: Duration = Duration::from_secs(60);
@@ -277,18 +278,25 @@ async fn jobs_retries_back_off_and_stop_once_caught_up() {
     let d = only(&sim);
     let sync = d.job_sync().expect("sync").clone();
     assert_eq!(sync.failures, 3);
-    let failed_events: Vec<u32> = d
-        .events()
-        .iter()
-        .filter_map(|e| match e.kind {
-            EventKind::JobSyncFailed { failures, .. } => Some(failures),
-            _ => None,
-        })
-        .collect();
+    // The failures in a row each `job_sync_failed` event counts.
+    let failures = |events: &[RelayEvent]| -> Vec<u32> {
+        events
+            .iter()
+            .filter_map(|e| match e.kind {
+                EventKind::JobSyncFailed { failures, .. } => Some(failures),
+                _ => None,
+            })
+            .collect()
+    };
     assert_eq!(
-        failed_events,
+        failures(d.events()),
         vec![1, 2],
-        "the 3rd failure in a row is not an event"
+        "the 3rd failure in a row is not kept in the dispatch's history"
+    );
+    assert_eq!(
+        failures(&sim.sink.events()),
+        vec![1, 2, 3],
+        "but every failure is published"
     );
     assert_eq!(
         sync.retry_at,
@@ -759,4 +767,80 @@ mod prop {
             rt.block_on(run(ops))?;
         }
     }
+}
+
+/// Every save of a dispatch publishes at least one event, the job system's
+/// bookkeeping included (a link, the cursor, a failure, a pause); an input
+/// that changes nothing is not saved.
+#[tokio::test]
+async fn jobs_every_change_to_a_dispatch_publishes_an_event() {
+    let c = cast();
+    let sim = Simulation::with_jobs(c.line, policy(&c));
+    let j = job("j-events");
+    sim.jobs.open_job(c.line, c.customer, j.clone());
+    let mut seen = (0u64, 0usize);
+    let check = |sim: &Simulation, seen: &mut (u64, usize), what: &str| {
+        let version = only(sim).version();
+        let published = sim.sink.events().len();
+        assert!(
+            published - seen.1 >= (version - seen.0) as usize,
+            "{what}: {} saves, {} events",
+            version - seen.0,
+            published - seen.1
+        );
+        *seen = (version, published);
+    };
+    let first = sim.text(c.customer, "Need a dumpster");
+    sim.relay.inbound(first.clone()).await.expect("opened");
+    check(&sim, &mut seen, "the first text, synced");
+    sim.relay.inbound(first).await.expect("a repeat");
+    assert_eq!(only(&sim).version(), seen.0, "a repeat is not saved");
+    report_all_delivered_twice(&sim).await;
+    check(&sim, &mut seen, "delivery callbacks");
+    sim.advance(15 * MIN).await.expect("timeout");
+    check(&sim, &mut seen, "an escalation");
+    sim.dispatcher_texts(c.backup, "on it")
+        .await
+        .expect("reply");
+    check(&sim, &mut seen, "a reply");
+    sim.jobs.set_down(true);
+    sim.customer_texts(c.customer, "thanks")
+        .await
+        .expect("joined");
+    sim.advance(30 * MIN).await.expect("retries");
+    check(&sim, &mut seen, "a text and failed syncs");
+    sim.jobs.set_down(false);
+    sim.advance(30 * MIN).await.expect("recovered");
+    check(&sim, &mut seen, "the job system back");
+    let d = only(&sim);
+    // Another job the host knows (another customer's).
+    sim.jobs.open_job(c.line, n("+16195550177"), job("j-other"));
+    sim.relay
+        .link_job(d.id(), job("j-other"))
+        .await
+        .expect("linked");
+    check(
+        &sim,
+        &mut seen,
+        "a link, the conversation replayed to the job",
+    );
+    sim.relay
+        .link_job(d.id(), job("j-other"))
+        .await
+        .expect("linked again");
+    assert_eq!(only(&sim).version(), seen.0, "the same link is not saved");
+    // A relay without a job system pauses the sync owed.
+    sim.jobs.set_down(true);
+    let close = DashboardAction::Close { by: "ops".into() };
+    sim.relay.dashboard(d.id(), close).await.expect("closed");
+    check(&sim, &mut seen, "a close, its sync failing");
+    let plain = Relay::builder(sim.store.clone(), sim.provider.clone(), sim.clock.clone())
+        .line(c.line, policy(&c))
+        .sink(sim.sink.clone())
+        .build();
+    sim.clock.set(sim.now().plus(JOB_RETRY_MIN * 2));
+    assert!(plain.sweep().await.is_ok());
+    let d = only(&sim);
+    assert_eq!(d.job_sync().and_then(|s| s.retry_at), None, "paused");
+    check(&sim, &mut seen, "the pause");
 }

@@ -6,4 +6,5 @@ mod memory_contract;
 mod policies;
 mod policy_props;
 mod props;
+mod records;
 mod store_calls;

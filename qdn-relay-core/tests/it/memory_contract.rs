@@ -4,6 +4,7 @@ qdn_relay_core::store_contract_tests!(async { qdn_relay_core::MemoryStore::new()
 
 #[tokio::test]
 async fn every_case_runs_in_one_go_too() {
-    assert_eq!(qdn_relay_core::contract::CASES.len(), 18);
-    qdn_relay_core::contract::run_all(|| async { qdn_relay_core::MemoryStore::new() }).await;
+    assert_eq!(qdn_relay_core::testing::contract::CASES.len(), 18);
+    qdn_relay_core::testing::contract::run_all(|| async { qdn_relay_core::MemoryStore::new() })
+        .await;
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use qdn_relay_core::sim::Simulation;
+use qdn_relay_core::testing::Simulation;
 use qdn_relay_core::{
     DeliveryError, DeliveryStatus, Dispatch, ErrorClass, EventKind, HoursZone, Level,
     MemoryOptOuts, MemoryRateLimiter, Outcome, OverLimit, PhoneNumber, Policy, Rate, Relay,
@@ -486,20 +486,37 @@ async fn b8_a_dispatcher_who_texts_stop_is_skipped_and_the_level_escalates() {
     }
 }
 
-#[tokio::test]
-async fn b8_error_21610_is_an_opt_out_across_dispatches() {
+/// A day and a night level, at 18:00 UTC, and the provider's answer to the
+/// first text to the day dispatcher.
+fn day_then_night(first_to_day: SendError) -> Simulation {
     let sim = sim_at(
         Policy::new(vec![level(&[DAY], 10), level(&[NIGHT], 10)], 0).expect("p"),
         "2026-01-05T18:00:00Z",
     );
-    sim.provider.script(
-        n(DAY),
-        [Err(SendError::new(
-            SendErrorKind::Unreachable,
-            "unsubscribed",
-        )
-        .with_code(21610))],
-    );
+    sim.provider.script(n(DAY), [Err(first_to_day)]);
+    sim
+}
+
+/// The first text to the night dispatcher comes back undelivered, classed
+/// as opted out with `code`.
+async fn night_text_fails_as_opted_out(sim: &Simulation, code: u32) {
+    let sid = sim.provider.accepted_to(n(NIGHT))[0]
+        .result
+        .clone()
+        .expect("sid");
+    let error = DeliveryError {
+        code,
+        class: ErrorClass::OptedOut,
+    };
+    sim.report(&sid, DeliveryStatus::Undelivered, Some(error))
+        .await
+        .expect("ok");
+}
+
+#[tokio::test]
+async fn b8_an_opted_out_error_is_an_opt_out_across_dispatches() {
+    let sim =
+        day_then_night(SendError::new(SendErrorKind::OptedOut, "unsubscribed").with_code(21610));
     sim.customer_texts(n(CUSTOMER), "hello").await.expect("ok");
     assert_eq!(texts_to(&sim, NIGHT), 1, "failover at once");
     assert!(sim.opt_outs.contains(n(DAY)));
@@ -513,22 +530,31 @@ async fn b8_error_21610_is_an_opt_out_across_dispatches() {
         .map(|s| s.message.to)
         .collect();
     assert_eq!(new, vec![n(NIGHT)]);
-    // And a delivery callback with 21610 does the same.
-    let sid = sim.provider.accepted_to(n(NIGHT))[0]
-        .result
-        .clone()
-        .expect("sid");
-    sim.report(
-        &sid,
-        DeliveryStatus::Undelivered,
-        Some(DeliveryError {
-            code: 21610,
-            class: ErrorClass::Unreachable,
-        }),
-    )
-    .await
-    .expect("ok");
+    // And a delivery callback classed as opted out does the same.
+    night_text_fails_as_opted_out(&sim, 21610).await;
     assert!(sim.opt_outs.contains(n(NIGHT)));
+}
+
+/// The core acts on the class an adapter gives an error, not on its code:
+/// a failure classed unreachable is not an opt-out, whatever its code; one
+/// classed opted out is, with no code at all.
+#[tokio::test]
+async fn b8_the_class_decides_an_opt_out_not_the_code() {
+    let sim =
+        day_then_night(SendError::new(SendErrorKind::Unreachable, "not a mobile").with_code(21610));
+    sim.customer_texts(n(CUSTOMER), "hello").await.expect("ok");
+    assert_eq!(texts_to(&sim, NIGHT), 1, "failover at once");
+    assert!(
+        !sim.opt_outs.contains(n(DAY)),
+        "unreachable is not opted out"
+    );
+    let d = only(&sim);
+    assert_eq!(d.unreachable(), [n(DAY)]);
+    assert!(d.opted_out().is_empty());
+
+    night_text_fails_as_opted_out(&sim, 0).await;
+    assert!(sim.opt_outs.contains(n(NIGHT)));
+    assert_eq!(only(&sim).opted_out(), [n(NIGHT)]);
 }
 
 #[tokio::test]

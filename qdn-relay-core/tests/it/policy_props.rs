@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use qdn_relay_core::sim::{SIM_START, Simulation};
+use qdn_relay_core::testing::{SIM_START, Simulation};
 use qdn_relay_core::{
     DeliveryError, DeliveryStatus, ErrorClass, HoursZone, Level, LocalTime, OverLimit, PhoneNumber,
     Policy, Purpose, Rate, State, Store, Throttle, Timestamp, Weekdays, WhenClosed, Window, Zone,
@@ -82,7 +82,7 @@ enum Action {
     Stop(Who),
     Start(Who),
     /// The latest accepted text to a dispatcher comes back "undelivered:
-    /// 21610" (the recipient opted out).
+    /// 21610", classed as opted out (the recipient opted out).
     OptOutError(usize),
     Advance(u32),
 }
@@ -317,7 +317,7 @@ async fn run(spec: Spec, actions: Vec<Action>) -> Result<(), TestCaseError> {
                 {
                     let err = DeliveryError {
                         code: 21610,
-                        class: ErrorClass::Unreachable,
+                        class: ErrorClass::OptedOut,
                     };
                     let _ = sim
                         .report(&sid, DeliveryStatus::Undelivered, Some(err))

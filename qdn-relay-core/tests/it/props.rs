@@ -29,9 +29,11 @@
 //! due; a duplicate webhook changes nothing; of two writers on one version
 //! exactly one save wins.
 //!
-//! Opt-outs (B8): a send refused with 21610 (the model's "unreachable"
-//! provider fault) marks the number unreachable and opted out in its
-//! dispatch and puts it on the relay's opt-out list; from then on the
+//! Opt-outs (B8): a send refused as opted out (the model's "opted out"
+//! provider fault, Twilio's 21610) marks the number unreachable and opted
+//! out in its dispatch and puts it on the relay's opt-out list (a send
+//! refused as unreachable, 21614, marks it unreachable in its dispatch
+//! only); from then on the
 //! driver refuses every send to it, in any dispatch, before the provider
 //! sees it (the leg is `skipped`, the dispatch records the opt-out, a
 //! dispatcher whose reply it was is told by a notice, and a step none of
@@ -59,7 +61,7 @@ use proptest::sample::select;
 use proptest::strategy::Union;
 use proptest::test_runner::Config;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
-use qdn_relay_core::sim::{SIM_START, Simulation};
+use qdn_relay_core::testing::{SIM_START, Simulation};
 use qdn_relay_core::{
     Actor, Command, ConflictReason, DashboardAction, DeliveryError, DeliveryReport, DeliveryStatus,
     Dispatch, DispatchId, Effect, ErrorClass, EventKind, InboundText, Input, InputError, Level,
@@ -130,7 +132,8 @@ fn send_error(kind: SendErrorKind) -> SendError {
     let (code, message) = match kind {
         SendErrorKind::Retryable => (Some(20429), "too many requests"),
         SendErrorKind::MaybeSent => (None, "timed out after sending"),
-        SendErrorKind::Unreachable => (Some(21610), "recipient opted out"),
+        SendErrorKind::Unreachable => (Some(21614), "not a mobile number"),
+        SendErrorKind::OptedOut => (Some(21610), "recipient opted out"),
         SendErrorKind::Filtered => (Some(30007), "content filtered"),
         SendErrorKind::Config => (Some(20003), "authentication failed"),
         _ => (Some(21000), "rejected"),
@@ -336,7 +339,7 @@ struct Model {
     /// Numbers the provider currently refuses, and how.
     faults: Vec<(PhoneNumber, SendErrorKind)>,
     /// The relay's opt-out list (`OptOuts`): numbers whose send failed with
-    /// an opt-out error (21610). The driver refuses every later send to
+    /// an opt-out error (`SendErrorKind::OptedOut`). The driver refuses every later send to
     /// them, in any dispatch, before the provider sees it.
     opted_out: Vec<PhoneNumber>,
     /// Inbound message ids issued so far (`IN00000001`, ...).
@@ -542,10 +545,10 @@ impl Model {
         } else {
             l.status = DeliveryStatus::Failed;
             l.retry_at = None;
-            let unreachable = kind == SendErrorKind::Unreachable;
-            if unreachable {
-                // `send_error` gives this kind the opt-out code 21610: the
-                // dispatch and the relay's opt-out list record the number.
+            let opted_out = kind == SendErrorKind::OptedOut;
+            if opted_out {
+                // The dispatch and the relay's opt-out list record the
+                // number.
                 let x = &mut self.dispatches[d];
                 if !x.opted_out.contains(&to) {
                     x.opted_out.push(to);
@@ -554,6 +557,7 @@ impl Model {
                     self.opted_out.push(to);
                 }
             }
+            let unreachable = opted_out || kind == SendErrorKind::Unreachable;
             self.after_leg_failed(d, i, unreachable, q);
         }
     }
@@ -1200,6 +1204,7 @@ impl ReferenceStateMachine for RelayModel {
                 SendErrorKind::Retryable,
                 SendErrorKind::MaybeSent,
                 SendErrorKind::Unreachable,
+                SendErrorKind::OptedOut,
                 SendErrorKind::Filtered,
                 SendErrorKind::Config,
                 SendErrorKind::Rejected,
@@ -1352,7 +1357,7 @@ struct Sut {
 fn sends(effects: Vec<Effect>) -> impl Iterator<Item = OutboundMessage> {
     effects.into_iter().filter_map(|e| match e {
         Effect::Send(m) => Some(m),
-        Effect::Publish(_) => None,
+        _ => None,
     })
 }
 
@@ -2270,14 +2275,14 @@ fn small_sim() -> Simulation {
     Simulation::new(line(), policy)
 }
 
-/// A customer whose number came back unreachable (21610: they texted STOP)
-/// is not texted by later replies: `ErrorClass::Unreachable` says "never
+/// A customer whose number came back opted out (21610: they texted STOP)
+/// is not texted by later replies: `ErrorClass::OptedOut` says "never
 /// text it again in this dispatch" and B8 says "honour STOP". (The bug:
 /// `Dispatch::reply`, and the `Notice` legs to dispatchers, did not look at
 /// `Dispatch::unreachable`; now no leg is made to such a number.)
 ///
 /// Minimal sequence from the strict model test: ProviderDown { customer 0,
-/// Unreachable }, CustomerText { customer 0 }, DispatcherText { A, reply },
+/// OptedOut }, CustomerText { customer 0 }, DispatcherText { A, reply },
 /// DispatcherText { A, reply }.
 #[tokio::test]
 async fn replies_never_text_a_customer_who_opted_out() {
@@ -2285,7 +2290,7 @@ async fn replies_never_text_a_customer_who_opted_out() {
     let customer = phone(CUSTOMERS[0]);
     let a = phone(DISPATCHERS[0]);
     sim.provider
-        .fail_always(customer, send_error(SendErrorKind::Unreachable));
+        .fail_always(customer, send_error(SendErrorKind::OptedOut));
     sim.customer_texts(customer, "Need a dumpster")
         .await
         .expect("opens");
@@ -2428,7 +2433,7 @@ fn reply_text() -> DText {
     }
 }
 
-/// A number whose send failed with 21610 (opted out) in one dispatch is on
+/// A number whose send failed as opted out (21610) in one dispatch is on
 /// the relay's opt-out list: the next dispatch's texts to it are refused by
 /// the driver before the provider (skipped, recorded as an opt-out, not as
 /// unreachable), and a level none of whose texts can go out escalates.
@@ -2442,11 +2447,11 @@ fn an_opt_out_carries_over_to_later_dispatches() {
     let m = replay(&[
         Transition::ProviderDown {
             to: b,
-            kind: SendErrorKind::Unreachable,
+            kind: SendErrorKind::OptedOut,
         },
         Transition::ProviderDown {
             to: a,
-            kind: SendErrorKind::Unreachable,
+            kind: SendErrorKind::OptedOut,
         },
         Transition::CustomerText {
             customer: 0,
@@ -2487,7 +2492,7 @@ fn a_reply_refused_by_the_opt_out_list_is_told_to_its_dispatcher() {
     let m = replay(&[
         Transition::ProviderDown {
             to: customer,
-            kind: SendErrorKind::Unreachable,
+            kind: SendErrorKind::OptedOut,
         },
         Transition::CustomerText {
             customer: 0,

@@ -4,7 +4,7 @@
 //! ```
 //! # async fn demo() {
 //! use std::time::Duration;
-//! use qdn_relay_core::{Policy, sim::Simulation};
+//! use qdn_relay_core::{Policy, testing::Simulation};
 //! let primary = "+16195550101".parse().unwrap();
 //! let backup = "+18583354807".parse().unwrap();
 //! let sim = Simulation::new(
@@ -21,11 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::{MemoryJobs, RecordingProvider, RecordingSink};
 use crate::driver::{Outcome, Relay, RelayError};
 use crate::event::{EventKind, RelayEvent};
 use crate::input::{DeliveryError, DeliveryReport, DeliveryStatus, InboundText};
-use crate::jobs::MemoryJobs;
-use crate::memory::{MemoryStore, RecordingProvider, RecordingSink};
+use crate::memory::MemoryStore;
 use crate::policy::Policy;
 use crate::ports::{Clock, ManualClock};
 use crate::safety::{MemoryOptOuts, MemoryRateLimiter};
@@ -270,7 +270,7 @@ impl Simulation {
 }
 
 /// One line describing an event.
-pub fn describe(ev: &RelayEvent) -> String {
+fn describe(ev: &RelayEvent) -> String {
     let tag = ev.tag;
     match &ev.kind {
         EventKind::Opened { customer, .. } => {
@@ -362,6 +362,11 @@ pub fn describe(ev: &RelayEvent) -> String {
         EventKind::JobSyncRecovered { failures } => {
             format!("#{tag} job system caught up after {failures} failed attempts")
         }
+        EventKind::JobSyncEnabled => format!("#{tag} kept in sync with the job system"),
+        EventKind::JobSynced { recorded } => {
+            format!("#{tag} job system took {recorded} texts and milestones")
+        }
+        EventKind::JobSyncPaused => format!("#{tag} job sync paused: no job system"),
     }
 }
 
