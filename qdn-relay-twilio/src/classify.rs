@@ -14,7 +14,8 @@ use qdn_relay_core::{ErrorClass, SendErrorKind};
 /// use qdn_relay_core::ErrorClass;
 /// use qdn_relay_twilio::classify;
 /// assert_eq!(classify(30003), ErrorClass::RetryLater);
-/// assert_eq!(classify(21610), ErrorClass::Unreachable);
+/// assert_eq!(classify(21211), ErrorClass::Unreachable);
+/// assert_eq!(classify(21610), ErrorClass::OptedOut);
 /// assert_eq!(classify(30007), ErrorClass::Filtered);
 /// assert_eq!(classify(20003), ErrorClass::Config);
 /// assert_eq!(classify(12345), ErrorClass::Unknown);
@@ -23,26 +24,33 @@ pub fn classify(code: u32) -> ErrorClass {
     match code {
         // Transient: the same number may work later.
         20429 // Too Many Requests
+        | 21611 // This 'From' number's queue is full (over 10 hours of texts)
         | 30001 // Queue overflow
         | 30003 // Unreachable destination handset (off, no signal)
         | 30008 // Unknown error (Twilio: try resending)
         | 30009 // Missing segment
         | 30022 // US A2P 10DLC rate limits exceeded
         | 30023 // US A2P 10DLC daily message cap reached
+        | 30036 // Validity period expired (waited in Twilio's queue too long)
         | 30410 // Provider timeout
+        | 63017 // Rate limit exceeded (the account's combined rate)
+        | 63038 // Account exceeded the daily messages limit
         => ErrorClass::RetryLater,
 
         // This number cannot receive our texts.
         21211 // Invalid 'To' phone number
-        | 21408 // SMS not enabled for the 'To' number's region (geo permissions)
         | 21608 // 'To' not verified (trial account)
-        | 21610 // Recipient unsubscribed (replied STOP)
         | 21612 // 'To' not reachable via SMS from this sender
         | 21614 // 'To' is not a mobile (SMS-capable) number
         | 30004 // Message blocked by the recipient or carrier
         | 30005 // Unknown or inactive destination handset
         | 30006 // Landline or unreachable carrier
         => ErrorClass::Unreachable,
+
+        // The recipient opted out of this sender: not texted again by any
+        // dispatch until they opt back in.
+        21610 // Attempt to send to unsubscribed recipient (replied STOP)
+        => ErrorClass::OptedOut,
 
         // The carrier filtered the content.
         30007 => ErrorClass::Filtered,
@@ -53,8 +61,10 @@ pub fn classify(code: u32) -> ErrorClass {
         | 20008 // Test credentials cannot do this
         | 20404 // Resource not found (the account path: wrong Account SID)
         | 21212 // Invalid 'From' phone number
+        | 21408 // Permission to send to this region is not enabled (the account's geo permissions)
         | 21603 // 'From' is required
         | 21606 // 'From' is not a message-capable number of this account
+        | 21609 // Invalid StatusCallback URL (RELAY_PUBLIC_URL)
         | 30002 // Account suspended
         | 30010 // Message price exceeds max price
         | 30032 // Toll-free number not verified
@@ -74,6 +84,7 @@ pub fn classify(code: u32) -> ErrorClass {
 /// - 3xx: [`SendErrorKind::Config`] (the API base URL points somewhere
 ///   that redirects; Twilio's API never does).
 /// - a classified code: `RetryLater` → `Retryable`, `Unreachable`,
+///   `OptedOut`,
 ///   `Filtered` and `Config` as themselves.
 /// - 401, 403 and 404 without a classified code: `Config` (wrong
 ///   credentials, permissions, Account SID or base URL: the only path the
@@ -84,6 +95,7 @@ pub fn classify(code: u32) -> ErrorClass {
 /// use qdn_relay_core::SendErrorKind;
 /// use qdn_relay_twilio::send_error_kind;
 /// assert_eq!(send_error_kind(400, Some(21211)), SendErrorKind::Unreachable);
+/// assert_eq!(send_error_kind(400, Some(21610)), SendErrorKind::OptedOut);
 /// assert_eq!(send_error_kind(503, None), SendErrorKind::MaybeSent);
 /// assert_eq!(send_error_kind(400, Some(21617)), SendErrorKind::Rejected);
 /// ```
@@ -100,6 +112,7 @@ pub fn send_error_kind(http_status: u16, code: Option<u32>) -> SendErrorKind {
     match code.map(classify) {
         Some(ErrorClass::RetryLater) => SendErrorKind::Retryable,
         Some(ErrorClass::Unreachable) => SendErrorKind::Unreachable,
+        Some(ErrorClass::OptedOut) => SendErrorKind::OptedOut,
         Some(ErrorClass::Filtered) => SendErrorKind::Filtered,
         Some(ErrorClass::Config) => SendErrorKind::Config,
         _ if matches!(http_status, 401 | 403 | 404) => SendErrorKind::Config,
@@ -113,14 +126,16 @@ mod tests {
 
     #[test]
     fn table_of_the_brief() {
-        for c in [30003, 20429, 30001, 30008] {
+        for c in [30003, 20429, 30001, 30008, 21611, 30036, 63017, 63038] {
             assert_eq!(classify(c), ErrorClass::RetryLater, "{c}");
         }
-        for c in [21211, 21610, 21614, 30006, 30005] {
+        for c in [21211, 21614, 30006, 30005] {
             assert_eq!(classify(c), ErrorClass::Unreachable, "{c}");
         }
+        assert_eq!(classify(21610), ErrorClass::OptedOut);
         assert_eq!(classify(30007), ErrorClass::Filtered);
-        for c in [20003, 21606, 21212, 20404] {
+        // 21408 is the account's geo permissions, not the recipient.
+        for c in [20003, 21606, 21212, 20404, 21408, 21609] {
             assert_eq!(classify(c), ErrorClass::Config, "{c}");
         }
         for c in [0, 1, 21617, 99999, u32::MAX] {
@@ -136,11 +151,15 @@ mod tests {
             (429, Some(20429), Retryable),
             (400, Some(20429), Retryable),
             (400, Some(30001), Retryable),
+            (400, Some(21611), Retryable),
+            (429, Some(63038), Retryable),
+            (400, Some(21408), Config),
+            (400, Some(21609), Config),
             (500, None, MaybeSent),
             (502, Some(21211), MaybeSent),
             (503, Some(20429), MaybeSent),
             (400, Some(21211), Unreachable),
-            (400, Some(21610), Unreachable),
+            (400, Some(21610), OptedOut),
             (400, Some(30007), Filtered),
             (401, Some(20003), Config),
             (401, None, Config),

@@ -29,12 +29,12 @@ use qdn_relay_core::{
     OUTBOX_GRACE, OutboundMessage, ProviderMessageId, SendError, SendErrorKind, SendReceipt,
     SmsProvider, fit_body,
 };
-use tokio::time::Instant;
+use qdn_relay_transport::RetryPolicy;
 
 use crate::classify::send_error_kind;
 use crate::secret::Secret;
 use crate::sid::{AccountSid, ApiKeySid, MessagingServiceSid};
-use crate::transport::{Answer, Transport, TransportError, TransportErrorKind};
+use qdn_relay_transport::{Answer, Failed, Request, Transport, TransportError, TransportErrorKind};
 
 /// Twilio's API base URL.
 pub const DEFAULT_API_BASE: &str = "https://api.twilio.com";
@@ -69,54 +69,6 @@ impl Credentials {
         match self {
             Credentials::AuthToken(s) | Credentials::ApiKey { secret: s, .. } => s,
         }
-    }
-}
-
-/// When and how often a send is retried (only where nothing was sent).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included (at least 1).
-    pub max_attempts: u32,
-    /// The first backoff; doubled after each attempt.
-    pub base_delay: Duration,
-    /// The longest backoff (before jitter).
-    pub max_delay: Duration,
-    /// The time budget of one send, retries and waits included. Must stay
-    /// below [`OUTBOX_GRACE`]; a retry that would not start before it runs
-    /// out is not made.
-    pub max_total: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(250),
-            max_delay: Duration::from_secs(4),
-            max_total: Duration::from_secs(30),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// No retries: one attempt.
-    pub fn none() -> Self {
-        Self {
-            max_attempts: 1,
-            ..Self::default()
-        }
-    }
-
-    /// The backoff before attempt `attempt + 1`: exponential, capped, with
-    /// "equal jitter" (between half and all of it).
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-        let d = exp.min(self.max_delay);
-        let half = d / 2;
-        half + half.mul_f64(fastrand::f64())
     }
 }
 
@@ -296,25 +248,9 @@ impl TwilioConfig {
                 "must be an absolute http:// or https:// URL",
             );
         }
-        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
-            return invalid("timeout", "timeouts must be longer than zero");
-        }
-        if self.retry.max_attempts == 0 {
-            return invalid("retry.max_attempts", "at least one attempt is needed");
-        }
-        if self.retry.max_total >= OUTBOX_GRACE {
-            return invalid(
-                "retry.max_total",
-                "a send must finish well within the relay's outbox grace period (60 s)",
-            );
-        }
-        if self.timeout > self.retry.max_total {
-            return invalid(
-                "timeout",
-                "one call's timeout cannot exceed the send's total budget (retry.max_total)",
-            );
-        }
-        Ok(())
+        self.retry
+            .validate(self.timeout, self.connect_timeout, OUTBOX_GRACE)
+            .or_else(|e| invalid(e.setting, e.reason))
     }
 }
 
@@ -399,13 +335,6 @@ struct ApiError {
     more_info: Option<String>,
 }
 
-/// A failed attempt: the error, and whether this client may retry it.
-struct Failure {
-    error: SendError,
-    retry_here: bool,
-    retry_after: Option<Duration>,
-}
-
 /// The Twilio REST client. Cheap to clone (the connection pool is
 /// shared).
 ///
@@ -447,7 +376,8 @@ impl TwilioClient {
     #[cfg(feature = "client")]
     pub fn new(config: TwilioConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let http = crate::transport::ReqwestTransport::new(config.connect_timeout)?;
+        let http = qdn_relay_transport::ReqwestTransport::new(config.connect_timeout)
+            .map_err(|e| ConfigError::Http(e.message))?;
         Self::with_transport(config, Arc::new(http))
     }
 
@@ -545,53 +475,43 @@ impl TwilioClient {
             }
             bytes::Bytes::from(s.finish())
         };
-        let retry = &self.config.retry;
-        let deadline = Instant::now() + retry.max_total;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let per_call = self.config.timeout.min(remaining);
-            let sent = match self.request(body.clone()) {
-                Ok(request) => self.http.send(request, per_call).await,
-                Err(e) => Err(e),
-            };
-            let failure = match sent {
-                Ok(answer) => match self.read_answer(answer).await {
-                    Ok(m) => return Ok(m),
-                    Err(f) => f,
+        self.config
+            .retry
+            .run(
+                self.config.timeout,
+                |per_call| {
+                    let body = body.clone();
+                    async move {
+                        let sent = match self.request(body) {
+                            Ok(request) => self.http.send(request, per_call).await,
+                            Err(e) => Err(e),
+                        };
+                        match sent {
+                            Ok(answer) => self.read_answer(answer).await,
+                            Err(e) => Err(self.transport_failure(&e)),
+                        }
+                    }
                 },
-                Err(e) => self.transport_failure(&e),
-            };
-            if !failure.retry_here || attempt >= retry.max_attempts {
-                return Err(failure.error);
-            }
-            let delay = failure
-                .retry_after
-                .unwrap_or_else(|| retry.backoff(attempt));
-            // Only retry if the next attempt can start (with a second to
-            // spare) before the budget runs out.
-            if Instant::now() + delay + Duration::from_secs(1) > deadline {
-                return Err(failure.error);
-            }
-            tracing::info!(
-                attempt,
-                delay_ms = delay.as_millis() as u64,
-                kind = ?failure.error.kind,
-                code = ?failure.error.code,
-                error = %failure.error.message,
-                "twilio send not made, retrying"
-            );
-            tokio::time::sleep(delay).await;
-        }
+                |attempt, delay, error: &SendError| {
+                    tracing::info!(
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        kind = ?error.kind,
+                        code = ?error.code,
+                        error = %error.message,
+                        "twilio send not made, retrying"
+                    )
+                },
+            )
+            .await
     }
 
     /// The Messages API request for a form body: basic auth (a sensitive
     /// header), the form's content type, JSON accepted, the client's
     /// user agent.
-    fn request(&self, body: bytes::Bytes) -> Result<crate::transport::Request, TransportError> {
+    fn request(&self, body: bytes::Bytes) -> Result<Request, TransportError> {
         use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
-        let build = || -> Result<crate::transport::Request, http::Error> {
+        let build = || -> Result<Request, http::Error> {
             let mut auth = HeaderValue::try_from(format!("Basic {}", self.basic.expose()))?;
             auth.set_sensitive(true);
             http::Request::post(self.messages_url.as_str())
@@ -625,7 +545,7 @@ impl TwilioClient {
         s
     }
 
-    async fn read_answer(&self, mut answer: Answer) -> Result<Message, Failure> {
+    async fn read_answer(&self, mut answer: Answer) -> Result<Message, Failed<SendError>> {
         let status = answer.status;
         let retry_after = retry_after(&answer.headers);
         let (body, read) = answer.read_body(MAX_ERROR_BODY, !status.is_success()).await;
@@ -634,13 +554,14 @@ impl TwilioClient {
                 Ok(()) => Message::from_json(&body),
                 Err(e) => Err(format!("reading the answer failed: {e}")),
             };
-            return outcome.map_err(|why| Failure {
-                error: SendError::new(
-                    SendErrorKind::MaybeSent,
-                    format!("Twilio answered HTTP {} but {why}", status.as_u16()),
-                ),
-                retry_here: false,
-                retry_after: None,
+            return outcome.map_err(|why| {
+                Failed::new(
+                    SendError::new(
+                        SendErrorKind::MaybeSent,
+                        format!("Twilio answered HTTP {} but {why}", status.as_u16()),
+                    ),
+                    false,
+                )
             });
         }
         let parsed: Option<ApiError> = serde_json::from_slice(&body).ok();
@@ -684,56 +605,48 @@ impl TwilioClient {
         if kind == SendErrorKind::Retryable {
             error.retry_after_ms = retry_after.map(|d| d.as_millis() as u64);
         }
-        Err(Failure {
-            error,
-            retry_here,
-            retry_after,
-        })
+        Err(Failed::new(error, retry_here).after(retry_after))
     }
 
-    fn transport_failure(&self, e: &TransportError) -> Failure {
+    fn transport_failure(&self, e: &TransportError) -> Failed<SendError> {
         // The error's text names the URL (no secret in it), and causes.
         let detail = self.scrub(&e.message);
         if e.kind == TransportErrorKind::Connect {
-            Failure {
-                error: SendError::new(
+            Failed::new(
+                SendError::new(
                     SendErrorKind::Retryable,
                     format!("could not connect to the Twilio API: {detail}"),
                 ),
-                retry_here: true,
-                retry_after: None,
-            }
+                true,
+            )
         } else if e.kind == TransportErrorKind::Request {
-            Failure {
-                error: SendError::new(
+            Failed::new(
+                SendError::new(
                     SendErrorKind::Config,
                     format!("could not build the request: {detail}"),
                 ),
-                retry_here: false,
-                retry_after: None,
-            }
+                false,
+            )
         } else if e.kind == TransportErrorKind::Timeout {
-            Failure {
-                error: SendError::new(
+            Failed::new(
+                SendError::new(
                     SendErrorKind::MaybeSent,
                     format!(
                         "no answer from the Twilio API in time; the message may have been sent: {detail}"
                     ),
                 ),
-                retry_here: false,
-                retry_after: None,
-            }
+                false,
+            )
         } else {
-            Failure {
-                error: SendError::new(
+            Failed::new(
+                SendError::new(
                     SendErrorKind::MaybeSent,
                     format!(
                         "the request to the Twilio API failed after it was sent; the message may have been sent: {detail}"
                     ),
                 ),
-                retry_here: false,
-                retry_after: None,
-            }
+                false,
+            )
         }
     }
 }
@@ -960,19 +873,6 @@ mod tests {
         let mut bad = c;
         bad.status_callback = Some("/sms/status".into());
         assert!(bad.validate().is_err());
-    }
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let p = RetryPolicy::default();
-        for _ in 0..100 {
-            let d1 = p.backoff(1);
-            assert!(d1 >= Duration::from_millis(125) && d1 <= Duration::from_millis(250));
-            let d3 = p.backoff(3);
-            assert!(d3 >= Duration::from_millis(500) && d3 <= Duration::from_millis(1000));
-            let d20 = p.backoff(20);
-            assert!(d20 >= Duration::from_secs(2) && d20 <= Duration::from_secs(4));
-        }
     }
 
     #[test]

@@ -18,8 +18,12 @@
 //!   [`SmsProvider`](qdn_relay_core::SmsProvider) over Twilio's Messages
 //!   API, with timeouts, careful retries and redacted secrets, over
 //!   reqwest. Feature `rest` is the same client without reqwest: the
-//!   caller provides the HTTP stack (`Transport`), as the Lambda adapter
-//!   does to link a single one.
+//!   caller provides the HTTP stack (a `Transport` of the
+//!   `qdn-relay-transport` crate), as the Lambda adapter does to link a
+//!   single one.
+//!
+//! - **Transport conformance** (feature `testing`): [`transport_conformance_tests!`]
+//!   runs the REST client's scenarios over any `Transport`.
 //!
 //! Without the `rest` feature the crate has no HTTP client and no async
 //! runtime: an HTTP layer (axum, Lambda) uses it to check and read
@@ -51,10 +55,11 @@
 //!
 //! | class | codes | meaning for the relay |
 //! |---|---|---|
-//! | `RetryLater` | 20429 too many requests, 30001 queue overflow, 30003 unreachable handset, 30008 unknown error (Twilio: try again), 30009 missing segment, 30022 / 30023 10DLC rate or daily cap, 30410 provider timeout | transient: the same number may work later |
-//! | `Unreachable` | 21211 invalid To, 21408 region not enabled, 21608 unverified To (trial), 21610 unsubscribed (STOP), 21612 not reachable by SMS, 21614 not a mobile number, 30004 blocked, 30005 unknown or inactive handset, 30006 landline or unreachable carrier | never text this number again in this dispatch |
+//! | `RetryLater` | 20429 too many requests, 21611 From queue full, 30001 queue overflow, 30003 unreachable handset, 30008 unknown error (Twilio: try again), 30009 missing segment, 30022 / 30023 10DLC rate or daily cap, 30036 validity period expired, 30410 provider timeout, 63017 account rate limit, 63038 account daily limit | transient: the same number may work later |
+//! | `Unreachable` | 21211 invalid To, 21608 unverified To (trial), 21612 not reachable by SMS, 21614 not a mobile number, 30004 blocked, 30005 unknown or inactive handset, 30006 landline or unreachable carrier | never text this number again in this dispatch |
+//! | `OptedOut` | 21610 unsubscribed (the recipient texted STOP) | never text this number again in this dispatch, and record the opt-out so no dispatch texts it until it texts START |
 //! | `Filtered` | 30007 carrier filtering | the content was refused |
-//! | `Config` | 20003 authentication, 20005 account inactive, 20008 test credentials, 20404 not found (the account path), 21212 invalid From, 21603 From required, 21606 From not a message-capable number, 30002 account suspended, 30010 max price, 30032 toll-free unverified, 30034 10DLC unregistered | an operator must fix the configuration |
+//! | `Config` | 20003 authentication, 20005 account inactive, 20008 test credentials, 20404 not found (the account path), 21212 invalid From, 21408 the account's geo permissions exclude the region, 21603 From required, 21606 From not a message-capable number, 21609 invalid StatusCallback URL, 30002 account suspended, 30010 max price, 30032 toll-free unverified, 30034 10DLC unregistered | an operator must fix the configuration |
 //! | `Unknown` | every other code | safe default: move on to the next level, do not retry this number |
 //!
 //! The REST client turns an error answer into a
@@ -86,17 +91,40 @@ mod secret;
 mod segments;
 mod sid;
 pub mod signature;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod twiml;
 pub mod webhook;
 
 pub use classify::{classify, send_error_kind};
+
+/// Twilio's webhook connection overrides the relay asks for on its webhook
+/// URLs, as a URL fragment (`<url>#rc=3&rp=ct,5xx`): up to three more
+/// tries when the connection fails or the relay answers 5xx (which it does
+/// only when its store is down: it retries contention itself within the
+/// request). Twilio's default is one retry on a connection failure only,
+/// so a 5xx would lose the text. The fragment is never sent to the relay
+/// and is not part of what Twilio signs.
+pub const WEBHOOK_OVERRIDES: &str = "rc=3&rp=ct,5xx";
+
+/// `url` with [`WEBHOOK_OVERRIDES`] as its fragment (replacing any).
+///
+/// ```
+/// assert_eq!(
+///     qdn_relay_twilio::with_webhook_overrides("https://relay.example/sms/inbound"),
+///     "https://relay.example/sms/inbound#rc=3&rp=ct,5xx"
+/// );
+/// ```
+pub fn with_webhook_overrides(url: &str) -> String {
+    let base = url.split_once('#').map_or(url, |(b, _)| b);
+    format!("{base}#{WEBHOOK_OVERRIDES}")
+}
 #[cfg(feature = "rest")]
-pub mod transport;
-#[cfg(feature = "rest")]
-pub use client::{
-    ConfigError, Credentials, Message, RetryPolicy, TwilioClient, TwilioConfig, callback_url,
-};
+pub use client::{ConfigError, Credentials, Message, TwilioClient, TwilioConfig, callback_url};
+// The retry policy of the REST client (`TwilioConfig::retry`).
 pub use form::Form;
+#[cfg(feature = "rest")]
+pub use qdn_relay_transport::RetryPolicy;
 pub use secret::Secret;
 pub use segments::{Encoding, SegmentInfo, gsm7_septets, segments};
 pub use sid::{AccountSid, ApiKeySid, MessagingServiceSid, SidError};
@@ -104,9 +132,13 @@ pub use signature::{
     Algorithm, Payload, SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER, SignatureError,
     SignatureValidator, body_sha256_hex,
 };
+// The HTTP stack under the REST client; its other types are in
+// qdn-relay-transport.
 #[cfg(feature = "client")]
-pub use transport::ReqwestTransport;
+pub use qdn_relay_transport::ReqwestTransport;
 #[cfg(feature = "rest")]
-pub use transport::{Answer, AnswerBody, Transport, TransportError, TransportErrorKind};
+pub use qdn_relay_transport::Transport;
 pub use twiml::{twiml_empty, twiml_message};
-pub use webhook::{InboundWebhook, MAX_MEDIA, StatusCallback, WebhookError, parse_status};
+pub use webhook::{
+    InboundWebhook, MAX_MEDIA, OptOutType, StatusCallback, WebhookError, parse_status,
+};

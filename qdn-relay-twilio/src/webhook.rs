@@ -175,6 +175,37 @@ pub struct InboundWebhook {
     pub media: Vec<Media>,
     /// `NumSegments`: how many SMS segments the text arrived in.
     pub num_segments: Option<u32>,
+    /// `OptOutType`: with Advanced Opt-Out (a Messaging Service), Twilio
+    /// says the text was one of the service's opt-out, opt-in or help
+    /// keywords, custom and localized ones included (`ARRET`, `AIDE`).
+    pub opt_out_type: Option<OptOutType>,
+}
+
+/// What Twilio's Advanced Opt-Out made of a text (`OptOutType`). Twilio
+/// has already answered it and, for `Stop`, blocks further texts to the
+/// sender from the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OptOutType {
+    /// An opt-out keyword (`STOP`, or a custom or localized one).
+    Stop,
+    /// An opt-in keyword (`START`, ...).
+    Start,
+    /// A help keyword (`HELP`, ...): Twilio answered it.
+    Help,
+}
+
+impl OptOutType {
+    /// Reads Twilio's value (`STOP`, `START`, `HELP`; case ignored). An
+    /// unknown value is `None`: the text is then an ordinary one.
+    pub fn parse(value: &str) -> Option<OptOutType> {
+        match value.trim().to_ascii_uppercase().as_str() {
+            "STOP" => Some(OptOutType::Stop),
+            "START" => Some(OptOutType::Start),
+            "HELP" => Some(OptOutType::Help),
+            _ => None,
+        }
+    }
 }
 
 impl InboundWebhook {
@@ -219,6 +250,16 @@ impl InboundWebhook {
             media.push(Media { url, content_type });
         }
         let num_segments = number(form, "NumSegments")?;
+        let opt_out_type = match single(form, "OptOutType")? {
+            None | Some("") => None,
+            Some(v) => {
+                let t = OptOutType::parse(v);
+                if t.is_none() {
+                    tracing::warn!(value = %v, "unknown OptOutType: the text is taken as an ordinary one");
+                }
+                t
+            }
+        };
         Ok(Self {
             message_sid,
             account_sid,
@@ -228,6 +269,7 @@ impl InboundWebhook {
             body,
             media,
             num_segments,
+            opt_out_type,
         })
     }
 
@@ -569,6 +611,7 @@ mod tests {
         );
         for (code, class) in [
             ("30006", ErrorClass::Unreachable),
+            ("21610", ErrorClass::OptedOut),
             ("30007", ErrorClass::Filtered),
             ("20003", ErrorClass::Config),
             ("39999", ErrorClass::Unknown),

@@ -1,45 +1,17 @@
 //! The REST client against wiremock: the form it posts, Twilio's real error
 //! bodies, retries only where nothing was sent, timeouts, and secrets.
+//! What a transport could get wrong is in the conformance suite
+//! (`conformance`), run over reqwest there.
 
 use std::time::{Duration, Instant};
 
 use qdn_relay_core::{SendErrorKind, SmsProvider};
 use qdn_relay_twilio::{Form, TwilioClient};
 use serde_json::json;
-use wiremock::matchers::{basic_auth, header, method, path};
+use wiremock::matchers::{basic_auth, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::support::*;
-
-fn created(sid: &str) -> ResponseTemplate {
-    ResponseTemplate::new(201).set_body_json(json!({
-        "account_sid": AC,
-        "api_version": "2010-04-01",
-        "body": "hello",
-        "direction": "outbound-api",
-        "error_code": null,
-        "error_message": null,
-        "from": "+18583354807",
-        "num_media": "0",
-        "num_segments": "1",
-        "sid": sid,
-        "status": "queued",
-        "to": "+16195550100",
-        "uri": format!("/2010-04-01/Accounts/{AC}/Messages/{sid}.json"),
-    }))
-}
-
-/// Twilio's error body, as the API sends it.
-fn twilio_error(status: u16, code: u32, message: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status).set_body_json(json!({
-        "code": code,
-        "message": message,
-        "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
-        "status": status,
-    }))
-}
-
-const SID: &str = "SM0123456789abcdef0123456789abcdef";
 
 fn form_of(req: &Request) -> Form {
     Form::parse(&req.body)
@@ -52,53 +24,12 @@ async fn only_request(server: &MockServer) -> Request {
 }
 
 #[tokio::test]
-async fn sends_the_documented_form_with_auth_token() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(MESSAGES_PATH))
-        .and(basic_auth(AC, TOKEN))
-        .and(header("content-type", "application/x-www-form-urlencoded"))
-        .respond_with(created(SID))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let mut c = config(&server.uri());
-    c.status_callback = Some("https://relay.example.com/sms/status".into());
-    let client = client(c);
-    let mut msg = message("[QDN #K7] +16195550100: flat tire & stuck");
-    msg.validity_secs = Some(900);
-    let receipt = client.send(&msg).await.expect("sent");
-    assert_eq!(receipt.sid.as_str(), SID);
-    assert_eq!(client.name(), "twilio");
-
-    let form = form_of(&only_request(&server).await);
-    assert_eq!(
-        form.pairs(),
-        Form::from_pairs([
-            ("To", "+16195550100"),
-            ("From", "+18583354807"),
-            ("Body", "[QDN #K7] +16195550100: flat tire & stuck"),
-            (
-                "StatusCallback",
-                format!(
-                    "https://relay.example.com/sms/status?dispatch={}&leg=1",
-                    msg.dispatch
-                )
-                .as_str(),
-            ),
-            ("ValidityPeriod", "900"),
-        ])
-        .pairs()
-    );
-}
-
-#[tokio::test]
 async fn api_key_auth_keeps_the_account_in_the_path() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(MESSAGES_PATH))
         .and(basic_auth(SK, API_SECRET))
-        .respond_with(created(SID))
+        .respond_with(created())
         .expect(1)
         .mount(&server)
         .await;
@@ -125,7 +56,7 @@ async fn api_key_auth_keeps_the_account_in_the_path() {
 async fn messaging_service_replaces_from() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(created(SID))
+        .respond_with(created())
         .expect(1)
         .mount(&server)
         .await;
@@ -143,7 +74,7 @@ async fn messaging_service_replaces_from() {
 async fn validity_period_is_sent_only_when_set_and_clamped() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(created(SID))
+        .respond_with(created())
         .expect(3)
         .mount(&server)
         .await;
@@ -165,7 +96,7 @@ async fn validity_period_is_sent_only_when_set_and_clamped() {
 async fn the_body_never_exceeds_1600_chars() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(created(SID))
+        .respond_with(created())
         .expect(3)
         .mount(&server)
         .await;
@@ -218,7 +149,7 @@ async fn twilio_error_bodies_are_classified() {
             status: 400,
             code: 21610,
             message: "Attempt to send to unsubscribed recipient",
-            kind: Unreachable,
+            kind: OptedOut,
         },
         ErrorCase {
             status: 400,
@@ -319,36 +250,6 @@ async fn twilio_error_bodies_are_classified() {
 }
 
 #[tokio::test]
-async fn too_many_requests_is_retried_after_retry_after() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            twilio_error(429, 20429, "Too Many Requests").insert_header("Retry-After", "1"),
-        )
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(created(SID))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let started = Instant::now();
-    let receipt = client(config(&server.uri()))
-        .send(&message("hi"))
-        .await
-        .expect("sent on the second attempt");
-    assert_eq!(receipt.sid.as_str(), SID);
-    assert!(
-        started.elapsed() >= Duration::from_millis(950),
-        "Retry-After honoured: {:?}",
-        started.elapsed()
-    );
-    assert_eq!(server.received_requests().await.map(|r| r.len()), Some(2));
-}
-
-#[tokio::test]
 async fn too_many_requests_exhausted_is_retryable() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
@@ -392,53 +293,6 @@ async fn a_retry_after_past_the_budget_is_not_waited_for() {
 }
 
 #[tokio::test]
-async fn server_errors_are_maybe_sent_and_not_retried() {
-    for status in [500, 502, 503] {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(status).set_body_string("upstream trouble"))
-            .expect(1)
-            .mount(&server)
-            .await;
-        let err = client(config(&server.uri()))
-            .send(&message("hi"))
-            .await
-            .expect_err("5xx");
-        assert_eq!(err.kind, SendErrorKind::MaybeSent, "{status}");
-        assert_eq!(
-            err.message,
-            format!("Twilio answered HTTP {status}: upstream trouble")
-        );
-        server.verify().await;
-    }
-}
-
-#[tokio::test]
-async fn a_slow_answer_past_the_timeout_is_maybe_sent() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(created(SID).set_delay(Duration::from_secs(3)))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let mut c = config(&server.uri());
-    c.timeout = Duration::from_millis(400);
-    let started = Instant::now();
-    let err = client(c).send(&message("hi")).await.expect_err("timed out");
-    assert_eq!(err.kind, SendErrorKind::MaybeSent);
-    assert!(
-        err.message.contains("may have been sent"),
-        "{}",
-        err.message
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
-}
-
-#[tokio::test]
 async fn a_2xx_without_a_sid_is_maybe_sent() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
@@ -453,46 +307,24 @@ async fn a_2xx_without_a_sid_is_maybe_sent() {
     assert_eq!(err.kind, SendErrorKind::MaybeSent);
 }
 
-#[tokio::test]
-async fn redirects_are_not_followed() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(307).insert_header("Location", "https://elsewhere.example/"),
-        )
-        .expect(1)
-        .mount(&server)
-        .await;
-    let err = client(config(&server.uri()))
-        .send(&message("hi"))
-        .await
-        .expect_err("redirect");
-    assert_eq!(err.kind, SendErrorKind::Config);
-}
-
 /// A loopback port with nothing listening on it.
 fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
 
+/// The conformance suite checks what a refused connection comes to; this
+/// checks that each retry is logged.
 #[tokio::test(flavor = "current_thread")]
-async fn connection_refused_is_retried_then_retryable() {
+async fn refused_connections_log_each_retry() {
     let logs = LogCapture::default();
     let _guard = logs.install();
     let base = format!("http://127.0.0.1:{}", closed_port());
-    let started = Instant::now();
     let err = client(config(&base))
         .send(&message("hi"))
         .await
         .expect_err("refused");
     assert_eq!(err.kind, SendErrorKind::Retryable);
-    assert!(err.message.contains("could not connect"), "{}", err.message);
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "bounded: {:?}",
-        started.elapsed()
-    );
     let text = logs.text();
     assert_eq!(
         text.matches("twilio send not made, retrying").count(),

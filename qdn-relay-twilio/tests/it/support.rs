@@ -2,37 +2,16 @@
 
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use qdn_relay_core::{DispatchId, OutboundMessage, Timestamp};
-use qdn_relay_twilio::{Credentials, RetryPolicy, Secret, TwilioClient, TwilioConfig};
+use qdn_relay_twilio::{Credentials, Secret, TwilioClient, TwilioConfig};
 
-pub const AC: &str = "AC0123456789abcdef0123456789abcdef";
+pub use qdn_relay_twilio::testing::{
+    AC, MESSAGES_PATH, SID, TOKEN, config, created, message, twilio_error,
+};
+
 pub const SK: &str = "SK00112233445566778899aabbccddeeff";
 pub const MG: &str = "MG0123456789abcdef0123456789abcdef";
-/// A token that must never show up in a log, a `Debug` or an error.
-pub const TOKEN: &str = "tok-5ecret-d5b8c0f4a7e2419db3a6f1c9";
 pub const API_SECRET: &str = "apisecret-9f8e7d6c5b4a39281706f5e4";
-pub const MESSAGES_PATH: &str =
-    "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";
-
-/// A configuration against `base` with Auth Token credentials and a fast
-/// retry policy.
-pub fn config(base: &str) -> TwilioConfig {
-    let mut c = TwilioConfig::new(
-        AC.parse().expect("valid sid"),
-        Credentials::AuthToken(Secret::new(TOKEN)),
-    );
-    c.api_base = base.to_owned();
-    c.timeout = Duration::from_secs(5);
-    c.connect_timeout = Duration::from_secs(2);
-    let mut retry = RetryPolicy::default();
-    retry.base_delay = Duration::from_millis(20);
-    retry.max_delay = Duration::from_millis(100);
-    retry.max_total = Duration::from_secs(20);
-    c.retry = retry;
-    c
-}
 
 pub fn api_key_config(base: &str) -> TwilioConfig {
     let mut c = config(base);
@@ -45,17 +24,6 @@ pub fn api_key_config(base: &str) -> TwilioConfig {
 
 pub fn client(c: TwilioConfig) -> TwilioClient {
     TwilioClient::new(c).expect("valid config")
-}
-
-pub fn message(body: &str) -> OutboundMessage {
-    OutboundMessage {
-        dispatch: DispatchId::new(Timestamp::from_millis(1_795_000_000_000), 0xBEEF),
-        leg: 1,
-        to: "+16195550100".parse().expect("valid number"),
-        from: "+18583354807".parse().expect("valid number"),
-        body: body.to_owned(),
-        validity_secs: None,
-    }
 }
 
 /// Asserts `text` shows neither secret (nor the basic-auth credentials

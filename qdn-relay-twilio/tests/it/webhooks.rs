@@ -100,3 +100,21 @@ fn twiml_answers() {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>#K7 -&gt; &quot;ok&quot; &amp; &lt;done&gt;</Message></Response>"
     );
 }
+
+#[test]
+fn advanced_opt_out_type_is_read() {
+    use qdn_relay_twilio::OptOutType;
+    let base = "MessageSid=SM0123456789abcdef0123456789abcdef&AccountSid=AC0123456789abcdef0123456789abcdef&From=%2B16195550100&To=%2B16195550000&Body=ARRET";
+    let read = |extra: &str| {
+        InboundWebhook::parse(format!("{base}{extra}").as_bytes())
+            .expect("parses")
+            .opt_out_type
+    };
+    assert_eq!(read(""), None);
+    assert_eq!(read("&OptOutType=STOP"), Some(OptOutType::Stop));
+    assert_eq!(read("&OptOutType=start"), Some(OptOutType::Start));
+    assert_eq!(read("&OptOutType=HELP"), Some(OptOutType::Help));
+    // A type Twilio may add later: an ordinary text, not a refused one.
+    assert_eq!(read("&OptOutType=SOMETHING"), None);
+    assert_eq!(read("&OptOutType="), None);
+}

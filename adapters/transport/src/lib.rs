@@ -1,21 +1,40 @@
-//! The HTTP stack under the REST client (feature `rest`): [`Transport`]
-//! makes one exchange; [`ReqwestTransport`] (feature `client`) is the
-//! server's. The Lambda adapter brings its own, over the hyper/rustls
-//! client the AWS SDK already links, so its binary holds one HTTP stack.
+//! # qdn-relay-transport
 //!
-//! The client decides what an error means from its [`TransportErrorKind`]
-//! alone: whether the request may have reached Twilio decides whether a
+//! The HTTP exchange under qdn-relay's outbound clients: the Twilio REST
+//! client (`qdn-relay-twilio`), the AWS JSON calls (SMS, SSM, Secrets
+//! Manager). [`Transport`] makes one exchange; [`ReqwestTransport`]
+//! (feature `reqwest`) is the server's. The Lambda functions bring their
+//! own, over the hyper/rustls client the AWS SDK already links, so their
+//! binary holds one HTTP stack. No client depends on another client's
+//! crate to get it.
+//!
+//! A client decides what an error means from its [`TransportErrorKind`]
+//! alone: whether the request may have reached the peer decides whether a
 //! send is retried, so a transport must only say
 //! [`TransportErrorKind::Connect`] or [`TransportErrorKind::Request`] when
 //! nothing was sent.
+//!
+//! Feature `aws` adds [`aws`]: AWS JSON-protocol calls (endpoints,
+//! credentials from the environment, SigV4 signing, error answers) for the
+//! clients that call AWS without the SDK.
+//!
+//! Every implementation must behave alike where a client can tell:
+//! `qdn-relay-twilio`'s `transport_conformance_tests!` (feature `testing`)
+//! runs the same scenarios over any of them.
 
 use std::fmt;
 use std::time::Duration;
 
+#[cfg(feature = "aws")]
+pub mod aws;
+mod retry;
+
+pub use retry::{Failed, InvalidSetting, RetryPolicy};
+
 use async_trait::async_trait;
 use bytes::Bytes;
 
-/// A request as the client builds it: method, absolute URL, headers
+/// A request as a client builds it: method, absolute URL, headers
 /// (authentication included) and the whole body.
 pub type Request = http::Request<Bytes>;
 
@@ -125,7 +144,7 @@ impl TransportError {
     }
 }
 
-/// The HTTP stack the REST client sends through.
+/// The HTTP stack a client sends through.
 #[async_trait]
 pub trait Transport: Send + Sync + fmt::Debug {
     /// Sends `request` and returns the answer's head once it has come;
@@ -146,24 +165,36 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     detail
 }
 
-/// [`Transport`] over a `reqwest` client with rustls (feature `client`):
+/// An HTTP client that could not be built (its TLS configuration, most
+/// likely). The message names the causes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+#[non_exhaustive]
+pub struct BuildError {
+    /// What happened, causes included.
+    pub message: String,
+}
+
+/// [`Transport`] over a `reqwest` client with rustls (feature `reqwest`):
 /// no redirects, the connect timeout it was built with, proxies from the
 /// environment as reqwest reads them.
-#[cfg(feature = "client")]
+#[cfg(feature = "reqwest")]
 #[derive(Clone, Debug)]
 pub struct ReqwestTransport {
     http: reqwest::Client,
 }
 
-#[cfg(feature = "client")]
+#[cfg(feature = "reqwest")]
 impl ReqwestTransport {
     /// A client with this connect timeout.
-    pub fn new(connect_timeout: Duration) -> Result<Self, crate::ConfigError> {
+    pub fn new(connect_timeout: Duration) -> Result<Self, BuildError> {
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| crate::ConfigError::Http(e.to_string()))?;
+            .map_err(|e| BuildError {
+                message: error_chain(&e),
+            })?;
         Ok(Self { http })
     }
 
@@ -181,7 +212,7 @@ impl ReqwestTransport {
     }
 }
 
-#[cfg(feature = "client")]
+#[cfg(feature = "reqwest")]
 #[async_trait]
 impl Transport for ReqwestTransport {
     async fn send(&self, request: Request, timeout: Duration) -> Result<Answer, TransportError> {
@@ -200,10 +231,10 @@ impl Transport for ReqwestTransport {
     }
 }
 
-#[cfg(feature = "client")]
+#[cfg(feature = "reqwest")]
 struct ReqwestBody(reqwest::Response);
 
-#[cfg(feature = "client")]
+#[cfg(feature = "reqwest")]
 #[async_trait]
 impl AnswerBody for ReqwestBody {
     async fn chunk(&mut self) -> Result<Option<Bytes>, TransportError> {
@@ -215,5 +246,64 @@ impl AnswerBody for ReqwestBody {
             };
             TransportError::new(kind, e.to_string())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body of fixed chunks, then an error if `fail`.
+    struct Chunks(Vec<&'static [u8]>, bool);
+
+    #[async_trait]
+    impl AnswerBody for Chunks {
+        async fn chunk(&mut self) -> Result<Option<Bytes>, TransportError> {
+            if self.0.is_empty() {
+                return if self.1 {
+                    Err(TransportError::new(TransportErrorKind::Timeout, "cut"))
+                } else {
+                    Ok(None)
+                };
+            }
+            Ok(Some(Bytes::from_static(self.0.remove(0))))
+        }
+    }
+
+    fn answer(chunks: Vec<&'static [u8]>, fail: bool) -> Answer {
+        Answer::new(
+            http::StatusCode::OK,
+            http::HeaderMap::new(),
+            Box::new(Chunks(chunks, fail)),
+        )
+    }
+
+    #[tokio::test]
+    async fn read_body_keeps_at_most_the_limit() {
+        let (body, read) = answer(vec![b"abc", b"def", b"gh"], false)
+            .read_body(5, false)
+            .await;
+        assert_eq!((body.as_slice(), read), (&b"abcde"[..], Ok(())));
+        let (body, read) = answer(vec![b"abc"], false).read_body(64, true).await;
+        assert_eq!((body.as_slice(), read), (&b"abc"[..], Ok(())));
+    }
+
+    #[tokio::test]
+    async fn read_body_stops_at_the_limit_when_asked() {
+        // The failing end is never reached: reading stopped at the limit.
+        let (body, read) = answer(vec![b"abc", b"def"], true).read_body(3, true).await;
+        assert_eq!((body.as_slice(), read), (&b"abc"[..], Ok(())));
+        let (body, read) = answer(vec![b"abc", b"def"], true).read_body(3, false).await;
+        assert_eq!(body, b"abc");
+        assert_eq!(read.map_err(|e| e.kind), Err(TransportErrorKind::Timeout));
+    }
+
+    #[test]
+    fn error_chain_joins_the_sources() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("inner"));
+        assert_eq!(error_chain(&e), "outer: inner");
     }
 }
