@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use qdn_relay::core::sim::Simulation;
+use qdn_relay::core::testing::Simulation;
 use qdn_relay::core::{
     DeliveryError, DeliveryStatus, ErrorClass, PhoneNumber, Policy, Purpose, State,
 };

@@ -26,6 +26,12 @@ pub use qdn_relay_sqlite as sqlite;
 #[cfg(feature = "dynamo")]
 pub use qdn_relay_dynamo as dynamo;
 
+/// The wiring every runner shares: [`RelaySettings`](qdn_relay_app::RelaySettings)
+/// from the environment, the provider and store they choose, the relay
+/// built from them ([`Wiring`](qdn_relay_app::Wiring)).
+#[cfg(feature = "app")]
+pub use qdn_relay_app as app;
+
 /// The HTTP router (axum): Twilio webhooks, dashboard routes, SSE events.
 #[cfg(feature = "axum")]
 pub use qdn_relay_axum as axum;

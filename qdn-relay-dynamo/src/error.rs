@@ -3,6 +3,7 @@
 //! create-table.
 
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::CancellationReason;
 use qdn_relay_core::{ProviderMessageId, StoreError, Tag};
 
@@ -201,9 +202,28 @@ pub(crate) enum Cancelled {
     Other,
 }
 
+/// How a failed `TransactWriteItems` reads: a `TransactionCanceledException`
+/// read against the guards of the transaction's actions (same order), or
+/// `None` for any other failure (a transport error, another service error),
+/// which [`map_sdk`] maps.
+pub(crate) fn cancellation<R>(
+    err: &SdkError<TransactWriteItemsError, R>,
+    guards: &[Guard],
+) -> Option<Cancelled> {
+    match err {
+        SdkError::ServiceError(ctx) => match ctx.err() {
+            TransactWriteItemsError::TransactionCanceledException(e) => {
+                Some(read_cancellation(e.cancellation_reasons(), guards))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Reads a transaction's cancellation reasons against the guards of its
 /// actions (same order).
-pub(crate) fn read_cancellation(reasons: &[CancellationReason], guards: &[Guard]) -> Cancelled {
+fn read_cancellation(reasons: &[CancellationReason], guards: &[Guard]) -> Cancelled {
     let mut failed: Option<(&Guard, &CancellationReason)> = None;
     let (mut conflict, mut throttled, mut other) = (false, false, false);
     for (reason, guard) in reasons.iter().zip(guards) {

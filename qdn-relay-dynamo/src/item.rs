@@ -412,7 +412,7 @@ mod tests {
 
     #[test]
     fn records_round_trip_plain_and_compressed() {
-        let d = qdn_relay_core::contract::fixture(1, "K7", "+16195550100", "SMin1", 0);
+        let d = qdn_relay_core::testing::contract::fixture(1, "K7", "+16195550100", "SMin1", 0);
         let plain = encode(&d, usize::MAX).unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(plain, AttributeValue::S(_)));
         let packed = encode(&d, 0).unwrap_or_else(|e| panic!("{e}"));
@@ -424,7 +424,7 @@ mod tests {
 
     #[test]
     fn index_facts_round_trip_through_an_item() {
-        let mut d = qdn_relay_core::contract::fixture(1, "K7", "+16195550100", "SMin1", 0);
+        let mut d = qdn_relay_core::testing::contract::fixture(1, "K7", "+16195550100", "SMin1", 0);
         let facts = Indexed::of(&d);
         assert!(facts.open);
         assert_eq!(facts.inbound.len(), 1);
@@ -435,9 +435,10 @@ mod tests {
         assert_eq!(Indexed::read(&item), Ok(facts));
         assert!(Indexed::read(&HashMap::new()).is_err(), "open is required");
 
-        d.set_job_id(Some(
-            "dumpster #1042".parse().unwrap_or_else(|e| panic!("{e}")),
-        ));
+        let job = "dumpster #1042".parse().unwrap_or_else(|e| panic!("{e}"));
+        let at = d.opened_at();
+        d.handle(at, qdn_relay_core::Input::LinkJob { job, sync: false })
+            .unwrap_or_else(|e| panic!("{e}"));
         let facts = Indexed::of(&d);
         assert_eq!(facts.job.as_deref(), Some("dumpster #1042"));
         let mut item = HashMap::new();

@@ -6,15 +6,14 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use futures_util::future::try_join_all;
 use qdn_relay_core::{
     Admission, OptOuts, PhoneNumber, Rate, RateKey, RateLimiter, SafetyError, StoreError,
-    Timestamp, safety::earliest_admission,
+    Timestamp, earliest_admission,
 };
 
-use crate::error::{Cancelled, Guard, map_sdk, read_cancellation};
+use crate::error::{Cancelled, Guard, cancellation, map_sdk};
 use crate::item;
 use crate::store::{DynamoStore, Item};
 
@@ -239,15 +238,7 @@ impl RateLimiter for DynamoStore {
                 Ok(_) => return Ok(Admission::Admitted),
                 Err(e) => e,
             };
-            let cancelled = match &err {
-                SdkError::ServiceError(ctx) => match ctx.err() {
-                    TransactWriteItemsError::TransactionCanceledException(e) => {
-                        Some(read_cancellation(e.cancellation_reasons(), &guards))
-                    }
-                    _ => None,
-                },
-                _ => None,
-            };
+            let cancelled = cancellation(&err, &guards);
             match cancelled {
                 Some(Cancelled::Condition { .. } | Cancelled::Conflict)
                     if attempt < RATE_ATTEMPTS =>

@@ -8,8 +8,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::AsyncSleep as _;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem,
@@ -21,7 +19,7 @@ use qdn_relay_core::{
 };
 
 use crate::config::{ConfigError, DynamoConfig, IndexNames};
-use crate::error::{Cancelled, Guard, SaveError, map_sdk, read_cancellation};
+use crate::error::{Cancelled, Guard, SaveError, cancellation, map_sdk};
 use crate::item::{self, Indexed, Keys};
 
 /// DynamoDB's limit on the actions of one `TransactWriteItems`.
@@ -708,15 +706,7 @@ impl DynamoStore {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
             };
-            let cancelled = match &err {
-                SdkError::ServiceError(ctx) => match ctx.err() {
-                    TransactWriteItemsError::TransactionCanceledException(e) => {
-                        Some(read_cancellation(e.cancellation_reasons(), &guards))
-                    }
-                    _ => None,
-                },
-                _ => None,
-            };
+            let cancelled = cancellation(&err, &guards);
             let Some(cancelled) = cancelled else {
                 return Err(map_sdk(err));
             };

@@ -497,3 +497,60 @@ fn invalid_configuration_fails_at_start_naming_the_variable() {
     assert!(err.contains("TWILIO_ACCOUNT_SID"), "{err}");
     assert!(!err.contains("\"x\""), "secrets never printed: {err}");
 }
+
+/// Dry-run with a real Auth Token and dashboard token in the environment:
+/// the dev file (0600) carries neither, and `inject` signs with the
+/// environment's token instead.
+#[tokio::test]
+async fn the_dev_file_never_holds_a_configured_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let dev = dir.path().join("dev.json");
+    let log = std::fs::File::create(dir.path().join("serve.log")).expect("log");
+    let mut child = Command::new(binary())
+        .args(["serve", "--dry-run"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("QDN_TWILIO_NUMBER", LINE)
+        .env("RELAY_CHAIN", format!("{PRIMARY},{BACKUP}"))
+        .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RELAY_DB", dir.path().join("relay.db"))
+        .env("RELAY_DEV_FILE", &dev)
+        .env("RELAY_DASHBOARD_TOKEN", DASH)
+        .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start qdn-relay");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dev.exists() {
+        assert!(Instant::now() < deadline, "no dev file written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(&dev).expect("dev file");
+    assert!(!text.contains(AUTH_TOKEN), "{text}");
+    assert!(!text.contains(DASH), "{text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&dev).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // `inject` finds the server in the dev file and signs with the
+    // environment's token, which the server checks.
+    let out = Command::new(binary())
+        .args(["inject", "text", "--from", CUSTOMER, "--body", "hello"])
+        .env_clear()
+        .env("RELAY_DEV_FILE", &dev)
+        .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+        .output()
+        .expect("inject");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

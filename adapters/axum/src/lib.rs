@@ -34,77 +34,33 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
-use axum::routing::{get, post};
-use qdn_relay_core::{Clock, Relay, SmsProvider, Store};
+use axum::routing::{MethodRouter, get, post};
+use qdn_relay_app::{DynRelay, HttpConfig, HttpConfigError};
 use qdn_relay_twilio::{Secret, SignatureValidator};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-pub mod config;
-mod dry_run;
 mod error;
 mod events;
-mod maintenance;
+pub mod maintenance;
 mod routes;
 #[cfg(feature = "serve")]
 mod serve;
 
-pub use config::{RelaySettings, SettingsError};
-pub use dry_run::DryRunProvider;
 pub use error::{ApiError, check_bearer};
 pub use events::EventHub;
 pub use maintenance::MaintenanceSink;
 #[cfg(feature = "serve")]
-pub use serve::{serve, serve_until, shutdown_signal};
+pub use serve::{
+    DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, REQUEST_TIMEOUT, ServeOptions, serve, serve_until,
+    serve_with, shutdown_signal,
+};
 
-/// The relay with every port as a trait object: what the router serves.
-pub type DynRelay = Relay<dyn Store, dyn SmsProvider, dyn Clock>;
-
-/// The default request body limit: 64 KiB (a Twilio webhook is a few KiB).
-pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
-
-/// The HTTP surface's settings.
-#[derive(Clone, Debug)]
-pub struct HttpConfig {
-    /// The public base URL Twilio calls (`RELAY_PUBLIC_URL`), e.g.
-    /// `https://relay.example.com` or an API Gateway stage URL. When set it
-    /// wins over the `Host` header for signature checks.
-    pub public_url: Option<String>,
-    /// The dashboard's bearer token (`RELAY_DASHBOARD_TOKEN`). Without one
-    /// every dashboard route answers 401.
-    pub dashboard_token: Option<Secret>,
-    /// Origins allowed by CORS (`RELAY_CORS_ORIGINS`); none by default.
-    pub cors_origins: Vec<String>,
-    /// The largest request body accepted; larger ones get 413.
-    pub body_limit: usize,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            public_url: None,
-            dashboard_token: None,
-            cors_origins: Vec::new(),
-            body_limit: DEFAULT_BODY_LIMIT,
-        }
-    }
-}
-
-/// Why an [`HttpConfig`] is not valid.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The public URL is not an absolute http(s) URL.
-    #[error(
-        "RELAY_PUBLIC_URL must be an absolute http:// or https:// URL without query, got {0:?}"
-    )]
-    PublicUrl(String),
-    /// A CORS origin is not `scheme://host[:port]`.
-    #[error("RELAY_CORS_ORIGINS entry {0:?} is not an origin like https://dash.example.com")]
-    CorsOrigin(String),
-    /// The dashboard token is too short to be a secret.
-    #[error("RELAY_DASHBOARD_TOKEN must be at least 16 characters")]
-    WeakToken,
-}
+/// How long a request keeps retrying the relay while the store is
+/// contended or busy before answering 503: well under the 15 s Twilio
+/// waits for a webhook, so a customer's text is not lost to "busy" (a 503
+/// is left for a store that is really down; Twilio retries it only as the
+/// webhook URL's connection overrides say, see the README).
+pub const WEBHOOK_RETRY_BUDGET: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// Everything the handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -120,19 +76,22 @@ struct Inner {
     events: EventHub,
     cors: Vec<HeaderValue>,
     body_limit: usize,
+    retry_budget: std::time::Duration,
 }
 
 impl AppState {
     /// Builds the shared state. `validator` holds the Twilio Auth Token(s);
     /// `events` must also be one of the relay's event sinks for the live
-    /// stream to carry anything.
+    /// stream to carry anything. `config` is checked by
+    /// [`HttpConfig::check`].
     pub fn new(
         relay: Arc<DynRelay>,
         validator: SignatureValidator,
         events: EventHub,
         config: HttpConfig,
-    ) -> Result<Self, ConfigError> {
-        let (public_url, cors) = Self::check_http(&config)?;
+    ) -> Result<Self, HttpConfigError> {
+        let checked = config.check()?;
+        let (public_url, cors) = (checked.public_url, checked.cors_origins);
         Ok(Self {
             inner: Arc::new(Inner {
                 relay,
@@ -142,38 +101,19 @@ impl AppState {
                 events,
                 cors,
                 body_limit: config.body_limit.max(1024),
+                retry_budget: WEBHOOK_RETRY_BUDGET,
             }),
         })
     }
 
-    /// Checks an [`HttpConfig`]: the normalised public URL and the CORS
-    /// origins as header values.
-    pub(crate) fn check_http(
-        config: &HttpConfig,
-    ) -> Result<(Option<String>, Vec<HeaderValue>), ConfigError> {
-        let public_url = match &config.public_url {
-            None => None,
-            Some(u) => Some(normalize_public_url(u)?),
-        };
-        if let Some(t) = &config.dashboard_token
-            && t.expose().chars().count() < 16
-        {
-            return Err(ConfigError::WeakToken);
+    /// How long a request keeps retrying the relay while the store is
+    /// contended or busy (default [`WEBHOOK_RETRY_BUDGET`]); past it the
+    /// answer is 503. Call before the state is shared.
+    pub fn with_retry_budget(mut self, budget: std::time::Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.retry_budget = budget;
         }
-        let mut cors = Vec::new();
-        for o in &config.cors_origins {
-            let o = o.trim().trim_end_matches('/');
-            if o.is_empty() {
-                continue;
-            }
-            let valid = (o.starts_with("https://") || o.starts_with("http://"))
-                && !o
-                    .split_once("://")
-                    .is_some_and(|(_, rest)| rest.contains('/') || rest.is_empty());
-            let hv = HeaderValue::from_str(o).ok().filter(|_| valid);
-            cors.push(hv.ok_or_else(|| ConfigError::CorsOrigin(o.to_owned()))?);
-        }
-        Ok((public_url, cors))
+        self
     }
 
     /// The relay behind the routes.
@@ -187,22 +127,63 @@ impl AppState {
     }
 }
 
-fn normalize_public_url(u: &str) -> Result<String, ConfigError> {
-    let t = u.trim().trim_end_matches('/');
-    let ok = (t.starts_with("https://") || t.starts_with("http://"))
-        && t.split_once("://")
-            .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'))
-        && !t.contains('?')
-        && !t.contains('#')
-        && !t.contains(char::is_whitespace);
-    if ok {
-        Ok(t.to_owned())
-    } else {
-        Err(ConfigError::PublicUrl(u.to_owned()))
-    }
+/// One route of [`router`]: its method and path (axum's `{param}`
+/// syntax, as API Gateway's route keys write it too).
+pub type RouteKey = (Method, &'static str);
+
+/// Routes [`router`] serves that the Lambda deployment does not route
+/// through API Gateway: the event stream (API Gateway would buffer it).
+pub const NOT_BEHIND_API_GATEWAY: &[&str] = &["/sms/events"];
+
+/// Every route with its handler: [`router`] is built from this table and
+/// [`routes`] lists it, so what the router serves and what a deployment
+/// routes to it (the SAM template, checked by a test) come from one place.
+fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+    vec![
+        (Method::POST, "/sms/inbound", post(routes::inbound)),
+        (Method::POST, "/sms/status", post(routes::status)),
+        (Method::POST, "/sms/reply", post(routes::reply)),
+        (
+            Method::GET,
+            "/sms/dispatch-status/{job_id}",
+            get(routes::dispatch_status),
+        ),
+        (Method::GET, "/sms/dispatches", get(routes::list)),
+        (
+            Method::POST,
+            "/sms/dispatches/{job_id}/ack",
+            post(routes::ack),
+        ),
+        (
+            Method::POST,
+            "/sms/dispatches/{job_id}/reply",
+            post(routes::dashboard_reply),
+        ),
+        (
+            Method::POST,
+            "/sms/dispatches/{job_id}/close",
+            post(routes::close),
+        ),
+        (
+            Method::POST,
+            "/sms/dispatches/{job_id}/link",
+            post(routes::link),
+        ),
+        (Method::GET, "/sms/events", get(routes::events)),
+        (Method::GET, "/health", get(routes::health)),
+    ]
 }
 
-/// The relay's routes (see the crate docs). Never binds a port.
+/// The routes [`router`] serves (each also answers `OPTIONS` for CORS).
+pub fn routes() -> Vec<RouteKey> {
+    route_table()
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect()
+}
+
+/// The relay's routes (see the crate docs and [`routes`]). Never binds a
+/// port.
 pub fn router(state: AppState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(state.inner.cors.clone()))
@@ -210,39 +191,17 @@ pub fn router(state: AppState) -> Router {
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(std::time::Duration::from_secs(600));
     let limit = state.inner.body_limit;
-    Router::new()
-        .route(
-            "/sms/inbound",
-            post(routes::inbound).options(routes::options),
-        )
-        .route("/sms/status", post(routes::status).options(routes::options))
-        .route("/sms/reply", post(routes::reply).options(routes::options))
-        .route(
-            "/sms/dispatch-status/{job_id}",
-            get(routes::dispatch_status).options(routes::options),
-        )
-        .route(
-            "/sms/dispatches",
-            get(routes::list).options(routes::options),
-        )
-        .route(
-            "/sms/dispatches/{job_id}/ack",
-            post(routes::ack).options(routes::options),
-        )
-        .route(
-            "/sms/dispatches/{job_id}/reply",
-            post(routes::dashboard_reply).options(routes::options),
-        )
-        .route(
-            "/sms/dispatches/{job_id}/close",
-            post(routes::close).options(routes::options),
-        )
-        .route(
-            "/sms/dispatches/{job_id}/link",
-            post(routes::link).options(routes::options),
-        )
-        .route("/sms/events", get(routes::events).options(routes::options))
-        .route("/health", get(routes::health).options(routes::options))
+    let mut router = Router::new();
+    let mut with_options = std::collections::HashSet::new();
+    for (_, path, handler) in route_table() {
+        let handler = if with_options.insert(path) {
+            handler.options(routes::options)
+        } else {
+            handler
+        };
+        router = router.route(path, handler);
+    }
+    router
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(cors)

@@ -13,10 +13,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use qdn_relay_core::{
-    DashboardAction, Dispatch, DispatchId, JobId, JobIdError, JobSyncMode, ListFilter, Outcome,
-    RelayError,
+    DashboardAction, Dispatch, DispatchId, JobId, JobIdError, JobSyncMode, Keyword, ListFilter,
+    Outcome, RelayError,
 };
-use qdn_relay_twilio::{Form, InboundWebhook, StatusCallback, twiml_empty, twiml_message};
+use qdn_relay_twilio::{
+    Form, InboundWebhook, OptOutType, StatusCallback, twiml_empty, twiml_message,
+};
 use serde::Deserialize;
 use serde_json::json;
 use tokio_stream::StreamExt as _;
@@ -43,6 +45,67 @@ fn twiml(xml: String) -> Response {
 }
 
 impl AppState {
+    /// Runs a relay call, and again while it fails with an error that a
+    /// later try may not meet (writers collided, the store was busy), with
+    /// a growing pause between tries, until the state's retry budget is
+    /// spent: a webhook is answered 503 only when the store stays down.
+    /// Every relay call is idempotent for a webhook (message ids and
+    /// callbacks are deduplicated), so a try that failed changed nothing
+    /// a second one could repeat.
+    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, RelayError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RelayError>>,
+    {
+        let started = tokio::time::Instant::now();
+        let budget = self.inner.retry_budget;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match call().await {
+                Err(e) if e.is_retryable() && started.elapsed() + pause < budget => {
+                    tracing::debug!(error = %e, "the store is busy; trying again");
+                    // Full jitter, so writers that collided spread out.
+                    let wait = pause.mul_f64(0.5 + fastrand::f64() / 2.0);
+                    tokio::time::sleep(wait).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A text Twilio posted, to the relay (retrying a busy store). A text
+    /// Twilio's Advanced Opt-Out marked (`OptOutType`) is an opt-out or
+    /// opt-in whatever its words (`ARRET`), never forwarded; a help
+    /// keyword Twilio answered itself is taken and nothing more.
+    /// `dispatcher`: it came to the dispatcher-facing route.
+    async fn take_text(
+        &self,
+        hook: InboundWebhook,
+        dispatcher: bool,
+    ) -> Result<Outcome, RelayError> {
+        let opt_out = hook.opt_out_type;
+        let text = hook.into_inbound_text();
+        let relay = &self.inner.relay;
+        let keyword = match opt_out {
+            Some(OptOutType::Stop) => Some(Keyword::OptOut),
+            Some(OptOutType::Start) => Some(Keyword::OptIn),
+            Some(OptOutType::Help) => Some(Keyword::Help),
+            _ => None,
+        };
+        self.retrying(|| {
+            let text = text.clone();
+            async move {
+                match keyword {
+                    Some(k) => relay.keyword(text, k).await,
+                    None if dispatcher => relay.dispatcher_text(text).await,
+                    None => relay.inbound(text).await,
+                }
+            }
+        })
+        .await
+    }
+
     /// In [`JobSyncMode::Background`], brings the job system up to date
     /// with the dispatch an input changed, in a task of its own, so the
     /// answer does not wait for it.
@@ -145,7 +208,7 @@ pub(crate) async fn inbound(
     let b = b?;
     let form = s.twilio_form(&uri, &headers, &b)?;
     let hook = InboundWebhook::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
-    let r = s.inner.relay.inbound(hook.into_inbound_text()).await;
+    let r = s.take_text(hook, false).await;
     s.sync_later(&r);
     twilio_answer(r)
 }
@@ -172,10 +235,19 @@ pub(crate) async fn status(
     let form = s.twilio_form(&uri, &headers, &b)?;
     let cb = StatusCallback::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
     let report = cb.into_delivery_report();
-    let r = match callback_leg(&uri)? {
-        Some((dispatch, leg)) => s.inner.relay.leg_delivery(report, dispatch, leg).await,
-        None => s.inner.relay.delivery(report).await,
-    };
+    let leg = callback_leg(&uri)?;
+    let relay = &s.inner.relay;
+    let r = s
+        .retrying(|| {
+            let report = report.clone();
+            async move {
+                match leg {
+                    Some((dispatch, leg)) => relay.leg_delivery(report, dispatch, leg).await,
+                    None => relay.delivery(report).await,
+                }
+            }
+        })
+        .await;
     s.sync_later(&r);
     r?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -258,11 +330,7 @@ pub(crate) async fn reply(
         FORM => {
             let form = s.twilio_form(&uri, &headers, &b)?;
             let hook = InboundWebhook::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
-            let r = s
-                .inner
-                .relay
-                .dispatcher_text(hook.into_inbound_text())
-                .await;
+            let r = s.take_text(hook, true).await;
             s.sync_later(&r);
             twilio_answer(r)
         }

@@ -4,10 +4,67 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::StatusCode;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::DynRelay;
+
+/// How long a client may take to send a request's headers before its
+/// connection is closed (a slowloris connection must not hold a worker).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a whole request may take, its body read and the relay's work
+/// included (Twilio itself gives up after 15 s); past it the answer is 408.
+/// A response that streams (the event stream) is not cut once it started.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a stop waits for connections still open (an event stream
+/// never ends by itself) before it returns anyway.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How [`serve_with`] serves.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// How often the sweeper fires due work.
+    pub sweep_every: Duration,
+    /// See [`HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
+    /// See [`REQUEST_TIMEOUT`].
+    pub request_timeout: Duration,
+    /// See [`DRAIN_TIMEOUT`].
+    pub drain_timeout: Duration,
+}
+
+impl ServeOptions {
+    /// The defaults, sweeping every `sweep_every`.
+    pub fn new(sweep_every: Duration) -> Self {
+        Self {
+            sweep_every,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
+            drain_timeout: DRAIN_TIMEOUT,
+        }
+    }
+
+    /// With another header-read timeout.
+    pub fn header_read_timeout(mut self, d: Duration) -> Self {
+        self.header_read_timeout = d;
+        self
+    }
+
+    /// With another whole-request timeout.
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.request_timeout = d;
+        self
+    }
+}
 
 /// Serves `app` on `listener` and sweeps `relay` every `sweep_every` (due
 /// timeouts, sends left in the outbox, job-system retries), until Ctrl-C
@@ -35,28 +92,79 @@ pub async fn serve_until(
     sweep_every: Duration,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, app, relay, ServeOptions::new(sweep_every), stop).await
+}
+
+/// Like [`serve_until`], with every limit given.
+///
+/// Each connection is HTTP/1.1 with a header-read timeout; each request
+/// has a whole-request timeout (408). On `stop` the listener closes,
+/// connections finish the request in flight and close (at most
+/// [`ServeOptions::drain_timeout`]), the sweeper stops after its current
+/// sweep, and this returns.
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    relay: Arc<DynRelay>,
+    options: ServeOptions,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let sweeper = tokio::spawn(sweeper(
         relay,
-        sweep_every.max(Duration::from_millis(10)),
+        options.sweep_every.max(Duration::from_millis(10)),
         stop_rx.clone(),
     ));
-    let mut server_stop = stop_rx;
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = server_stop.changed().await;
-    });
-    let signals = async move {
+    tokio::spawn(async move {
         stop.await;
         tracing::info!("shutting down: finishing requests in flight");
         let _ = stop_tx.send(true);
-    };
-    let served = tokio::select! {
-        r = server => r,
-        () = async { signals.await; std::future::pending::<()>().await } => Ok(()),
-    };
+    });
+    let app = app.layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        options.request_timeout,
+    ));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut stopping = stop_rx;
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stopping.changed() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off a little
+                // instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let conn =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open after the drain timeout (event streams); stopping anyway"
+        );
+    }
     let _ = sweeper.await;
     tracing::info!("stopped");
-    served
+    Ok(())
 }
 
 async fn sweeper(relay: Arc<DynRelay>, every: Duration, mut stop: watch::Receiver<bool>) {

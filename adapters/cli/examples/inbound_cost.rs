@@ -1,8 +1,8 @@
 //! Where a customer's text spends its time below the HTTP layer: drives
 //! `Relay::inbound` on a file-backed `SqliteStore` (as `qdn-relay serve`
 //! does: the same store keeps the opt-outs; a no-op provider) and counts
-//! and times every store call (the opt-out check before each send is not
-//! counted).
+//! and times every store call with `qdn_relay_core::testing::CountingStore`
+//! (the opt-out check before each send is not counted).
 //!
 //! 1. Opens `--open` dispatches (one text each from distinct customers).
 //! 2. Sends `--texts` more from `--concurrency` tasks at once and reports
@@ -19,18 +19,17 @@
 //! cargo run --release -p qdn-relay-cli --example inbound_cost -- --open 5000 --texts 3000
 //! ```
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use clap::Parser;
+use qdn_relay_core::testing::CountingStore;
 use qdn_relay_core::{
-    Dispatch, DispatchId, Due, InboundLookup, InboundText, JobId, ListFilter, OutboundMessage,
-    PhoneNumber, Policy, ProviderMessageId, Relay, SendError, SendReceipt, SmsProvider, Store,
-    StoreError, SystemClock, Tag, Timestamp,
+    Dispatch, InboundText, ListFilter, OutboundMessage, PhoneNumber, Policy, Relay, SendError,
+    SendReceipt, SmsProvider, Store, SystemClock,
 };
 use qdn_relay_sqlite::{SqliteOptions, SqliteStore};
 
@@ -55,140 +54,6 @@ struct Args {
 }
 
 const LINE: &str = "+16195550000";
-
-#[derive(Default)]
-struct Stat {
-    calls: u64,
-    found: u64,
-    time: Duration,
-}
-
-/// The SQLite store, counting and timing each call.
-struct Counting {
-    inner: SqliteStore,
-    stats: Mutex<BTreeMap<&'static str, Stat>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Counting {
-    fn record(&self, name: &'static str, since: Instant, found: bool) {
-        let mut stats = lock(&self.stats);
-        let s = stats.entry(name).or_default();
-        s.calls += 1;
-        s.found += u64::from(found);
-        s.time += since.elapsed();
-    }
-}
-
-#[async_trait]
-impl Store for Counting {
-    async fn get(&self, id: DispatchId) -> Result<Option<Dispatch>, StoreError> {
-        let t = Instant::now();
-        let r = self.inner.get(id).await;
-        self.record("get", t, matches!(r, Ok(Some(_))));
-        r
-    }
-
-    async fn save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
-        let t = Instant::now();
-        let r = self.inner.save(d, expected).await;
-        let name = if expected == 0 {
-            "save (new)"
-        } else {
-            "save (update)"
-        };
-        self.record(name, t, r.is_ok());
-        r
-    }
-
-    async fn by_inbound_sid(
-        &self,
-        sid: &ProviderMessageId,
-    ) -> Result<Option<Dispatch>, StoreError> {
-        let t = Instant::now();
-        let r = self.inner.by_inbound_sid(sid).await;
-        self.record("by_inbound_sid", t, matches!(r, Ok(Some(_))));
-        r
-    }
-
-    async fn by_leg_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError> {
-        let t = Instant::now();
-        let r = self.inner.by_leg_sid(sid).await;
-        self.record("by_leg_sid", t, matches!(r, Ok(Some(_))));
-        r
-    }
-
-    async fn inbound_lookup(
-        &self,
-        line: PhoneNumber,
-        from: PhoneNumber,
-        sid: &ProviderMessageId,
-    ) -> Result<InboundLookup, StoreError> {
-        let t = Instant::now();
-        let r = self.inner.inbound_lookup(line, from, sid).await;
-        self.record(
-            "inbound_lookup",
-            t,
-            matches!(&r, Ok(l) if l.notified || l.repeated.is_some() || l.open.is_some()),
-        );
-        r
-    }
-
-    async fn open_for_customer(
-        &self,
-        line: PhoneNumber,
-        customer: PhoneNumber,
-    ) -> Result<Option<Dispatch>, StoreError> {
-        let t = Instant::now();
-        let r = self.inner.open_for_customer(line, customer).await;
-        self.record("open_for_customer", t, matches!(r, Ok(Some(_))));
-        r
-    }
-
-    async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError> {
-        let t = Instant::now();
-        let r = self.inner.open_by_tag(tag).await;
-        self.record("open_by_tag", t, matches!(r, Ok(Some(_))));
-        r
-    }
-
-    async fn first_free_tag(&self, candidates: &[Tag]) -> Result<Option<Tag>, StoreError> {
-        let t = Instant::now();
-        let r = self.inner.first_free_tag(candidates).await;
-        self.record("first_free_tag", t, matches!(r, Ok(Some(_))));
-        r
-    }
-
-    async fn open_for_dispatcher(
-        &self,
-        dispatcher: PhoneNumber,
-        limit: usize,
-    ) -> Result<Vec<Dispatch>, StoreError> {
-        let t = Instant::now();
-        let r = self.inner.open_for_dispatcher(dispatcher, limit).await;
-        self.record(
-            "open_for_dispatcher",
-            t,
-            matches!(&r, Ok(v) if !v.is_empty()),
-        );
-        r
-    }
-
-    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Due>, StoreError> {
-        self.inner.due(now, limit).await
-    }
-
-    async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
-        self.inner.list(filter, limit).await
-    }
-
-    async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
-        self.inner.by_job(job, limit).await
-    }
-}
 
 /// Sends nothing and answers a made-up sid at once.
 struct NoopProvider(AtomicU64);
@@ -277,10 +142,7 @@ async fn run(a: Args) {
     )
     .await
     .expect("the store opens");
-    let store = Arc::new(Counting {
-        inner,
-        stats: Mutex::default(),
-    });
+    let store = Arc::new(CountingStore::new(inner));
     let chain: Vec<PhoneNumber> = ["+14155550101", "+14155550102"]
         .iter()
         .map(|n| n.parse().expect("an E.164 number"))
@@ -293,7 +155,7 @@ async fn run(a: Args) {
             Arc::new(SystemClock),
         )
         .line(LINE.parse().expect("an E.164 number"), policy)
-        .opt_outs(Arc::new(store.inner.clone()))
+        .opt_outs(Arc::new(store.inner().clone()))
         .build(),
     );
 
@@ -307,7 +169,7 @@ async fn run(a: Args) {
         t.elapsed().as_secs_f64()
     );
 
-    lock(&store.stats).clear();
+    store.reset();
     let next = Arc::new(AtomicU64::new(a.open));
     let end = a.open + a.texts;
     let cpu = cpu_seconds();
@@ -340,7 +202,7 @@ async fn run(a: Args) {
         (cpu_seconds() - cpu) * 1e6 / texts
     );
     let mut calls = 0;
-    for (name, s) in lock(&store.stats).iter() {
+    for (name, s) in store.stats() {
         calls += s.calls;
         println!(
             "  {name:<20} {:>5.2} calls/text {:>5.1}% found {:>9.1} us wall per call (queueing included)",
@@ -352,7 +214,7 @@ async fn run(a: Args) {
     println!("  store calls per text: {:.2}", calls as f64 / texts);
 
     println!("each operation alone, one at a time, on the filled store:");
-    let st = &store.inner;
+    let st = store.inner();
     let open = st
         .list(ListFilter::Open, 500)
         .await

@@ -110,7 +110,7 @@ pub async fn run(a: InjectArgs) -> anyhow::Result<()> {
         .auth_token
         .clone()
         .filter(|t| !t.is_empty())
-        .or_else(|| r.dev.as_ref().map(|d| d.auth_token.clone()));
+        .or_else(|| r.dev.as_ref().and_then(|d| d.auth_token.clone()));
     let token = r.token.clone().ok_or_else(|| {
         anyhow!("no token to sign with: set TWILIO_AUTH_TOKEN or start `qdn-relay serve` in dry-run here (it writes {})", a.target.dev_file.display())
     })?;

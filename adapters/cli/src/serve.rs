@@ -2,20 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
-use qdn_relay_axum::{
-    AppState, DryRunProvider, DynRelay, EventHub, MaintenanceSink, RelaySettings, router,
-};
-use qdn_relay_core::{
-    Clock, EventSink, FanoutSink, ListFilter, OptOuts, Relay, SmsProvider, Store, SystemClock,
-    TracingSink, parse_duration,
-};
-use qdn_relay_sqlite::SqliteStore;
-use qdn_relay_twilio::{Secret, SignatureValidator, TwilioClient, TwilioConfig};
+use qdn_relay_app::{Backend, RelaySettings, TwilioHttp, Wiring, provider, sweep_interval};
+use qdn_relay_axum::{AppState, EventHub, MaintenanceSink, router};
+use qdn_relay_core::ListFilter;
+use qdn_relay_twilio::{Secret, SignatureValidator};
 use tracing_subscriber::EnvFilter;
 
 use crate::dev::{self, DevFile};
@@ -122,13 +116,7 @@ fn local(a: &ServeArgs, ack_timeout: Duration) -> anyhow::Result<Local> {
             a.listen
         )
     })?;
-    let sweep_every = match &a.sweep_interval {
-        Some(s) => parse_duration(s).map_err(|e| anyhow!("RELAY_SWEEP_INTERVAL: {e}"))?,
-        None => (ack_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5)),
-    };
-    if sweep_every.is_zero() {
-        bail!("RELAY_SWEEP_INTERVAL must be more than zero");
-    }
+    let sweep_every = sweep_interval(a.sweep_interval.as_deref(), ack_timeout)?;
     Ok(Local {
         listen,
         sweep_every,
@@ -168,46 +156,28 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         http.dashboard_token = Some(Secret::new(dev::random_token()));
     }
     let public_url = http.public_url.clone();
-    let callback_base = public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", l.listen))
-        .trim_end_matches('/')
-        .to_owned();
 
-    // The provider.
-    let provider: Arc<dyn SmsProvider> = if dry_run {
-        Arc::new(DryRunProvider::new())
-    } else {
-        let mut config = TwilioConfig::from_lookup(|k| a.lookup(k))?;
-        config.status_callback = Some(format!("{callback_base}/sms/status"));
-        Arc::new(TwilioClient::new(config)?)
-    };
-
-    // The store and the sinks.
-    let store = SqliteStore::open(&a.db)
-        .await
-        .with_context(|| format!("RELAY_DB: cannot open {}", a.db.display()))?;
-    // The same file keeps opt-outs (STOP), so they survive restarts.
-    let opt_outs: Arc<dyn OptOuts> = Arc::new(store.clone());
-    let store: Arc<dyn Store> = Arc::new(store);
+    // The relay: the provider the settings choose (status callbacks to
+    // RELAY_PUBLIC_URL, else to this server), the SQLite store (which also
+    // keeps opt-outs, so they survive restarts), the live event hub and
+    // maintenance.json.
+    let provider = provider(
+        &settings,
+        TwilioHttp::Reqwest,
+        Some(&format!("http://{}", l.listen)),
+    )?;
+    let backend = Backend::open_sqlite(&a.db).await?;
     let hub = EventHub::default();
-    let mut sinks: Vec<Box<dyn EventSink>> = vec![Box::new(TracingSink), Box::new(hub.clone())];
+    let mut wiring = Wiring::new(&settings, backend.clone(), provider).sink(hub.clone());
     if let Some(path) = &a.maintenance_json {
         let m = MaintenanceSink::new(path.clone());
-        let open = store.list(ListFilter::Open, 10_000).await?;
+        let open = backend.store().list(ListFilter::Open, 10_000).await?;
         m.seed(&open)
             .await
             .with_context(|| format!("RELAY_MAINTENANCE_JSON: cannot write {}", path.display()))?;
-        sinks.push(Box::new(m));
+        wiring = wiring.sink(m);
     }
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let relay: Arc<DynRelay> = Arc::new(
-        Relay::builder(store, provider, clock)
-            .line(settings.line, settings.policy.clone())
-            .opt_outs(opt_outs)
-            .sink(Arc::new(FanoutSink(sinks)))
-            .build(),
-    );
+    let relay = wiring.build();
     let dashboard_token = http.dashboard_token.as_ref().map(|t| t.expose().to_owned());
     let state = AppState::new(relay.clone(), validator, hub, http)?;
 
@@ -223,11 +193,6 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         line = %settings.line, chain = %chain.join(" → "), ack_timeout = %a.ack_timeout, db = %a.db.display(),
         "qdn-relay listening on {url}"
     );
-    if dry_run {
-        tracing::warn!(
-            "DRY-RUN: no Twilio account configured (TWILIO_ACCOUNT_SID unset or --dry-run); texts are logged and recorded, not sent"
-        );
-    }
     let auth_token = auth_token.unwrap_or_default();
     if generated_token {
         tracing::warn!(
@@ -241,10 +206,15 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         }
     }
     if dry_run {
+        // Only tokens made here for development go into the file; a real
+        // Auth Token or a configured dashboard token stays in the
+        // environment it came from.
         let file = DevFile {
             url: url.clone(),
-            auth_token: auth_token.clone(),
-            dashboard_token: dashboard_token.clone(),
+            auth_token: generated_token.then(|| auth_token.clone()),
+            dashboard_token: dashboard_token
+                .clone()
+                .filter(|_| settings.http.dashboard_token.is_none()),
             line: settings.line.to_string(),
             chain,
             public_url,

@@ -27,7 +27,7 @@ pub struct HttpApp {
 
 impl HttpApp {
     /// Serves `state`'s router. `base` is `RELAY_PUBLIC_URL`; the state's
-    /// own [`HttpConfig::public_url`](qdn_relay_axum::HttpConfig) must be
+    /// own [`HttpConfig::public_url`](qdn_relay_app::HttpConfig) must be
     /// `None` (the URL is rebuilt here, per request).
     pub fn new(state: AppState, base: Option<PublicBase>) -> Self {
         Self {

@@ -1,6 +1,6 @@
 //! The one HTTP client of the Lambda functions: hyper 1 with rustls, so
 //! the binary links a single HTTP/TLS stack. It carries the Twilio REST
-//! client ([`qdn_relay_twilio::Transport`]), the SSM / Secrets Manager
+//! client (as a [`qdn_relay_transport::Transport`]), the SSM / Secrets Manager
 //! reads ([`crate::secrets::AwsSecretFetcher`]) and the AWS SDK's DynamoDB
 //! calls ([`sdk::SdkHttpClient`], in place of the SDK's own client).
 //!
@@ -25,7 +25,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use qdn_relay_twilio::transport::{
+use qdn_relay_transport::{
     Answer, AnswerBody, Request, Transport, TransportError, TransportErrorKind, error_chain,
 };
 

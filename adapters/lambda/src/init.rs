@@ -1,5 +1,7 @@
 //! What both functions do once, at init: read the environment (resolving
-//! secret references), build the provider, the store and the relay.
+//! secret references), then wire the relay as every runner does
+//! (`qdn-relay-app`): the settings, the provider they choose (the Twilio
+//! client over the functions' [`HttpsClient`]), the DynamoDB store.
 //!
 //! Everything here is built once per execution environment, outside the
 //! handler, and shared by every invocation it serves.
@@ -7,11 +9,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use qdn_relay_axum::{AppState, DryRunProvider, DynRelay, EventHub, RelaySettings, SettingsError};
-use qdn_relay_core::{Clock, EventSink, Relay, SmsProvider, Store, TracingSink};
-use qdn_relay_twilio::{TwilioClient, TwilioConfig};
+use qdn_relay_app::{DynRelay, RelaySettings, SettingsError, TwilioHttp};
+use qdn_relay_core::SmsProvider;
 
-use crate::http::HttpApp;
 use crate::https::HttpsClient;
 use crate::public_url::{BadPublicBase, PublicBase};
 use crate::secrets::{self, SecretError, SecretFetcher};
@@ -52,15 +52,15 @@ pub enum InitError {
     /// A secret reference could not be resolved.
     #[error(transparent)]
     Secret(#[from] SecretError),
-    /// The Twilio REST client's settings are invalid.
-    #[error("Twilio: {0}")]
-    Twilio(#[from] qdn_relay_twilio::ConfigError),
+    /// The relay could not be wired (the Twilio REST client).
+    #[error(transparent)]
+    Wiring(#[from] qdn_relay_app::WiringError),
     /// The public URL is invalid.
     #[error(transparent)]
     PublicUrl(#[from] BadPublicBase),
     /// The HTTP surface's settings are invalid.
     #[error(transparent)]
-    Http(#[from] qdn_relay_axum::ConfigError),
+    Http(#[from] qdn_relay_app::HttpConfigError),
     /// A required variable is missing.
     #[error("{var} is not set: {why}")]
     Missing {
@@ -68,14 +68,6 @@ pub enum InitError {
         var: &'static str,
         /// What it is for.
         why: &'static str,
-    },
-    /// A variable's value is invalid.
-    #[error("{var}: {reason}")]
-    Invalid {
-        /// The variable (for a layout that is wrong as a whole, the table's).
-        var: &'static str,
-        /// What is wrong.
-        reason: String,
     },
 }
 
@@ -145,70 +137,6 @@ impl Env {
     pub fn settings(&self) -> Result<RelaySettings, SettingsError> {
         RelaySettings::from_lookup(|k| self.get(k))
     }
-
-    /// The DynamoDB table (`RELAY_DYNAMO_TABLE`).
-    pub fn table(&self) -> Result<String, InitError> {
-        self.get("RELAY_DYNAMO_TABLE")
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .ok_or(InitError::Missing {
-                var: "RELAY_DYNAMO_TABLE",
-                why: "the DynamoDB table of the relay's state",
-            })
-    }
-}
-
-#[cfg(feature = "dynamo")]
-impl Env {
-    /// The DynamoDB layout: `RELAY_DYNAMO_TABLE`, and to live in an
-    /// application's table (see `qdn_relay_dynamo`'s "Sharing an
-    /// application's table"): `RELAY_DYNAMO_KEYS` (`PK,SK`: the table's key
-    /// attributes), `RELAY_DYNAMO_KEY_PREFIX`, `RELAY_DYNAMO_DUE_INDEX` and
-    /// `RELAY_DYNAMO_LIST_INDEX` (`name,partition key,sort key`) and
-    /// `RELAY_DYNAMO_TTL_ATTRIBUTE`. Unset ones keep the relay's defaults;
-    /// the whole is checked by `DynamoConfig::validate`.
-    pub fn dynamo_config(&self) -> Result<qdn_relay_dynamo::DynamoConfig, InitError> {
-        use qdn_relay_dynamo::{DynamoConfig, IndexNames};
-        let parts = |var: &'static str, n: usize| -> Result<Option<Vec<String>>, InitError> {
-            let Some(v) = self.get(var) else {
-                return Ok(None);
-            };
-            let p: Vec<String> = v.split(',').map(|s| s.trim().to_owned()).collect();
-            if p.len() != n || p.iter().any(String::is_empty) {
-                let shape = if n == 2 {
-                    "partition key,sort key"
-                } else {
-                    "index name,partition key,sort key"
-                };
-                return Err(InitError::Invalid {
-                    var,
-                    reason: format!("expected {n} comma-separated names ({shape}), got {v:?}"),
-                });
-            }
-            Ok(Some(p))
-        };
-        let mut c = DynamoConfig::new(self.table()?);
-        if let Some(k) = parts("RELAY_DYNAMO_KEYS", 2)? {
-            c = c.keys(k[0].clone(), k[1].clone());
-        }
-        if let Some(p) = self.get("RELAY_DYNAMO_KEY_PREFIX") {
-            c = c.key_prefix(p);
-        }
-        if let Some(i) = parts("RELAY_DYNAMO_DUE_INDEX", 3)? {
-            c = c.due_index(IndexNames::new(i[0].clone(), i[1].clone(), i[2].clone()));
-        }
-        if let Some(i) = parts("RELAY_DYNAMO_LIST_INDEX", 3)? {
-            c = c.list_index(IndexNames::new(i[0].clone(), i[1].clone(), i[2].clone()));
-        }
-        if let Some(t) = self.get("RELAY_DYNAMO_TTL_ATTRIBUTE") {
-            c.ttl_attribute = t.trim().to_owned();
-        }
-        c.validate().map_err(|e| InitError::Invalid {
-            var: "RELAY_DYNAMO_TABLE",
-            reason: format!("the DynamoDB layout is invalid: {e}"),
-        })?;
-        Ok(c)
-    }
 }
 
 /// `RELAY_PUBLIC_URL`, parsed.
@@ -221,68 +149,32 @@ pub fn public_base(settings: &RelaySettings) -> Result<Option<PublicBase>, BadPu
         .transpose()
 }
 
-/// The Twilio client's configuration (`TwilioConfig::from_lookup` over this
-/// environment) with its status callback at `RELAY_PUBLIC_URL/sms/status`;
-/// `None` in dry-run (no `TWILIO_ACCOUNT_SID`).
-pub fn twilio_config(
-    settings: &RelaySettings,
-    env: &Env,
-) -> Result<Option<TwilioConfig>, InitError> {
-    if settings.dry_run {
-        return Ok(None);
-    }
-    let mut config = TwilioConfig::from_lookup(|k| env.get(k))?;
-    config.status_callback = public_base(settings)?.map(|b| b.join("/sms/status"));
-    Ok(Some(config))
-}
-
-/// The SMS provider: the Twilio REST client (see [`twilio_config`]) over
-/// the functions' HTTP client ([`HttpsClient`]), or, without
-/// `TWILIO_ACCOUNT_SID`, a dry-run provider that logs and records.
-pub fn provider(settings: &RelaySettings, env: &Env) -> Result<Arc<dyn SmsProvider>, InitError> {
-    let Some(config) = twilio_config(settings, env)? else {
-        tracing::warn!(
-            "DRY-RUN: TWILIO_ACCOUNT_SID is unset; texts are logged and recorded, not sent"
-        );
-        return Ok(Arc::new(DryRunProvider::new()));
-    };
-    if config.status_callback.is_none() {
-        tracing::warn!(
-            "RELAY_PUBLIC_URL is unset: texts go out without a status callback, so failed deliveries do not escalate early"
-        );
-    }
-    let http = Arc::new(HttpsClient::new(config.connect_timeout));
-    Ok(Arc::new(TwilioClient::with_transport(config, http)?))
-}
-
-/// The relay over these ports, for the settings' business line and
-/// policy, keeping opt-outs in `opt_outs` and rate-limit history in
-/// `limiter`, publishing its events to the log (and to `extra_sinks`).
-pub fn relay(
-    settings: &RelaySettings,
-    store: Arc<dyn Store>,
-    opt_outs: Arc<dyn qdn_relay_core::OptOuts>,
-    limiter: Arc<dyn qdn_relay_core::RateLimiter>,
-    provider: Arc<dyn SmsProvider>,
-    clock: Arc<dyn Clock>,
-    extra_sinks: Vec<Box<dyn EventSink>>,
-) -> Arc<DynRelay> {
-    let mut sinks: Vec<Box<dyn EventSink>> = vec![Box::new(TracingSink)];
-    sinks.extend(extra_sinks);
-    Arc::new(
-        Relay::builder(store, provider, clock)
-            .line(settings.line, settings.policy.clone())
-            .opt_outs(opt_outs)
-            .rate_limiter(limiter)
-            .sink(Arc::new(qdn_relay_core::FanoutSink(sinks)))
-            .build(),
-    )
+/// The SMS provider the settings choose (see `qdn_relay_app::provider`):
+/// the Twilio REST client over the functions' HTTP client
+/// ([`HttpsClient`]), its status callback at `RELAY_PUBLIC_URL/sms/status`,
+/// or, without `TWILIO_ACCOUNT_SID`, a dry-run provider that logs and
+/// records.
+pub fn provider(settings: &RelaySettings) -> Result<Arc<dyn SmsProvider>, InitError> {
+    // The same check the HTTP function makes, so a bad URL fails both.
+    public_base(settings)?;
+    let connect_timeout = settings
+        .twilio
+        .as_ref()
+        .map_or(qdn_relay_twilio::client::DEFAULT_CONNECT_TIMEOUT, |c| {
+            c.connect_timeout
+        });
+    let http = TwilioHttp::Transport(Arc::new(HttpsClient::new(connect_timeout)));
+    Ok(qdn_relay_app::provider(settings, http, None)?)
 }
 
 /// The HTTP function's service over `relay`: webhook signatures are checked
 /// with `TWILIO_AUTH_TOKEN` (required) against the public URL rebuilt per
 /// request.
-pub fn http_app(settings: &RelaySettings, relay: Arc<DynRelay>) -> Result<HttpApp, InitError> {
+#[cfg(feature = "http")]
+pub fn http_app(
+    settings: &RelaySettings,
+    relay: Arc<DynRelay>,
+) -> Result<crate::http::HttpApp, InitError> {
     let validator = settings.validator().ok_or(InitError::Missing {
         var: "TWILIO_AUTH_TOKEN",
         why: "Twilio's webhook signatures are checked with it",
@@ -291,8 +183,9 @@ pub fn http_app(settings: &RelaySettings, relay: Arc<DynRelay>) -> Result<HttpAp
     let mut http = settings.http.clone();
     // The URL is rebuilt per request (public_url::rebuild), base included.
     http.public_url = None;
-    let state = AppState::new(relay, validator, EventHub::default(), http)?;
-    Ok(HttpApp::new(state, base))
+    let state =
+        qdn_relay_axum::AppState::new(relay, validator, qdn_relay_axum::EventHub::default(), http)?;
+    Ok(crate::http::HttpApp::new(state, base))
 }
 
 /// Logs to standard output (CloudWatch Logs) at the level named by
@@ -386,23 +279,17 @@ pub async fn from_env() -> Result<(RelaySettings, Arc<DynRelay>), InitError> {
         env.resolve(None).await?;
     }
     let settings = env.settings()?;
-    let layout = env.dynamo_config()?;
-    let store = Arc::new(qdn_relay_dynamo::DynamoStore::new(
+    let layout = qdn_relay_app::dynamo_config(|k| env.get(k))?;
+    let store = qdn_relay_dynamo::DynamoStore::new(
         qdn_relay_dynamo::Client::new(&service_config(&aws, &env, "AWS_ENDPOINT_URL_DYNAMODB")),
         layout,
-    ));
-    let provider = provider(&settings, &env)?;
+    );
+    let provider = provider(&settings)?;
     // Opt-outs and rate-limit history in the same table: a STOP and a
     // throttle hold across Lambda instances.
-    let relay = relay(
-        &settings,
-        store.clone(),
-        store.clone(),
-        store,
-        provider,
-        Arc::new(qdn_relay_core::SystemClock),
-        Vec::new(),
-    );
+    let relay =
+        qdn_relay_app::Wiring::new(&settings, qdn_relay_app::Backend::dynamo(store), provider)
+            .build();
     Ok((settings, relay))
 }
 
@@ -434,77 +321,17 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_table_is_required() {
-        let e = env(&BASE[..2]);
-        let err = e.table().expect_err("missing").to_string();
-        assert!(err.starts_with("RELAY_DYNAMO_TABLE"), "{err}");
-        assert_eq!(env(BASE).table().expect("table"), "qdn-relay");
-    }
-
-    #[cfg(feature = "dynamo")]
-    #[test]
-    fn a_shared_tables_layout_comes_from_the_environment() {
-        let c = env(BASE).dynamo_config().expect("defaults");
-        assert_eq!(c, qdn_relay_dynamo::DynamoConfig::new("qdn-relay"));
-        let mut pairs = BASE[..2].to_vec();
-        pairs.extend([
-            ("RELAY_DYNAMO_TABLE", "qdn-jobs"),
-            ("RELAY_DYNAMO_KEYS", "PK, SK"),
-            ("RELAY_DYNAMO_KEY_PREFIX", "RELAY#"),
-            ("RELAY_DYNAMO_DUE_INDEX", "relay-due,GSI1PK,GSI1SK"),
-            ("RELAY_DYNAMO_LIST_INDEX", "GSI2,GSI2PK,GSI2SK"),
-            ("RELAY_DYNAMO_TTL_ATTRIBUTE", "ttl"),
-        ]);
-        let c = env(&pairs).dynamo_config().expect("shared layout");
-        assert_eq!(c.table, "qdn-jobs");
-        assert_eq!(
-            (c.partition_key.as_str(), c.sort_key.as_str()),
-            ("PK", "SK")
-        );
-        assert_eq!(c.key_prefix, "RELAY#");
-        assert_eq!(
-            c.due_index,
-            qdn_relay_dynamo::IndexNames::new("relay-due", "GSI1PK", "GSI1SK")
-        );
-        assert_eq!(
-            c.list_index,
-            qdn_relay_dynamo::IndexNames::new("GSI2", "GSI2PK", "GSI2SK")
-        );
-        assert_eq!(c.ttl_attribute, "ttl");
-        // Every bad value names its variable.
-        for (var, value) in [
-            ("RELAY_DYNAMO_KEYS", "PK"),
-            ("RELAY_DYNAMO_DUE_INDEX", "due,due_pk"),
-            ("RELAY_DYNAMO_LIST_INDEX", "list,,list_sk"),
-            ("RELAY_DYNAMO_KEY_PREFIX", ""),
-            ("RELAY_DYNAMO_KEYS", "PK,PK"),
-        ] {
-            let mut pairs = BASE.to_vec();
-            pairs.push((var, value));
-            let err = env(&pairs).dynamo_config().expect_err(value).to_string();
-            let named = if var == "RELAY_DYNAMO_KEY_PREFIX" || value == "PK,PK" {
-                "RELAY_DYNAMO_TABLE: the DynamoDB layout is invalid"
-            } else {
-                var
-            };
-            assert!(err.starts_with(named), "{var}={value:?}: {err}");
-        }
-    }
-
+    #[cfg(feature = "http")]
     #[test]
     fn the_http_function_needs_the_auth_token() {
         let e = env(BASE);
         let s = e.settings().expect("settings");
-        let relay = relay(
+        let relay = qdn_relay_app::Wiring::new(
             &s,
-            Arc::new(qdn_relay_core::MemoryStore::new()),
-            Arc::new(qdn_relay_core::MemoryOptOuts::new()),
-            Arc::new(qdn_relay_core::MemoryRateLimiter::new()),
-            Arc::new(DryRunProvider::new()),
-            Arc::new(qdn_relay_core::SystemClock),
-            Vec::new(),
-        );
+            qdn_relay_app::Backend::new(Arc::new(qdn_relay_core::MemoryStore::new())),
+            Arc::new(qdn_relay_app::DryRunProvider::new()),
+        )
+        .build();
         let err = http_app(&s, relay)
             .err()
             .expect("missing token")
@@ -525,18 +352,20 @@ mod tests {
         ]);
         let e = env(&pairs);
         let s = e.settings().expect("settings");
-        assert_eq!(provider(&s, &e).expect("provider").name(), "twilio");
-        let config = twilio_config(&s, &e).expect("config").expect("not dry-run");
+        assert_eq!(provider(&s).expect("provider").name(), "twilio");
         assert_eq!(
-            config.status_callback.as_deref(),
+            s.status_callback(None).as_deref(),
             Some("https://abc.execute-api.us-east-1.amazonaws.com/prod/sms/status")
         );
+        // The same URL as the HTTP function rebuilds requests under.
+        let base = public_base(&s).expect("valid").expect("set");
+        assert_eq!(s.status_callback(None), Some(base.join("/sms/status")));
     }
 
     #[test]
     fn without_an_account_it_is_dry_run() {
         let e = env(BASE);
         let s = e.settings().expect("settings");
-        assert_eq!(provider(&s, &e).expect("provider").name(), "dry-run");
+        assert_eq!(provider(&s).expect("provider").name(), "dry-run");
     }
 }

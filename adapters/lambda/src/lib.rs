@@ -3,7 +3,7 @@
 //! qdn-relay on AWS Lambda, two functions over one DynamoDB table:
 //!
 //! - **HTTP** (`qdn-relay-http`): the same axum router as the server
-//!   ([`qdn_relay_axum::router`]) behind an API Gateway HTTP API, through
+//!   (`qdn_relay_axum::router`) behind an API Gateway HTTP API, through
 //!   `lambda_http`. Twilio's signatures are checked against the public URL
 //!   rebuilt per request from the API Gateway context ([`public_url`]):
 //!   the stage prefix, the `execute-api` domain, or `RELAY_PUBLIC_URL` for
@@ -14,21 +14,27 @@
 //!   left pending. A failed sweep fails the invocation.
 //!
 //! Both read the same environment variables as the server
-//! ([`RelaySettings`](qdn_relay_axum::RelaySettings)), plus
+//! ([`RelaySettings`](qdn_relay_app::RelaySettings)), plus
 //! `RELAY_DYNAMO_TABLE` (and, to live in an application's table,
 //! `RELAY_DYNAMO_KEYS`, `RELAY_DYNAMO_KEY_PREFIX`, `RELAY_DYNAMO_DUE_INDEX`,
 //! `RELAY_DYNAMO_LIST_INDEX`, `RELAY_DYNAMO_TTL_ATTRIBUTE`: see
-//! [`init::Env::dynamo_config`]); any of them may be a secret reference
-//! (`ssm:/…`, `secretsmanager:…`, see [`secrets`]) resolved at init.
-//! Clients (AWS SDK, Twilio) are built once at init, outside the handler.
+//! `qdn_relay_app::dynamo_config`); any of them may be a secret reference
+//! (`ssm:/…`, `secretsmanager:…`, see [`secrets`]) resolved at init, and
+//! wire the relay as every runner does (`qdn-relay-app`). Clients (AWS
+//! SDK, Twilio) are built once at init, outside the handler.
 //!
-//! The handlers are plain values ([`HttpApp::handler`], [`tick()`]) so
+//! The handlers are plain values (`HttpApp::handler`, [`tick()`]) so
 //! tests drive them with real event JSON and in-memory ports; the binaries
 //! only wire [`init::from_env`] to `lambda_runtime::run`.
 //!
-//! Features: `dynamo` (the DynamoDB store and AWS configuration, needed by
-//! the binaries) and `secrets` (SSM / Secrets Manager), both default.
+//! Features, all default: `dynamo` (the DynamoDB store and AWS
+//! configuration, needed by both binaries), `secrets` (SSM / Secrets
+//! Manager) and `http` (the HTTP function: the axum router and
+//! `lambda_http`, needed by `qdn-relay-http` only). The tick function
+//! builds without `http`, so it links no HTTP router:
+//! `cargo build -p qdn-relay-lambda --no-default-features --features dynamo,secrets --bin qdn-relay-tick`.
 
+#[cfg(feature = "http")]
 pub mod http;
 pub mod https;
 pub mod init;
@@ -36,6 +42,7 @@ pub mod public_url;
 pub mod secrets;
 pub mod tick;
 
+#[cfg(feature = "http")]
 pub use http::{HttpApp, restore};
 pub use https::HttpsClient;
 pub use init::{Env, InitError};

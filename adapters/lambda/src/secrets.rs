@@ -14,7 +14,7 @@
 //!
 //! [`resolve`] does the work against any [`SecretFetcher`]; the AWS one
 //! (`AwsSecretFetcher`, feature `secrets`) reads SSM Parameter Store and
-//! Secrets Manager: two JSON POSTs signed with SigV4 (`aws-sigv4`) over
+//! Secrets Manager: two JSON POSTs signed with SigV4 (`qdn_relay_transport::aws`) over
 //! the functions' HTTP client, rather than two SDK clients (1.4 MB of
 //! binary). Without the feature a reference is an error at init rather
 //! than a literal secret.

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use qdn_relay_axum::DynRelay;
+use qdn_relay_app::DynRelay;
 use qdn_relay_core::Timestamp;
 use serde::{Deserialize, Serialize};
 

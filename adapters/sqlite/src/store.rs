@@ -917,7 +917,7 @@ mod thread_tests {
             .await;
             assert!(write.is_err_and(|e| e.is_panic()), "{store:?}");
 
-            let d = qdn_relay_core::contract::fixture(1, "K7", "+16195550100", "SMin1", 0);
+            let d = qdn_relay_core::testing::contract::fixture(1, "K7", "+16195550100", "SMin1", 0);
             store.save(&d, 0).await.expect("the writer still saves");
             assert_eq!(
                 store.get(d.id()).await.expect("the readers still read"),

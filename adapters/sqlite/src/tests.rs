@@ -130,7 +130,7 @@ mod group_commit {
     //! Saves that share one transaction get exactly the results they would
     //! have had one by one, and a failure never commits a save by accident.
 
-    use qdn_relay_core::contract::fixture;
+    use qdn_relay_core::testing::contract::fixture;
     use qdn_relay_core::{ConflictReason, Dispatch, DispatchId, StoreError};
     use rusqlite::Connection;
 

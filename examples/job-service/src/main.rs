@@ -5,23 +5,17 @@
 //! Configuration is the relay's environment (`QDN_TWILIO_NUMBER`,
 //! `RELAY_CHAIN` or `RELAY_POLICY`, `RELAY_ACK_TIMEOUT`,
 //! `RELAY_DASHBOARD_TOKEN`, `RELAY_PUBLIC_URL`, `TWILIO_*`, see
-//! `qdn_relay_axum::RelaySettings`) plus `RELAY_LISTEN` (default
+//! `qdn_relay_app::RelaySettings`) plus `RELAY_LISTEN` (default
 //! `127.0.0.1:8080`), `RELAY_DB` (default `job-service-relay.db`),
 //! `JOBS_DB` (default `jobs.db`) and `RELAY_SWEEP_INTERVAL`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
-use qdn_relay_axum::{AppState, DryRunProvider, DynRelay, EventHub, RelaySettings};
-use qdn_relay_core::{
-    Clock, EventSink, FanoutSink, OptOuts, Relay, SmsProvider, Store, SystemClock, TracingSink,
-    parse_duration,
-};
+use anyhow::{Context as _, anyhow};
+use qdn_relay_app::{Backend, RelaySettings, TwilioHttp, Wiring, provider, sweep_interval};
+use qdn_relay_axum::{AppState, EventHub};
 use qdn_relay_example_job_service::{JobsConfig, JobsDb, app};
-use qdn_relay_sqlite::SqliteStore;
-use qdn_relay_twilio::{TwilioClient, TwilioConfig};
 use tracing_subscriber::EnvFilter;
 
 fn env(var: &str) -> Option<String> {
@@ -46,58 +40,31 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow!("RELAY_LISTEN: not an address like 127.0.0.1:8080: {e}"))?;
     let relay_db = env("RELAY_DB").unwrap_or_else(|| "job-service-relay.db".to_owned());
     let jobs_db = env("JOBS_DB").unwrap_or_else(|| "jobs.db".to_owned());
-    let sweep_every = match env("RELAY_SWEEP_INTERVAL") {
-        Some(s) => parse_duration(&s).map_err(|e| anyhow!("RELAY_SWEEP_INTERVAL: {e}"))?,
-        None => {
-            (settings.ack_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
-        }
-    };
+    let sweep_every = sweep_interval(env("RELAY_SWEEP_INTERVAL").as_deref(), settings.ack_timeout)?;
     let validator = settings.validator().ok_or_else(|| {
         anyhow!(
             "TWILIO_AUTH_TOKEN: required to check Twilio's webhook signatures (in dry-run any value will do: sign test webhooks with it)"
         )
     })?;
-    if sweep_every.is_zero() {
-        bail!("RELAY_SWEEP_INTERVAL must be more than zero");
-    }
-
     // The provider: dry-run (texts logged, not sent) without TWILIO_ACCOUNT_SID.
-    let provider: Arc<dyn SmsProvider> = if settings.dry_run {
-        tracing::warn!("DRY-RUN: TWILIO_ACCOUNT_SID unset; texts are logged, not sent");
-        Arc::new(DryRunProvider::new())
-    } else {
-        let mut config = TwilioConfig::from_lookup(|k| std::env::var(k).ok())?;
-        let base = settings
-            .http
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{listen}"));
-        config.status_callback = Some(format!("{}/sms/status", base.trim_end_matches('/')));
-        Arc::new(TwilioClient::new(config)?)
-    };
+    let provider = provider(
+        &settings,
+        TwilioHttp::Reqwest,
+        Some(&format!("http://{listen}")),
+    )?;
 
     // ---- embedding: the lines that matter -------------------------------
     // The relay's own state (dispatches, opt-outs) in its SQLite file.
-    let store = SqliteStore::open(&relay_db)
-        .await
-        .with_context(|| format!("RELAY_DB: cannot open {relay_db}"))?;
-    let opt_outs: Arc<dyn OptOuts> = Arc::new(store.clone());
-    let store: Arc<dyn Store> = Arc::new(store);
+    let backend = Backend::open_sqlite(&relay_db).await?;
     // The service's jobs, in its own file: also the relay's `Jobs` port.
     let jobs = JobsDb::open(&jobs_db)
         .await
         .with_context(|| format!("JOBS_DB: cannot open {jobs_db}"))?;
     let hub = EventHub::default();
-    let sinks: Vec<Box<dyn EventSink>> = vec![Box::new(TracingSink), Box::new(hub.clone())];
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let relay: Arc<DynRelay> = Arc::new(
-        Relay::builder(store, provider, clock)
-            .line(settings.line, settings.policy.clone())
-            .opt_outs(opt_outs)
-            .sink(Arc::new(FanoutSink(sinks)))
-            .jobs(Arc::new(jobs.clone()))
-            .build(),
-    );
+    let relay = Wiring::new(&settings, backend, provider)
+        .sink(hub.clone()) // the live /sms/events stream
+        .jobs(Arc::new(jobs.clone())) // the relay talks to the jobs
+        .build();
     let state = AppState::new(relay.clone(), validator, hub, settings.http.clone())?;
     let config = JobsConfig {
         line: settings.line,

@@ -19,10 +19,11 @@ use aws_smithy_runtime_api::client::http::{
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use qdn_relay_core::contract::fixture;
+use qdn_relay_core::testing::RecordingProvider;
+use qdn_relay_core::testing::contract::fixture;
 use qdn_relay_core::{
     Dispatch, DispatchId, Due, InboundText, JobId, ListFilter, ManualClock, Outcome, PhoneNumber,
-    Policy, ProviderMessageId, RecordingProvider, Relay, Store, StoreError, Tag, Timestamp,
+    Policy, ProviderMessageId, Relay, Store, StoreError, Tag, Timestamp,
 };
 use qdn_relay_dynamo::{DynamoConfig, DynamoStore, create_table};
 

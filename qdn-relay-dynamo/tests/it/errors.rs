@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use qdn_relay_core::contract::fixture;
+use qdn_relay_core::testing::contract::fixture;
 use qdn_relay_core::{
     ConflictReason, DashboardAction, DispatchId, InboundText, Input, Store, StoreError, Timestamp,
 };

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_smithy_runtime_api::client::http::{
@@ -21,10 +20,10 @@ use aws_smithy_runtime_api::client::http::{
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use qdn_relay_core::testing::{CountingStore, RecordingProvider};
 use qdn_relay_core::{
-    ConflictReason, DashboardAction, Dispatch, DispatchId, Due, EventKind, InboundLookup,
-    InboundText, JobId, ListFilter, ManualClock, Outcome, PhoneNumber, Policy, ProviderMessageId,
-    Purpose, RecordingProvider, Relay, State, Store, StoreError, Tag, Timestamp,
+    DashboardAction, Dispatch, DispatchId, EventKind, InboundText, ManualClock, Outcome,
+    PhoneNumber, Policy, Purpose, Relay, State, Store, Timestamp,
 };
 use qdn_relay_dynamo::DynamoStore;
 use tokio::sync::{Barrier, Mutex};
@@ -106,7 +105,8 @@ const SWEEPERS: usize = 6;
 const ACKERS_PER_DISPATCH: usize = 2;
 const ROUNDS: usize = 3;
 
-type DynRelay = Relay<Counting, RecordingProvider, ManualClock>;
+/// The store counts the saves that lost a race (version conflicts).
+type DynRelay = Relay<CountingStore<DynamoStore>, RecordingProvider, ManualClock>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sweeps_and_acks_race_and_exactly_one_transition_wins() {
@@ -120,12 +120,11 @@ async fn sweeps_and_acks_race_and_exactly_one_transition_wins() {
     let mut relays: Vec<Arc<DynRelay>> = Vec::new();
     let mut counters = Vec::new();
     for i in 0..3u64 {
-        let conflicts = Arc::new(AtomicUsize::new(0));
-        counters.push(Arc::clone(&conflicts));
-        let store = Arc::new(Counting {
-            inner: DynamoStore::new(gated_client(&gate).await, base.config().clone()),
-            conflicts,
-        });
+        let store = Arc::new(CountingStore::new(DynamoStore::new(
+            gated_client(&gate).await,
+            base.config().clone(),
+        )));
+        counters.push(Arc::clone(&store));
         let policy = Policy::simple(n(PRIMARY), n(BACKUP), Duration::from_secs(900))
             .unwrap_or_else(|e| panic!("{e}"));
         relays.push(Arc::new(
@@ -228,7 +227,7 @@ async fn sweeps_and_acks_race_and_exactly_one_transition_wins() {
         }
     }
     check_no_step_sent_twice(&provider, &all);
-    let conflicts: usize = counters.iter().map(|c| c.load(Ordering::SeqCst)).sum();
+    let conflicts: u64 = counters.iter().map(|c| c.version_conflicts()).sum();
     eprintln!(
         "race: {escalated} dispatches escalated before the ack, {acked_first} acked at level 0, \
          {conflicts} saves lost a race"
@@ -264,76 +263,6 @@ async fn wait_for_send(provider: &RecordingProvider, id: DispatchId, to: PhoneNu
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     panic!("dispatch {id} never escalated to {to}");
-}
-
-/// A store that counts the saves that lost a race (version conflicts).
-struct Counting {
-    inner: DynamoStore,
-    conflicts: Arc<AtomicUsize>,
-}
-
-#[async_trait::async_trait]
-impl Store for Counting {
-    async fn get(&self, id: DispatchId) -> Result<Option<Dispatch>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
-        let r = self.inner.save(d, expected).await;
-        if let Err(StoreError::Conflict {
-            reason: ConflictReason::Version { .. },
-            ..
-        }) = &r
-        {
-            self.conflicts.fetch_add(1, Ordering::SeqCst);
-        }
-        r
-    }
-    async fn by_inbound_sid(
-        &self,
-        sid: &ProviderMessageId,
-    ) -> Result<Option<Dispatch>, StoreError> {
-        self.inner.by_inbound_sid(sid).await
-    }
-    async fn by_leg_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError> {
-        self.inner.by_leg_sid(sid).await
-    }
-    async fn open_for_customer(
-        &self,
-        line: PhoneNumber,
-        customer: PhoneNumber,
-    ) -> Result<Option<Dispatch>, StoreError> {
-        self.inner.open_for_customer(line, customer).await
-    }
-    async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError> {
-        self.inner.open_by_tag(tag).await
-    }
-    async fn first_free_tag(&self, candidates: &[Tag]) -> Result<Option<Tag>, StoreError> {
-        self.inner.first_free_tag(candidates).await
-    }
-    async fn inbound_lookup(
-        &self,
-        line: PhoneNumber,
-        from: PhoneNumber,
-        sid: &ProviderMessageId,
-    ) -> Result<InboundLookup, StoreError> {
-        self.inner.inbound_lookup(line, from, sid).await
-    }
-    async fn open_for_dispatcher(
-        &self,
-        dispatcher: PhoneNumber,
-        limit: usize,
-    ) -> Result<Vec<Dispatch>, StoreError> {
-        self.inner.open_for_dispatcher(dispatcher, limit).await
-    }
-    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Due>, StoreError> {
-        self.inner.due(now, limit).await
-    }
-    async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
-        self.inner.list(filter, limit).await
-    }
-    async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
-        self.inner.by_job(job, limit).await
-    }
 }
 
 /// Checks a dispatch's history: acked exactly once, and either at level 0

@@ -256,7 +256,8 @@ async fn concurrent_processes_never_exceed_a_limit() {
 async fn a_stop_through_one_relay_holds_in_another() {
     use std::sync::Arc;
 
-    use qdn_relay_core::{InboundText, ManualClock, Policy, RecordingProvider, Relay};
+    use qdn_relay_core::testing::RecordingProvider;
+    use qdn_relay_core::{InboundText, ManualClock, Policy, Relay};
 
     let first = fresh().await;
     let second = twin(&first).await;

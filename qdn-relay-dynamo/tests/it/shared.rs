@@ -551,9 +551,9 @@ async fn the_contract_holds_in_an_application_table_and_host_items_are_untouched
             }
         }
     };
-    qdn_relay_core::contract::run_all(&make).await;
+    qdn_relay_core::testing::contract::run_all(&make).await;
     let cases = prefixes.lock().unwrap_or_else(|e| e.into_inner()).len();
-    assert_eq!(cases, qdn_relay_core::contract::CASES.len());
+    assert_eq!(cases, qdn_relay_core::testing::contract::CASES.len());
 
     // The opt-outs and the rate limiter on the same table, and the due and
     // list queries over the whole range once more (the host's entries in

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use qdn_relay_core::contract::fixture;
+use qdn_relay_core::testing::contract::fixture;
 use qdn_relay_core::{
     DashboardAction, Dispatch, InboundText, Input, JobId, ListFilter, MemoryStore, Store, Timestamp,
 };
@@ -257,7 +257,10 @@ async fn job_items_move_with_the_link_and_expire_with_the_dispatch() {
     let p = s.config().key_prefix.clone();
     let job = |j: &str| -> JobId { j.parse().unwrap_or_else(|e| panic!("{e}")) };
     let mut d = fixture(1, "K7", "+16195550100", "SMin1", 0);
-    d.set_job_id(Some(job("dumpster #1042")));
+    let link = |j: &str, sync: bool| Input::LinkJob { job: job(j), sync };
+    let at = d.opened_at();
+    d.handle(at, link("dumpster #1042", false))
+        .unwrap_or_else(|e| panic!("{e}"));
     s.save(&d, 0).await.unwrap_or_else(|e| panic!("{e}"));
     let first = (
         format!("{p}JOB#dumpster #1042"),
@@ -284,7 +287,10 @@ async fn job_items_move_with_the_link_and_expire_with_the_dispatch() {
     // Re-linked by another process (no cached index facts).
     let expected = d.version();
     let at = d.updated_at().plus(Duration::from_secs(1));
-    assert!(!d.link_job(at, job("other"), true).is_empty());
+    let fx = d
+        .handle(at, link("other", true))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!fx.is_empty());
     d.set_version(expected + 1);
     other_process
         .save(&d, expected)

@@ -7,11 +7,13 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use qdn_relay_axum::{AppState, EventHub, HttpConfig, MaintenanceSink, router};
+use qdn_relay_app::{DynRelay, HttpConfig};
+use qdn_relay_axum::{AppState, EventHub, MaintenanceSink, router};
+use qdn_relay_core::testing::{MemoryJobs, RecordingProvider};
 use qdn_relay_core::{
-    Clock, FanoutSink, JobId, JobMessage, JobSyncMode, Jobs, JobsError, ManualClock, MemoryJobs,
-    MemoryStore, Milestone, PhoneNumber, Policy, RecordingProvider, Relay, SendError,
-    SendErrorKind, SmsProvider, State, Store, Timestamp,
+    Clock, FanoutSink, JobId, JobMessage, JobSyncMode, Jobs, JobsError, ManualClock, MemoryStore,
+    Milestone, PhoneNumber, Policy, Relay, SendError, SendErrorKind, SmsProvider, State, Store,
+    Timestamp,
 };
 use qdn_relay_twilio::{Secret, SignatureValidator};
 use serde_json::Value;
@@ -34,7 +36,7 @@ struct App {
     store: Arc<MemoryStore>,
     provider: Arc<RecordingProvider>,
     clock: Arc<ManualClock>,
-    relay: Arc<qdn_relay_axum::DynRelay>,
+    relay: Arc<DynRelay>,
     hub: EventHub,
     _dir: tempfile::TempDir,
     maintenance: std::path::PathBuf,
@@ -76,7 +78,7 @@ fn build_app_with(config: HttpConfig, jobs: Option<Arc<dyn Jobs>>, mode: JobSync
     if let Some(jobs) = jobs {
         builder = builder.jobs(jobs);
     }
-    let relay: Arc<qdn_relay_axum::DynRelay> = Arc::new(builder.build());
+    let relay: Arc<DynRelay> = Arc::new(builder.build());
     let state = AppState::new(
         relay.clone(),
         SignatureValidator::new(Secret::new(TOKEN)),
@@ -883,6 +885,18 @@ async fn the_event_stream_carries_relay_events() {
     assert_eq!(send(&app, unauth).await.0, StatusCode::UNAUTHORIZED);
 }
 
+/// Closes the app's one dispatch from the dashboard.
+async fn close_the_dispatch(app: &App) {
+    let id = app.store.all()[0].id();
+    app.relay
+        .dashboard(
+            id,
+            qdn_relay_core::DashboardAction::Close { by: "ana".into() },
+        )
+        .await
+        .expect("close");
+}
+
 #[tokio::test]
 async fn maintenance_json_tracks_open_dispatches() {
     let app = app();
@@ -894,7 +908,25 @@ async fn maintenance_json_tracks_open_dispatches() {
     let open = v["open_dispatches"].as_object().expect("object");
     assert_eq!(open.len(), 1);
     let entry = open.values().next().expect("entry");
-    assert_eq!(entry["customer_phone"], CUSTOMER);
+    // Numbers are masked by default, and the file is its owner's only.
+    assert_eq!(
+        entry["customer_phone"],
+        qdn_relay_axum::maintenance::mask_number(CUSTOMER)
+    );
+    let text = std::fs::read_to_string(&app.maintenance).expect("file");
+    assert!(
+        !text.contains(CUSTOMER),
+        "a whole customer number in {text}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&app.maintenance)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     assert_eq!(entry["final_status"], "delivered");
     app.clock.advance(Duration::from_secs(900));
     app.relay.sweep().await;
@@ -907,14 +939,7 @@ async fn maintenance_json_tracks_open_dispatches() {
             .expect("e")["final_status"],
         "backup_triggered"
     );
-    let id = app.store.all()[0].id();
-    app.relay
-        .dashboard(
-            id,
-            qdn_relay_core::DashboardAction::Close { by: "ana".into() },
-        )
-        .await
-        .expect("close");
+    close_the_dispatch(&app).await;
     let v = read();
     assert!(v["open_dispatches"].as_object().expect("o").is_empty());
     assert!(v["recent_events"].as_array().is_some_and(|e| e.len() >= 4));
@@ -927,9 +952,32 @@ async fn maintenance_json_tracks_open_dispatches() {
     assert!(leftovers.is_empty());
 }
 
+#[tokio::test]
+async fn maintenance_json_leaves_out_the_job_syncs_bookkeeping() {
+    let jobs = Arc::new(MemoryJobs::new());
+    jobs.open_job(n(LINE), n(CUSTOMER), "J-7".parse().expect("job id"));
+    let app = build_app(config(), Some(jobs));
+    inbound(&app, 1, CUSTOMER, "hello").await;
+    close_the_dispatch(&app).await;
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(&app.maintenance).expect("file")).expect("JSON");
+    assert!(
+        v["open_dispatches"].as_object().expect("o").is_empty(),
+        "the sync after the close does not bring the dispatch back: {v}"
+    );
+    let kinds: Vec<&str> = v["recent_events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert!(kinds.contains(&"closed"), "{kinds:?}");
+    assert!(!kinds.contains(&"job_synced"), "{kinds:?}");
+}
+
 #[test]
 fn invalid_http_config_is_refused() {
-    use qdn_relay_axum::ConfigError;
+    use qdn_relay_app::HttpConfigError;
     let make = |c: HttpConfig| {
         let store = Arc::new(MemoryStore::new()) as Arc<dyn Store>;
         let provider = Arc::new(RecordingProvider::new()) as Arc<dyn SmsProvider>;
@@ -946,17 +994,17 @@ fn invalid_http_config_is_refused() {
         public_url: Some("relay.example.com".into()),
         ..HttpConfig::default()
     });
-    assert!(matches!(bad_url, Err(ConfigError::PublicUrl(_))));
+    assert!(matches!(bad_url, Err(HttpConfigError::PublicUrl(_))));
     let bad_origin = make(HttpConfig {
         cors_origins: vec!["https://x.com/path".into()],
         ..HttpConfig::default()
     });
-    assert!(matches!(bad_origin, Err(ConfigError::CorsOrigin(_))));
+    assert!(matches!(bad_origin, Err(HttpConfigError::CorsOrigin(_))));
     let weak = make(HttpConfig {
         dashboard_token: Some(Secret::new("short")),
         ..HttpConfig::default()
     });
-    assert!(matches!(weak, Err(ConfigError::WeakToken)));
+    assert!(matches!(weak, Err(HttpConfigError::WeakToken)));
 }
 
 #[cfg(feature = "serve")]
@@ -1006,4 +1054,183 @@ async fn serve_answers_over_a_socket_sweeps_and_stops_when_told() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "the listener is closed after the stop"
     );
+}
+
+/// A slowloris connection (headers never finished) is closed after the
+/// header-read timeout, a body that never arrives is answered 408 after the
+/// request timeout, and neither keeps other clients from being served.
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = app();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let options = qdn_relay_axum::ServeOptions::new(Duration::from_secs(1))
+        .header_read_timeout(Duration::from_millis(300))
+        .request_timeout(Duration::from_millis(300));
+    let server = tokio::spawn(qdn_relay_axum::serve_with(
+        listener,
+        app.router.clone(),
+        app.relay.clone(),
+        options,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    // Generous bounds: the checks are that the server acts at all, not how
+    // fast.
+    let bound = Duration::from_secs(10);
+
+    // Headers started and never finished.
+    let mut loris = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    loris
+        .write_all(b"POST /sms/inbound HTTP/1.1\r\nHost: relay.test\r\nX-Slow: ")
+        .await
+        .expect("write");
+    // A body promised and never sent.
+    let mut slow_body = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow_body
+        .write_all(
+            b"POST /sms/dispatches/x/ack HTTP/1.1\r\nHost: relay.test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+        )
+        .await
+        .expect("write");
+
+    // Someone else is served meanwhile.
+    let mut ok = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    ok.write_all(b"GET /health HTTP/1.1\r\nHost: relay.test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    tokio::time::timeout(bound, ok.read_to_string(&mut answer))
+        .await
+        .expect("served in time")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(bound, loris.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the slowloris connection was left open");
+
+    let mut answer = Vec::new();
+    let cut = tokio::time::timeout(bound, slow_body.read_to_end(&mut answer)).await;
+    assert!(cut.is_ok(), "the slow body's connection was left open");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    stop_tx.send(()).expect("stop");
+    server.await.expect("joined").expect("served");
+}
+
+/// The SAM template routes exactly what the router serves (but the event
+/// stream), so a route added to one cannot be forgotten in the other.
+#[test]
+fn the_sam_template_routes_every_route_of_the_router() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
+    let template = std::fs::read_to_string(path).expect("infra/template.yaml");
+    let in_template: std::collections::BTreeSet<String> = template
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("RouteKey:"))
+        .map(|k| k.trim().to_owned())
+        .collect();
+    let served: std::collections::BTreeSet<String> = qdn_relay_axum::routes()
+        .into_iter()
+        .filter(|(_, path)| !qdn_relay_axum::NOT_BEHIND_API_GATEWAY.contains(path))
+        .map(|(method, path)| format!("{method} {path}"))
+        .collect();
+    let missing: Vec<_> = served.difference(&in_template).collect();
+    let extra: Vec<_> = in_template.difference(&served).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "routes the template lacks: {missing:?}; template routes the router does not serve: {extra:?}"
+    );
+    assert!(served.len() >= 10, "{served:?}");
+}
+
+/// An origin configured the way people write them (upper case, the default
+/// port, a trailing slash) matches what browsers send.
+#[tokio::test]
+async fn configured_origins_are_normalised_to_match_browsers() {
+    let app = app_with(HttpConfig {
+        cors_origins: vec!["HTTPS://Dash.Example.com:443/".into()],
+        ..config()
+    });
+    let req = Request::builder()
+        .method("OPTIONS")
+        .uri("/sms/dispatches")
+        .header(header::ORIGIN, "https://dash.example.com")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+        .body(Body::empty())
+        .expect("req");
+    let (s, _, h) = send(&app, req).await;
+    assert!(s.is_success());
+    assert_eq!(
+        h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .and_then(|v| v.to_str().ok()),
+        Some("https://dash.example.com")
+    );
+}
+
+/// Twilio's Advanced Opt-Out marks custom and localized keywords with
+/// `OptOutType`: such a text is an opt-out, opt-in or help keyword whatever
+/// its words, and is never forwarded to a dispatcher.
+#[tokio::test]
+async fn advanced_opt_out_keywords_are_honoured_not_forwarded() {
+    let app = app();
+    let keyword = |n: u32, body: &str, kind: &str| {
+        let mut t = text(&sid(n), CUSTOMER, body);
+        t.push(("OptOutType", kind.to_owned()));
+        t
+    };
+    // The customer has an open dispatch: the primary was texted once.
+    inbound(&app, 1, CUSTOMER, "Need a dumpster").await;
+    assert_eq!(app.provider.accepted_to(n(PRIMARY)).len(), 1);
+
+    let t = keyword(2, "ARRET", "STOP");
+    let (s, b, _) = send(&app, signed("/sms/inbound", &pairs(&t))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(
+        app.relay
+            .opt_outs()
+            .is_opted_out(n(CUSTOMER))
+            .await
+            .expect("opt-outs")
+    );
+    // Not forwarded as a text: the primary got a notice that the customer
+    // opted out, not "ARRET".
+    let to_primary = app.provider.accepted_to(n(PRIMARY));
+    assert!(
+        to_primary.iter().all(|t| !t.message.body.contains("ARRET")),
+        "{to_primary:?}"
+    );
+
+    let t = keyword(3, "AIDE", "HELP");
+    let (s, b, _) = send(&app, signed("/sms/inbound", &pairs(&t))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let sent = app.provider.sent();
+    assert!(
+        sent.iter().all(|t| !t.message.body.contains("AIDE")),
+        "{sent:?}"
+    );
+
+    let t = keyword(4, "COMMENCER", "START");
+    let (s, b, _) = send(&app, signed("/sms/inbound", &pairs(&t))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(
+        !app.relay
+            .opt_outs()
+            .is_opted_out(n(CUSTOMER))
+            .await
+            .expect("opt-outs")
+    );
+    let sent = app.provider.sent();
+    assert!(
+        sent.iter().all(|t| !t.message.body.contains("COMMENCER")),
+        "{sent:?}"
+    );
+    // Still one dispatch, with nothing of the three forwarded.
+    assert_eq!(app.store.len(), 1);
 }

@@ -1,8 +1,9 @@
 //! SSM `GetParameter` and Secrets Manager `GetSecretValue` without their
 //! SDK crates: both are one JSON 1.1 POST (`X-Amz-Target` names the
-//! operation), signed with SigV4 (`aws-sigv4`, which the DynamoDB client
-//! links anyway) with the function role's credentials from the
-//! environment, sent over the functions' HTTP client.
+//! operation), signed with SigV4 (`qdn_relay_transport::aws`, over
+//! `aws-sigv4`, which the DynamoDB client links anyway) with the function
+//! role's credentials from the environment, sent over the functions' HTTP
+//! client.
 //!
 //! What the SDK clients did and this keeps: the regional endpoint (or
 //! `AWS_ENDPOINT_URL_SSM` / `AWS_ENDPOINT_URL_SECRETS_MANAGER` /
@@ -16,16 +17,25 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use qdn_relay_twilio::transport::{Transport, TransportError};
+use qdn_relay_transport::aws::{
+    Credentials, ErrorAnswer, JsonCall, JsonVersion, credentials_from_lookup, endpoint_from_lookup,
+    region_from_lookup, signed_json_request,
+};
+use qdn_relay_transport::{Failed, RetryPolicy, Transport, TransportError};
 
 use super::{FetchError, SecretFetcher};
 
-/// Attempts per read, the first included.
-const MAX_ATTEMPTS: u32 = 3;
 /// The overall timeout of one attempt.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The first backoff, doubled after each attempt, jittered.
-const BASE_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Up to 3 attempts, 200 ms after the first, doubled, jittered.
+fn retry_policy() -> RetryPolicy {
+    let mut p = RetryPolicy::default();
+    p.max_attempts = 3;
+    p.base_delay = Duration::from_millis(200);
+    p.max_delay = Duration::from_secs(2);
+    p
+}
 /// The longest answer read.
 const MAX_ANSWER: usize = 1024 * 1024;
 
@@ -40,19 +50,6 @@ pub struct Endpoints {
     pub secrets_manager: String,
 }
 
-/// The DNS suffix of a region's partition.
-fn dns_suffix(region: &str) -> &'static str {
-    match region {
-        r if r.starts_with("cn-") => "amazonaws.com.cn",
-        r if r.starts_with("us-isob-") => "sc2s.sgov.gov",
-        r if r.starts_with("us-isof-") => "csp.hci.ic.gov",
-        r if r.starts_with("us-iso-") => "c2s.ic.gov",
-        r if r.starts_with("eu-isoe-") => "cloud.adc-e.uk",
-        r if r.starts_with("eusc-") => "amazonaws.eu",
-        _ => "amazonaws.com",
-    }
-}
-
 impl Endpoints {
     /// From the environment: the region, and per service its
     /// `AWS_ENDPOINT_URL_<SERVICE>`, else `AWS_ENDPOINT_URL`, else the
@@ -60,23 +57,16 @@ impl Endpoints {
     /// suffix in the China, GovCloud-free ISO and EU sovereign
     /// partitions).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let get = |k: &str| {
-            lookup(k)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let region = get("AWS_REGION")
-            .or_else(|| get("AWS_DEFAULT_REGION"))
-            .ok_or("AWS_REGION is not set (the region of SSM and Secrets Manager)")?;
-        let endpoint = |var: &str, service: &str| {
-            get(var)
-                .or_else(|| get("AWS_ENDPOINT_URL"))
-                .map(|u| u.trim_end_matches('/').to_owned())
-                .unwrap_or_else(|| format!("https://{service}.{region}.{}", dns_suffix(&region)))
-        };
+        let region = region_from_lookup(&lookup)
+            .map_err(|e| format!("{e} (the region of SSM and Secrets Manager)"))?;
         Ok(Self {
-            ssm: endpoint("AWS_ENDPOINT_URL_SSM", "ssm"),
-            secrets_manager: endpoint("AWS_ENDPOINT_URL_SECRETS_MANAGER", "secretsmanager"),
+            ssm: endpoint_from_lookup(&lookup, "SSM", "ssm", &region),
+            secrets_manager: endpoint_from_lookup(
+                &lookup,
+                "SECRETS_MANAGER",
+                "secretsmanager",
+                &region,
+            ),
             region,
         })
     }
@@ -88,7 +78,7 @@ impl Endpoints {
 pub struct AwsSecretFetcher {
     http: Arc<dyn Transport>,
     endpoints: Result<Endpoints, String>,
-    credentials: Result<aws_credential_types::Credentials, String>,
+    credentials: Result<Credentials, String>,
 }
 
 impl std::fmt::Debug for AwsSecretFetcher {
@@ -107,24 +97,7 @@ impl AwsSecretFetcher {
     /// `AWS_SESSION_TOKEN`: what Lambda sets for the function's role) read
     /// through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>, http: Arc<dyn Transport>) -> Self {
-        let get = |k: &str| {
-            lookup(k)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let credentials = match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
-            (Some(id), Some(secret)) => Ok(aws_credential_types::Credentials::new(
-                id,
-                secret,
-                get("AWS_SESSION_TOKEN"),
-                None,
-                "environment",
-            )),
-            _ => Err(
-                "no AWS credentials in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
-                    .to_owned(),
-            ),
-        };
+        let credentials = credentials_from_lookup(&lookup);
         Self {
             http,
             endpoints: Endpoints::from_lookup(&lookup),
@@ -157,42 +130,48 @@ impl AwsSecretFetcher {
             .as_ref()
             .map_err(|e| FetchError(e.clone()))?;
         let body = Bytes::from(serde_json::to_vec(body).map_err(|e| FetchError(e.to_string()))?);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let request = signed_request(credentials, region, service, endpoint, target, &body)?;
-            let outcome = self.exchange(request).await;
-            match outcome {
-                Ok(json) => return Ok(json),
-                Err((error, retry)) => {
-                    if !retry || attempt >= MAX_ATTEMPTS {
-                        return Err(error);
+        let call = JsonCall::new(
+            service,
+            region,
+            endpoint,
+            target,
+            JsonVersion::V1_1,
+            concat!("qdn-relay-lambda/", env!("CARGO_PKG_VERSION")),
+        );
+        retry_policy()
+            .run(
+                ATTEMPT_TIMEOUT,
+                |per_call| {
+                    let (call, body) = (&call, &body);
+                    async move {
+                        let request =
+                            signed_json_request(credentials, call, body, SystemTime::now())
+                                .map_err(|e| Failed::new(FetchError(e.message), false))?;
+                        self.exchange(request, per_call)
+                            .await
+                            .map_err(|(error, again)| Failed::new(error, again))
                     }
-                    let exp = BASE_BACKOFF.saturating_mul(1u32 << (attempt - 1));
-                    let delay = exp / 2 + (exp / 2).mul_f64(fastrand::f64());
+                },
+                |attempt, delay, error| {
                     tracing::info!(
                         attempt,
                         delay_ms = delay.as_millis() as u64,
                         error = %error,
                         "{target} failed, retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
+                    )
+                },
+            )
+            .await
     }
 
     /// One attempt: the answer's JSON, or the error and whether to retry.
     async fn exchange(
         &self,
         request: http::Request<Bytes>,
+        timeout: Duration,
     ) -> Result<serde_json::Value, (FetchError, bool)> {
         let transport = |e: TransportError| (FetchError(e.message), true);
-        let mut answer = self
-            .http
-            .send(request, ATTEMPT_TIMEOUT)
-            .await
-            .map_err(transport)?;
+        let mut answer = self.http.send(request, timeout).await.map_err(transport)?;
         let (body, read) = answer.read_body(MAX_ANSWER, false).await;
         read.map_err(transport)?;
         let status = answer.status;
@@ -202,27 +181,12 @@ impl AwsSecretFetcher {
         }
         // {"__type": "com.amazonaws…#ParameterNotFound", "message": "…"};
         // the code may come in X-Amzn-ErrorType instead.
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let header_code = answer
-            .headers
-            .get("x-amzn-errortype")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(':').next().unwrap_or(v).to_owned());
-        let code = json
-            .get("__type")
-            .and_then(serde_json::Value::as_str)
-            .map(|t| t.rsplit('#').next().unwrap_or(t).to_owned())
-            .or(header_code)
-            .unwrap_or_else(|| "UnknownError".to_owned());
-        let message = json
-            .get("message")
-            .or_else(|| json.get("Message"))
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default();
+        let answer = ErrorAnswer::parse(status.as_u16(), &answer.headers, &body);
+        let code = answer.code.as_deref().unwrap_or("UnknownError");
         let retry = status.is_server_error()
             || status.as_u16() == 429
             || matches!(
-                code.as_str(),
+                code,
                 "ThrottlingException"
                     | "Throttling"
                     | "ThrottledException"
@@ -236,69 +200,12 @@ impl AwsSecretFetcher {
                     | "ServiceUnavailable"
             );
         let mut text = format!("{code} (HTTP {})", status.as_u16());
-        if !message.is_empty() {
+        if !answer.message.is_empty() {
             text.push_str(": ");
-            text.push_str(message);
+            text.push_str(&answer.message);
         }
         Err((FetchError(text), retry))
     }
-}
-
-/// A JSON 1.1 POST of `body` to `endpoint`, signed with SigV4 for
-/// `service` in `region`.
-fn signed_request(
-    credentials: &aws_credential_types::Credentials,
-    region: &str,
-    service: &str,
-    endpoint: &str,
-    target: &str,
-    body: &Bytes,
-) -> Result<http::Request<Bytes>, FetchError> {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-    let bad = |what: &str, e: &dyn std::fmt::Display| FetchError(format!("{what}: {e}"));
-    let url = format!("{endpoint}/");
-    let uri: http::Uri = url.parse().map_err(|e| bad("invalid endpoint URL", &e))?;
-    let host = uri
-        .authority()
-        .ok_or_else(|| FetchError(format!("invalid endpoint URL {url}: no host")))?
-        .to_string();
-    let mut request = http::Request::post(uri)
-        .header(http::header::HOST, host)
-        .header(http::header::CONTENT_TYPE, "application/x-amz-json-1.1")
-        .header("x-amz-target", target)
-        .header(
-            http::header::USER_AGENT,
-            concat!("qdn-relay-lambda/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(body.clone())
-        .map_err(|e| bad("invalid request", &e))?;
-    let identity = credentials.clone().into();
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name(service)
-        .time(SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| bad("signing", &e))?
-        .into();
-    let headers: Vec<(&str, &str)> = request
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
-        .collect();
-    let signable = SignableRequest::new(
-        request.method().as_str(),
-        url.as_str(),
-        headers.into_iter(),
-        SignableBody::Bytes(body),
-    )
-    .map_err(|e| bad("signing", &e))?;
-    let (instructions, _signature) = sign(signable, &params)
-        .map_err(|e| bad("signing", &e))?
-        .into_parts();
-    instructions.apply_to_request_http1x(&mut request);
-    Ok(request)
 }
 
 #[async_trait]
@@ -362,61 +269,32 @@ mod tests {
         }
     }
 
+    /// Resolution itself is `qdn_relay_transport::aws`'s (tested there);
+    /// this is which variables name the two services.
     #[test]
-    fn endpoints_are_regional_or_overridden() {
-        let e = Endpoints::from_lookup(lookup(&[("AWS_REGION", "eu-west-3")])).expect("region");
+    fn each_service_has_its_endpoint_variable() {
+        let e = Endpoints::from_lookup(lookup(&[
+            ("AWS_REGION", "eu-west-3"),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:6000"),
+        ]))
+        .expect("region");
+        assert_eq!(e.region, "eu-west-3");
         assert_eq!(e.ssm, "https://ssm.eu-west-3.amazonaws.com");
+        assert_eq!(e.secrets_manager, "http://127.0.0.1:6000");
+        let e = Endpoints::from_lookup(lookup(&[
+            ("AWS_REGION", "eu-west-3"),
+            ("AWS_ENDPOINT_URL_SSM", "http://127.0.0.1:5000"),
+        ]))
+        .expect("region");
+        assert_eq!(e.ssm, "http://127.0.0.1:5000");
         assert_eq!(
             e.secrets_manager,
             "https://secretsmanager.eu-west-3.amazonaws.com"
         );
-        let e = Endpoints::from_lookup(lookup(&[("AWS_DEFAULT_REGION", "cn-north-1")]))
-            .expect("region");
-        assert_eq!(e.ssm, "https://ssm.cn-north-1.amazonaws.com.cn");
-        let e = Endpoints::from_lookup(lookup(&[
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000/"),
-            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:6000"),
-        ]))
-        .expect("region");
-        assert_eq!(e.ssm, "http://127.0.0.1:5000");
-        assert_eq!(e.secrets_manager, "http://127.0.0.1:6000");
         let err = Endpoints::from_lookup(lookup(&[])).expect_err("no region");
-        assert!(err.starts_with("AWS_REGION"), "{err}");
-    }
-
-    #[test]
-    fn requests_are_signed_for_the_service() {
-        let creds = aws_credential_types::Credentials::new(
-            "AKIDEXAMPLE",
-            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-            Some("session-token".into()),
-            None,
-            "test",
+        assert_eq!(
+            err,
+            "AWS_REGION is not set (the region of SSM and Secrets Manager)"
         );
-        let r = signed_request(
-            &creds,
-            "us-east-1",
-            "ssm",
-            "https://ssm.us-east-1.amazonaws.com",
-            "AmazonSSM.GetParameter",
-            &Bytes::from_static(br#"{"Name":"/a"}"#),
-        )
-        .expect("signed");
-        assert_eq!(r.uri(), "https://ssm.us-east-1.amazonaws.com/");
-        let h = |k: &str| r.headers().get(k).and_then(|v| v.to_str().ok());
-        assert_eq!(h("host"), Some("ssm.us-east-1.amazonaws.com"));
-        assert_eq!(h("x-amz-target"), Some("AmazonSSM.GetParameter"));
-        assert_eq!(h("content-type"), Some("application/x-amz-json-1.1"));
-        assert_eq!(h("x-amz-security-token"), Some("session-token"));
-        assert!(h("x-amz-date").is_some());
-        let auth = h("authorization").expect("authorization");
-        assert!(
-            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
-                && auth.contains("/us-east-1/ssm/aws4_request")
-                && auth.contains("x-amz-target"),
-            "{auth}"
-        );
-        assert!(!auth.contains("wJalrXUtnFEMI"), "{auth}");
     }
 }

@@ -16,11 +16,9 @@ use std::time::Duration;
 
 use lambda_http::request::LambdaRequest;
 use lambda_runtime::{Context, LambdaEvent};
-use qdn_relay_core::ports::MockStore;
-use qdn_relay_core::{
-    Clock, ManualClock, MemoryStore, PhoneNumber, RecordingProvider, SmsProvider, Store,
-    StoreError, Timestamp,
-};
+use qdn_relay_app::{Backend, DynRelay, Wiring};
+use qdn_relay_core::testing::{MockStore, RecordingProvider};
+use qdn_relay_core::{Clock, ManualClock, MemoryStore, PhoneNumber, StoreError, Timestamp};
 use qdn_relay_lambda::{Env, HttpApp, TickEvent, TickReport, init, tick};
 use qdn_relay_twilio::{Secret, SignatureValidator};
 use serde_json::Value;
@@ -32,7 +30,7 @@ use crate::fixtures::{
 
 struct Harness {
     app: HttpApp,
-    relay: Arc<qdn_relay_axum::DynRelay>,
+    relay: Arc<DynRelay>,
     store: Arc<MemoryStore>,
     provider: Arc<RecordingProvider>,
     clock: Arc<ManualClock>,
@@ -62,15 +60,15 @@ fn harness_with(extra: &[(&str, &str)]) -> Harness {
     let store = Arc::new(MemoryStore::new());
     let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_795_537_205_000)));
     let provider = Arc::new(RecordingProvider::with_clock(clock.clone()));
-    let relay = init::relay(
+    let relay = Wiring::new(
         &settings,
-        store.clone() as Arc<dyn Store>,
-        Arc::new(qdn_relay_core::MemoryOptOuts::new()),
-        Arc::new(qdn_relay_core::MemoryRateLimiter::new()),
-        provider.clone() as Arc<dyn SmsProvider>,
-        clock.clone() as Arc<dyn Clock>,
-        Vec::new(),
-    );
+        Backend::new(store.clone())
+            .with_opt_outs(Arc::new(qdn_relay_core::MemoryOptOuts::new()))
+            .with_rate_limiter(Arc::new(qdn_relay_core::MemoryRateLimiter::new())),
+        provider.clone(),
+    )
+    .clock(clock.clone())
+    .build();
     let app = init::http_app(&settings, relay.clone()).expect("http app");
     Harness {
         app,
@@ -323,15 +321,17 @@ async fn a_failed_sweep_is_an_error_result() {
         .expect_due()
         .returning(|_, _| Err(StoreError::backend(true, "table unreachable")));
     let settings = env(&[]).settings().expect("settings");
-    let relay = init::relay(
+    let relay = Wiring::new(
         &settings,
-        Arc::new(store),
-        Arc::new(qdn_relay_core::MemoryOptOuts::new()),
-        Arc::new(qdn_relay_core::MemoryRateLimiter::new()),
+        Backend::new(Arc::new(store))
+            .with_opt_outs(Arc::new(qdn_relay_core::MemoryOptOuts::new()))
+            .with_rate_limiter(Arc::new(qdn_relay_core::MemoryRateLimiter::new())),
         Arc::new(RecordingProvider::new()),
-        Arc::new(ManualClock::new(Timestamp::from_millis(1_795_537_205_000))),
-        Vec::new(),
-    );
+    )
+    .clock(Arc::new(ManualClock::new(Timestamp::from_millis(
+        1_795_537_205_000,
+    ))))
+    .build();
     let payload: TickEvent =
         serde_json::from_value(fixtures::load("eventbridge-scheduled.json")).expect("event");
     let e = tick(&relay, LambdaEvent::new(payload, Context::default()))

@@ -6,7 +6,8 @@
 //!   emulator, with moto as DynamoDB, through a whole cascade;
 //! - `secrets`: secret references read from moto's SSM and Secrets
 //!   Manager (and wiremock) over the functions' HTTP client;
-//! - `twilio_transport`: the Twilio REST client over that HTTP client;
+//! - `transport_conformance`: the transport conformance suite (the Twilio
+//!   REST client's scenarios) over that HTTP client;
 //! - `sdk_http`: the AWS SDK (DynamoDB) over that HTTP client.
 
 mod emulator;
@@ -14,4 +15,4 @@ mod fixtures;
 mod handlers;
 mod sdk_http;
 mod secrets;
-mod twilio_transport;
+mod transport_conformance;

@@ -1,7 +1,7 @@
 //! Helpers: stores in temporary files, and dispatches to save.
 
 use async_trait::async_trait;
-use qdn_relay_core::contract::fixture;
+use qdn_relay_core::testing::contract::fixture;
 use qdn_relay_core::{
     Dispatch, DispatchId, Due, Input, ListFilter, PhoneNumber, ProviderMessageId, Store,
     StoreError, Tag, Timestamp,

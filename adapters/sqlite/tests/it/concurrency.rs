@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use qdn_relay_core::contract::fixture;
+use qdn_relay_core::testing::contract::fixture;
 use qdn_relay_core::{ConflictReason, DashboardAction, Input, Store, StoreError};
 use qdn_relay_sqlite::{SqliteOptions, SqliteStore};
 

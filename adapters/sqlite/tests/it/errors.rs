@@ -1,6 +1,6 @@
 //! Corrupt rows and failed saves.
 
-use qdn_relay_core::contract::fixture;
+use qdn_relay_core::testing::contract::fixture;
 use qdn_relay_core::{ConflictReason, ListFilter, Store, StoreError};
 
 use crate::common::{FileStore, LATER, raw, save_new, sent, sid};

@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use qdn_relay_axum::{AppState, DynRelay, EventHub, HttpConfig};
+use qdn_relay_app::{DynRelay, HttpConfig};
+use qdn_relay_axum::{AppState, EventHub};
+use qdn_relay_core::testing::RecordingProvider;
 use qdn_relay_core::{
-    Clock, JOB_RETRY_MAX, ManualClock, PhoneNumber, Policy, RecordingProvider, Relay, SmsProvider,
-    Store, Timestamp,
+    Clock, JOB_RETRY_MAX, ManualClock, PhoneNumber, Policy, Relay, SmsProvider, Store, Timestamp,
 };
 use qdn_relay_example_job_service::{JobsConfig, JobsDb, app};
 use qdn_relay_sqlite::SqliteStore;

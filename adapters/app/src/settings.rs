@@ -8,9 +8,9 @@ use std::time::Duration;
 use qdn_relay_core::{
     DEFAULT_ACK_TIMEOUT, DEFAULT_SUPPRESS_REPEATS, PhoneNumber, Policy, parse_duration,
 };
-use qdn_relay_twilio::{Secret, SignatureValidator};
+use qdn_relay_twilio::{Secret, SignatureValidator, TwilioConfig};
 
-use crate::HttpConfig;
+use crate::http::HttpConfig;
 
 /// A setting that is missing or invalid, naming its variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,7 +41,8 @@ fn err(var: &'static str, message: impl Into<String>) -> SettingsError {
 /// | `RELAY_DASHBOARD_TOKEN` | the dashboard's bearer token |
 /// | `RELAY_CORS_ORIGINS` | comma-separated allowed origins |
 /// | `TWILIO_ACCOUNT_SID` | unset: dry-run |
-/// | `TWILIO_AUTH_TOKEN`, `TWILIO_AUTH_TOKEN_SECONDARY` | webhook signatures |
+/// | `TWILIO_AUTH_TOKEN`, `TWILIO_AUTH_TOKEN_SECONDARY` | webhook signatures (and REST calls, without an API key) |
+/// | `TWILIO_API_KEY`, `TWILIO_API_SECRET`, `TWILIO_API_BASE`, `TWILIO_MESSAGING_SERVICE_SID` | the REST client (see `TwilioConfig::from_lookup`) |
 ///
 /// Empty values count as unset. `RELAY_POLICY` is read when the settings
 /// are (a dispatch keeps the policy it opened with, so a changed file
@@ -66,6 +67,9 @@ pub struct RelaySettings {
     pub http: HttpConfig,
     /// Whether no Twilio account is configured (sends are only recorded).
     pub dry_run: bool,
+    /// The Twilio REST client's settings (checked), unless dry-run. Its
+    /// status callback is left for [`crate::provider`] to set.
+    pub twilio: Option<TwilioConfig>,
     /// The Auth Token webhooks are signed with, if set.
     pub auth_token: Option<Secret>,
     /// A second accepted token while rotating.
@@ -162,14 +166,15 @@ impl RelaySettings {
             ..HttpConfig::default()
         };
         // Checked here so a bad value names its variable at start.
-        crate::AppState::check_http(&http).map_err(|e| {
-            let var = match e {
-                crate::ConfigError::PublicUrl(_) => "RELAY_PUBLIC_URL",
-                crate::ConfigError::CorsOrigin(_) => "RELAY_CORS_ORIGINS",
-                crate::ConfigError::WeakToken => "RELAY_DASHBOARD_TOKEN",
-            };
-            err(var, e.to_string())
-        })?;
+        http.check().map_err(|e| err(e.var(), e.to_string()))?;
+        let dry_run = get("TWILIO_ACCOUNT_SID").is_none();
+        let twilio = if dry_run {
+            None
+        } else {
+            let config = TwilioConfig::from_lookup(get).map_err(twilio_error)?;
+            config.validate().map_err(twilio_error)?;
+            Some(config)
+        };
         Ok(Self {
             line,
             chain,
@@ -177,7 +182,8 @@ impl RelaySettings {
             policy,
             policy_file,
             http,
-            dry_run: get("TWILIO_ACCOUNT_SID").is_none(),
+            dry_run,
+            twilio,
             auth_token: get("TWILIO_AUTH_TOKEN").map(Secret::new),
             auth_token_secondary: get("TWILIO_AUTH_TOKEN_SECONDARY").map(Secret::new),
         })
@@ -203,6 +209,118 @@ impl RelaySettings {
         }
         Some(v)
     }
+
+    /// Where Twilio posts status callbacks (with Twilio's connection
+    /// overrides, [`qdn_relay_twilio::WEBHOOK_OVERRIDES`]): `/sms/status` under
+    /// `RELAY_PUBLIC_URL`, else under `local_base` (a server's own address,
+    /// `http://127.0.0.1:8080`); `None` when neither is known (then texts
+    /// go out without one, and failed deliveries do not escalate early).
+    pub fn status_callback(&self, local_base: Option<&str>) -> Option<String> {
+        let base = self
+            .http
+            .check()
+            .ok()
+            .and_then(|c| c.public_url)
+            .or_else(|| local_base.map(|b| b.trim().trim_end_matches('/').to_owned()))?;
+        Some(qdn_relay_twilio::with_webhook_overrides(&format!(
+            "{base}/sms/status"
+        )))
+    }
+}
+
+/// A Twilio REST setting that is missing or invalid, naming its variable.
+fn twilio_error(e: qdn_relay_twilio::ConfigError) -> SettingsError {
+    use qdn_relay_twilio::ConfigError;
+    match e {
+        ConfigError::Missing { var, hint } => {
+            err(var, format!("required with TWILIO_ACCOUNT_SID{hint}"))
+        }
+        ConfigError::Invalid { var, reason } => err(var, reason),
+        other => err("TWILIO_ACCOUNT_SID", other.to_string()),
+    }
+}
+
+/// How often a server sweeps due deadlines: `RELAY_SWEEP_INTERVAL` when
+/// set (`value`), else a quarter of the ack timeout, at least 200 ms and at
+/// most 5 s. (The Lambda tick function runs on its schedule instead.)
+pub fn sweep_interval(
+    value: Option<&str>,
+    ack_timeout: Duration,
+) -> Result<Duration, SettingsError> {
+    let every = match value.map(str::trim).filter(|v| !v.is_empty()) {
+        Some(s) => parse_duration(s).map_err(|e| err("RELAY_SWEEP_INTERVAL", e.to_string()))?,
+        None => (ack_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5)),
+    };
+    if every.is_zero() {
+        return Err(err("RELAY_SWEEP_INTERVAL", "must be more than zero"));
+    }
+    Ok(every)
+}
+
+/// The DynamoDB layout (feature `dynamo`): `RELAY_DYNAMO_TABLE`
+/// (required), and to live in an application's table (see
+/// `qdn_relay_dynamo`'s "Sharing an application's table"):
+/// `RELAY_DYNAMO_KEYS` (`PK,SK`: the table's key attributes),
+/// `RELAY_DYNAMO_KEY_PREFIX`, `RELAY_DYNAMO_DUE_INDEX` and
+/// `RELAY_DYNAMO_LIST_INDEX` (`name,partition key,sort key`) and
+/// `RELAY_DYNAMO_TTL_ATTRIBUTE`. Unset ones keep the relay's defaults; the
+/// whole is checked by `DynamoConfig::validate` (its errors name
+/// `RELAY_DYNAMO_TABLE`).
+#[cfg(feature = "dynamo")]
+pub fn dynamo_config(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<qdn_relay_dynamo::DynamoConfig, SettingsError> {
+    use qdn_relay_dynamo::{DynamoConfig, IndexNames};
+    let parts = |var: &'static str, n: usize| -> Result<Option<Vec<String>>, SettingsError> {
+        let Some(v) = lookup(var) else {
+            return Ok(None);
+        };
+        let p: Vec<String> = v.split(',').map(|s| s.trim().to_owned()).collect();
+        if p.len() != n || p.iter().any(String::is_empty) {
+            let shape = if n == 2 {
+                "partition key,sort key"
+            } else {
+                "index name,partition key,sort key"
+            };
+            return Err(err(
+                var,
+                format!("expected {n} comma-separated names ({shape}), got {v:?}"),
+            ));
+        }
+        Ok(Some(p))
+    };
+    let table = lookup("RELAY_DYNAMO_TABLE")
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            err(
+                "RELAY_DYNAMO_TABLE",
+                "required: the DynamoDB table of the relay's state",
+            )
+        })?;
+    let mut c = DynamoConfig::new(table);
+    if let Some(k) = parts("RELAY_DYNAMO_KEYS", 2)? {
+        c = c.keys(k[0].clone(), k[1].clone());
+    }
+    if let Some(p) = lookup("RELAY_DYNAMO_KEY_PREFIX") {
+        c = c.key_prefix(p);
+    }
+    if let Some(i) = parts("RELAY_DYNAMO_DUE_INDEX", 3)? {
+        c = c.due_index(IndexNames::new(i[0].clone(), i[1].clone(), i[2].clone()));
+    }
+    if let Some(i) = parts("RELAY_DYNAMO_LIST_INDEX", 3)? {
+        c = c.list_index(IndexNames::new(i[0].clone(), i[1].clone(), i[2].clone()));
+    }
+    if let Some(t) = lookup("RELAY_DYNAMO_TTL_ATTRIBUTE") {
+        c.ttl_attribute = t.trim().to_owned();
+    }
+    c.validate().map_err(|e| {
+        err(
+            "RELAY_DYNAMO_TABLE",
+            format!("the DynamoDB layout is invalid: {e}"),
+        )
+    })?;
+    Ok(c)
 }
 
 /// Reads a policy file: the policy, every target in level order, and the
@@ -361,6 +479,162 @@ mod tests {
         ])
         .expect("valid");
         assert_eq!(s.policy.suppress_repeats(), Some(DEFAULT_SUPPRESS_REPEATS));
+    }
+
+    #[test]
+    fn with_an_account_the_twilio_settings_are_read_and_name_their_variables() {
+        let base = [
+            ("QDN_TWILIO_NUMBER", "+16195550000"),
+            ("RELAY_CHAIN", "+16195550101"),
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+        ];
+        let e = with(&base).expect_err("no credentials");
+        assert_eq!(e.var, "TWILIO_AUTH_TOKEN");
+        let mut v = base.to_vec();
+        v.push(("TWILIO_API_KEY", "SK0123456789abcdef0123456789abcdef"));
+        assert_eq!(
+            with(&v).expect_err("a key without its secret").var,
+            "TWILIO_API_SECRET"
+        );
+        let mut v = base.to_vec();
+        v[2] = ("TWILIO_ACCOUNT_SID", "not-a-sid");
+        v.push(("TWILIO_AUTH_TOKEN", "secret-token-value"));
+        let e = with(&v).expect_err("a bad sid");
+        assert_eq!(e.var, "TWILIO_ACCOUNT_SID");
+        assert!(!e.to_string().contains("secret-token-value"), "{e}");
+        let mut v = base.to_vec();
+        v.extend([
+            ("TWILIO_AUTH_TOKEN", "secret-token-value"),
+            ("TWILIO_API_BASE", "ftp://api.example.com"),
+        ]);
+        assert_eq!(with(&v).expect_err("a bad base").var, "TWILIO_API_BASE");
+        let mut v = base.to_vec();
+        v.push(("TWILIO_AUTH_TOKEN", "secret-token-value"));
+        let s = with(&v).expect("valid");
+        assert!(!s.dry_run);
+        let twilio = s.twilio.as_ref().expect("the REST settings");
+        assert_eq!(
+            twilio.account_sid.as_str(),
+            "AC0123456789abcdef0123456789abcdef"
+        );
+        assert!(!format!("{s:?}").contains("secret-token-value"));
+        // Dry-run reads none of them.
+        assert!(with(&base[..2]).expect("valid").twilio.is_none());
+    }
+
+    #[test]
+    fn the_status_callback_is_under_the_public_url_else_the_local_address() {
+        let s = with(&[
+            ("QDN_TWILIO_NUMBER", "+16195550000"),
+            ("RELAY_CHAIN", "+16195550101"),
+            (
+                "RELAY_PUBLIC_URL",
+                "https://abc.execute-api.us-east-1.amazonaws.com/prod/",
+            ),
+        ])
+        .expect("valid");
+        assert_eq!(
+            s.status_callback(Some("http://127.0.0.1:8080")).as_deref(),
+            Some("https://abc.execute-api.us-east-1.amazonaws.com/prod/sms/status")
+        );
+        let s = with(&[
+            ("QDN_TWILIO_NUMBER", "+16195550000"),
+            ("RELAY_CHAIN", "+16195550101"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            s.status_callback(Some("http://127.0.0.1:8080/")).as_deref(),
+            Some("http://127.0.0.1:8080/sms/status")
+        );
+        assert_eq!(s.status_callback(None), None);
+    }
+
+    #[test]
+    fn the_sweep_interval_defaults_to_a_quarter_of_the_timeout_within_bounds() {
+        let min = Duration::from_secs(60);
+        assert_eq!(sweep_interval(None, 15 * min), Ok(Duration::from_secs(5)));
+        assert_eq!(
+            sweep_interval(None, Duration::from_secs(2)),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(
+            sweep_interval(None, Duration::from_millis(400)),
+            Ok(Duration::from_millis(200))
+        );
+        assert_eq!(
+            sweep_interval(Some(" 2s "), min),
+            Ok(Duration::from_secs(2))
+        );
+        for bad in ["0s", "soon"] {
+            let e = sweep_interval(Some(bad), min).expect_err(bad);
+            assert_eq!(e.var, "RELAY_SWEEP_INTERVAL");
+        }
+    }
+
+    #[cfg(feature = "dynamo")]
+    #[test]
+    fn the_table_is_required() {
+        let e = dynamo_config(|_| None).expect_err("missing").to_string();
+        assert!(e.starts_with("RELAY_DYNAMO_TABLE"), "{e}");
+        let c = dynamo_config(|k| (k == "RELAY_DYNAMO_TABLE").then(|| "qdn-relay".to_owned()))
+            .expect("defaults");
+        assert_eq!(c, qdn_relay_dynamo::DynamoConfig::new("qdn-relay"));
+    }
+
+    #[cfg(feature = "dynamo")]
+    #[test]
+    fn a_shared_tables_layout_comes_from_the_environment() {
+        fn config(pairs: &[(&str, &str)]) -> Result<qdn_relay_dynamo::DynamoConfig, SettingsError> {
+            dynamo_config(|k| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        }
+        let base = [("RELAY_DYNAMO_TABLE", "qdn-relay")];
+        let pairs = [
+            ("RELAY_DYNAMO_TABLE", "qdn-jobs"),
+            ("RELAY_DYNAMO_KEYS", "PK, SK"),
+            ("RELAY_DYNAMO_KEY_PREFIX", "RELAY#"),
+            ("RELAY_DYNAMO_DUE_INDEX", "relay-due,GSI1PK,GSI1SK"),
+            ("RELAY_DYNAMO_LIST_INDEX", "GSI2,GSI2PK,GSI2SK"),
+            ("RELAY_DYNAMO_TTL_ATTRIBUTE", "ttl"),
+        ];
+        let c = config(&pairs).expect("shared layout");
+        assert_eq!(c.table, "qdn-jobs");
+        assert_eq!(
+            (c.partition_key.as_str(), c.sort_key.as_str()),
+            ("PK", "SK")
+        );
+        assert_eq!(c.key_prefix, "RELAY#");
+        assert_eq!(
+            c.due_index,
+            qdn_relay_dynamo::IndexNames::new("relay-due", "GSI1PK", "GSI1SK")
+        );
+        assert_eq!(
+            c.list_index,
+            qdn_relay_dynamo::IndexNames::new("GSI2", "GSI2PK", "GSI2SK")
+        );
+        assert_eq!(c.ttl_attribute, "ttl");
+        // Every bad value names its variable.
+        for (var, value) in [
+            ("RELAY_DYNAMO_KEYS", "PK"),
+            ("RELAY_DYNAMO_DUE_INDEX", "due,due_pk"),
+            ("RELAY_DYNAMO_LIST_INDEX", "list,,list_sk"),
+            ("RELAY_DYNAMO_KEY_PREFIX", ""),
+            ("RELAY_DYNAMO_KEYS", "PK,PK"),
+        ] {
+            let mut pairs = base.to_vec();
+            pairs.push((var, value));
+            let err = config(&pairs).expect_err(value).to_string();
+            let named = if var == "RELAY_DYNAMO_KEY_PREFIX" || value == "PK,PK" {
+                "RELAY_DYNAMO_TABLE: the DynamoDB layout is invalid"
+            } else {
+                var
+            };
+            assert!(err.starts_with(named), "{var}={value:?}: {err}");
+        }
     }
 
     #[test]

@@ -1,0 +1,340 @@
+//! From settings to a running relay: the store and the ports it also
+//! serves ([`Backend`]), the SMS provider the settings choose
+//! ([`provider`]), and the relay wired from them ([`Wiring`]).
+
+use std::sync::Arc;
+
+use qdn_relay_core::{
+    Clock, EventSink, FanoutSink, Jobs, OptOuts, RateLimiter, Relay, RelayBuilder, SmsProvider,
+    Store, SystemClock, TracingSink,
+};
+use qdn_relay_twilio::{Transport, TwilioClient};
+
+use crate::dry_run::DryRunProvider;
+use crate::settings::RelaySettings;
+use crate::{DynRelay, SettingsError};
+
+/// Why the relay could not be wired.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WiringError {
+    /// A setting is missing or invalid (the message names its variable).
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The Twilio REST client could not be built.
+    #[error("Twilio: {0}")]
+    Twilio(#[from] qdn_relay_twilio::ConfigError),
+    /// The store could not be opened.
+    #[error("{var}: {message}")]
+    Store {
+        /// The variable that names the store (`RELAY_DB`).
+        var: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Where the relay keeps its state: the [`Store`], and the ports that
+/// span dispatches ([`OptOuts`], [`RateLimiter`]) where the store keeps
+/// them too. A port the backend does not provide stays the core's
+/// in-memory default (one process, lost on restart).
+#[derive(Clone)]
+pub struct Backend {
+    store: Arc<dyn Store>,
+    opt_outs: Option<Arc<dyn OptOuts>>,
+    rate_limiter: Option<Arc<dyn RateLimiter>>,
+}
+
+impl Backend {
+    /// `store` alone: opt-outs and rate-limit history in memory.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            opt_outs: None,
+            rate_limiter: None,
+        }
+    }
+
+    /// The same backend keeping opt-outs in `opt_outs`.
+    pub fn with_opt_outs(mut self, opt_outs: Arc<dyn OptOuts>) -> Self {
+        self.opt_outs = Some(opt_outs);
+        self
+    }
+
+    /// The same backend keeping rate-limit history in `limiter`.
+    pub fn with_rate_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
+        self.rate_limiter = Some(limiter);
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The SQLite store (feature `sqlite`), which keeps opt-outs in the
+    /// same file, so a `STOP` survives restarts. Rate limits stay in
+    /// memory (one process).
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(store: qdn_relay_sqlite::SqliteStore) -> Self {
+        let opt_outs: Arc<dyn OptOuts> = Arc::new(store.clone());
+        Self::new(Arc::new(store)).with_opt_outs(opt_outs)
+    }
+
+    /// Opens (or creates) the SQLite database at `path` (`RELAY_DB`) as in
+    /// [`Backend::sqlite`].
+    #[cfg(feature = "sqlite")]
+    pub async fn open_sqlite(path: impl AsRef<std::path::Path>) -> Result<Self, WiringError> {
+        let path = path.as_ref();
+        let store = qdn_relay_sqlite::SqliteStore::open(path)
+            .await
+            .map_err(|e| WiringError::Store {
+                var: "RELAY_DB",
+                message: format!("cannot open {}: {e}", path.display()),
+            })?;
+        Ok(Self::sqlite(store))
+    }
+
+    /// The DynamoDB store (feature `dynamo`), which also keeps opt-outs
+    /// and the rate-limit history in its table: a `STOP` and a throttle
+    /// hold across every process on the table.
+    #[cfg(feature = "dynamo")]
+    pub fn dynamo(store: qdn_relay_dynamo::DynamoStore) -> Self {
+        let store = Arc::new(store);
+        Self::new(store.clone())
+            .with_opt_outs(store.clone())
+            .with_rate_limiter(store)
+    }
+}
+
+/// How the Twilio REST client sends its requests.
+#[non_exhaustive]
+pub enum TwilioHttp {
+    /// reqwest with rustls (feature `twilio-client`): the server's.
+    #[cfg(feature = "twilio-client")]
+    Reqwest,
+    /// The caller's HTTP stack, as the Lambda functions link a single one.
+    Transport(Arc<dyn Transport>),
+}
+
+/// The SMS provider the settings choose: without `TWILIO_ACCOUNT_SID`
+/// ([`RelaySettings::dry_run`]) a [`DryRunProvider`] that logs and records
+/// each text; else the Twilio REST client over `http`, its status callback
+/// at [`RelaySettings::status_callback`]`(local_base)`.
+///
+/// Warns in the log when sends are dry-run, and when there is no status
+/// callback (failed deliveries then do not escalate early).
+pub fn provider(
+    settings: &RelaySettings,
+    http: TwilioHttp,
+    local_base: Option<&str>,
+) -> Result<Arc<dyn SmsProvider>, WiringError> {
+    let Some(config) = &settings.twilio else {
+        tracing::warn!(
+            "DRY-RUN: TWILIO_ACCOUNT_SID is unset; texts are logged and recorded, not sent"
+        );
+        return Ok(Arc::new(DryRunProvider::new()));
+    };
+    let mut config = config.clone();
+    config.status_callback = settings.status_callback(local_base);
+    if config.status_callback.is_none() {
+        tracing::warn!(
+            "RELAY_PUBLIC_URL is unset: texts go out without a status callback, so failed deliveries do not escalate early"
+        );
+    }
+    let client = match http {
+        #[cfg(feature = "twilio-client")]
+        TwilioHttp::Reqwest => TwilioClient::new(config)?,
+        TwilioHttp::Transport(t) => TwilioClient::with_transport(config, t)?,
+    };
+    Ok(Arc::new(client))
+}
+
+/// The relay wired from settings: the business line and policy of
+/// `settings`, the store and the ports of a [`Backend`], a provider (see
+/// [`provider`]), the system clock, events to the log ([`TracingSink`])
+/// and to any [`sink`](Wiring::sink) added, and optionally the host's job
+/// system.
+///
+/// ```
+/// use std::sync::Arc;
+/// use qdn_relay_app::{Backend, DryRunProvider, RelaySettings, Wiring};
+/// let settings = RelaySettings::from_lookup(|k| match k {
+///     "QDN_TWILIO_NUMBER" => Some("+16195550000".into()),
+///     "RELAY_CHAIN" => Some("+16195550101,+18583354807".into()),
+///     _ => None,
+/// })?;
+/// let backend = Backend::new(Arc::new(qdn_relay_core::MemoryStore::new()));
+/// let relay = Wiring::new(&settings, backend, Arc::new(DryRunProvider::new())).build();
+/// assert_eq!(relay.lines().collect::<Vec<_>>(), [settings.line]);
+/// # Ok::<(), qdn_relay_app::SettingsError>(())
+/// ```
+pub struct Wiring<'s> {
+    settings: &'s RelaySettings,
+    backend: Backend,
+    provider: Arc<dyn SmsProvider>,
+    clock: Arc<dyn Clock>,
+    sinks: Vec<Box<dyn EventSink>>,
+    jobs: Option<Arc<dyn Jobs>>,
+}
+
+impl<'s> Wiring<'s> {
+    /// The relay of `settings` over `backend`, sending through `provider`.
+    pub fn new(
+        settings: &'s RelaySettings,
+        backend: Backend,
+        provider: Arc<dyn SmsProvider>,
+    ) -> Self {
+        Self {
+            settings,
+            backend,
+            provider,
+            clock: Arc::new(SystemClock),
+            sinks: Vec::new(),
+            jobs: None,
+        }
+    }
+
+    /// Publishes events to `sink` too (after the log, in the order added).
+    pub fn sink(mut self, sink: impl EventSink + 'static) -> Self {
+        self.sinks.push(Box::new(sink));
+        self
+    }
+
+    /// Syncs each dispatch to the host's job system.
+    pub fn jobs(mut self, jobs: Arc<dyn Jobs>) -> Self {
+        self.jobs = Some(jobs);
+        self
+    }
+
+    /// Reads time from `clock` instead of the system clock (tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The core's builder with all of the above set, for what the wiring
+    /// does not choose (`job_sync_mode`, `sweep_concurrency`, more lines).
+    pub fn builder(self) -> RelayBuilder<dyn Store, dyn SmsProvider, dyn Clock> {
+        let Backend {
+            store,
+            opt_outs,
+            rate_limiter,
+        } = self.backend;
+        let mut sinks: Vec<Box<dyn EventSink>> = vec![Box::new(TracingSink)];
+        sinks.extend(self.sinks);
+        let mut b = Relay::builder(store, self.provider, self.clock)
+            .line(self.settings.line, self.settings.policy.clone())
+            .sink(Arc::new(FanoutSink(sinks)));
+        if let Some(o) = opt_outs {
+            b = b.opt_outs(o);
+        }
+        if let Some(l) = rate_limiter {
+            b = b.rate_limiter(l);
+        }
+        if let Some(j) = self.jobs {
+            b = b.jobs(j);
+        }
+        b
+    }
+
+    /// The relay.
+    pub fn build(self) -> Arc<DynRelay> {
+        Arc::new(self.builder().build())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use qdn_relay_core::testing::{RecordingProvider, RecordingSink};
+    use qdn_relay_core::{
+        InboundText, ManualClock, MemoryOptOuts, MemoryStore, Outcome, Timestamp,
+    };
+
+    use super::*;
+
+    fn settings(extra: &[(&str, &str)]) -> RelaySettings {
+        let mut pairs = vec![
+            ("QDN_TWILIO_NUMBER", "+16195550000"),
+            ("RELAY_CHAIN", "+16195550101,+18583354807"),
+        ];
+        pairs.extend_from_slice(extra);
+        RelaySettings::from_lookup(|k| {
+            pairs
+                .iter()
+                .rev()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .expect("valid settings")
+    }
+
+    #[tokio::test]
+    async fn the_wired_relay_texts_the_settings_chain_and_publishes_to_every_sink() {
+        let s = settings(&[("RELAY_ACK_TIMEOUT", "2m")]);
+        let store = Arc::new(MemoryStore::new());
+        let opt_outs = Arc::new(MemoryOptOuts::new());
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_767_603_600_000)));
+        let provider = Arc::new(RecordingProvider::with_clock(clock.clone()));
+        let sink = Arc::new(RecordingSink::new());
+        let relay = Wiring::new(
+            &s,
+            Backend::new(store.clone()).with_opt_outs(opt_outs.clone()),
+            provider.clone(),
+        )
+        .clock(clock.clone())
+        .sink(sink.clone())
+        .build();
+        assert!(Arc::ptr_eq(
+            relay.opt_outs(),
+            &(opt_outs.clone() as Arc<dyn OptOuts>)
+        ));
+        let text = InboundText {
+            sid: "SM0123456789abcdef0123456789abcdef".parse().expect("a sid"),
+            from: "+16195550100".parse().expect("a number"),
+            to: s.line,
+            body: "Need a dumpster".into(),
+            media: Vec::new(),
+        };
+        let Outcome::Opened(id) = relay.inbound(text).await.expect("accepted") else {
+            panic!("a first text opens a dispatch")
+        };
+        assert_eq!(provider.accepted_to(s.chain[0]).len(), 1);
+        assert!(!sink.events().is_empty(), "the added sink hears the events");
+        let d = store.get(id).await.expect("get").expect("stored");
+        assert_eq!(
+            d.level_deadline(),
+            Some(clock.now().plus(Duration::from_secs(120)))
+        );
+    }
+
+    #[test]
+    fn without_an_account_the_provider_is_dry_run_and_with_one_twilio() {
+        let transport = || TwilioHttp::Transport(Arc::new(NoTransport));
+        let dry = provider(&settings(&[]), transport(), None).expect("dry-run");
+        assert_eq!(dry.name(), "dry-run");
+        let s = settings(&[
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+        ]);
+        let twilio = provider(&s, transport(), Some("http://127.0.0.1:8080")).expect("twilio");
+        assert_eq!(twilio.name(), "twilio");
+    }
+
+    /// A transport the test never sends through.
+    #[derive(Debug)]
+    struct NoTransport;
+
+    #[async_trait::async_trait]
+    impl Transport for NoTransport {
+        async fn send(
+            &self,
+            _request: qdn_relay_transport::Request,
+            _timeout: Duration,
+        ) -> Result<qdn_relay_transport::Answer, qdn_relay_transport::TransportError> {
+            unreachable!("building a provider sends nothing")
+        }
+    }
+}
