@@ -488,6 +488,14 @@ fn invalid_configuration_fails_at_start_naming_the_variable() {
         ("TWILIO_ACCOUNT_SID", ACCOUNT),
     ]);
     assert!(err.contains("TWILIO_AUTH_TOKEN"), "{err}");
+    // Sending for real without the URL Twilio calls: refused, naming it.
+    let err = run(&[
+        ("QDN_TWILIO_NUMBER", LINE),
+        ("RELAY_CHAIN", PRIMARY),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+    ]);
+    assert!(err.contains("RELAY_PUBLIC_URL"), "{err}");
     let err = run(&[
         ("QDN_TWILIO_NUMBER", LINE),
         ("RELAY_CHAIN", PRIMARY),
@@ -551,6 +559,108 @@ async fn the_dev_file_never_holds_a_configured_secret() {
         out.status.success(),
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `maintenance.json` through the binary's settings: 0600 with masked
+/// numbers by default; `RELAY_MAINTENANCE_MODE` and
+/// `RELAY_MAINTENANCE_NUMBERS` widen it on request; a mode that would lock
+/// the relay out of its own file is refused at start, naming the variable.
+#[tokio::test]
+async fn maintenance_json_is_private_and_masked_unless_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (extra, mode, full) in [
+        (vec![], 0o600, false),
+        (
+            vec![
+                ("RELAY_MAINTENANCE_MODE", "640"),
+                ("RELAY_MAINTENANCE_NUMBERS", "full"),
+            ],
+            0o640,
+            true,
+        ),
+    ] {
+        let run = dir.path().join(format!("{mode:o}"));
+        std::fs::create_dir(&run).expect("dir");
+        let port = free_port();
+        let dev = run.join("dev.json");
+        let snapshot = run.join("maintenance.json");
+        let log = std::fs::File::create(run.join("serve.log")).expect("log");
+        let mut c = Command::new(binary());
+        c.args(["serve", "--dry-run"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("QDN_TWILIO_NUMBER", LINE)
+            .env("RELAY_CHAIN", format!("{PRIMARY},{BACKUP}"))
+            .env("RELAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RELAY_DB", run.join("relay.db"))
+            .env("RELAY_DEV_FILE", &dev)
+            .env("RELAY_MAINTENANCE_JSON", &snapshot)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (k, v) in &extra {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("start qdn-relay");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !dev.exists() {
+            assert!(Instant::now() < deadline, "no dev file written");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let out = Command::new(binary())
+            .args(["inject", "text", "--from", CUSTOMER, "--body", "hello"])
+            .env_clear()
+            .env("RELAY_DEV_FILE", &dev)
+            .output()
+            .expect("inject");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let text = loop {
+            let t = std::fs::read_to_string(&snapshot).unwrap_or_default();
+            if t.contains("customer_phone") {
+                break t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no dispatch in maintenance.json: {t}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(text.contains(CUSTOMER), full, "{text}");
+        assert_eq!(text.contains("•••"), !full, "{text}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let m = std::fs::metadata(&snapshot)
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(m & 0o777, mode);
+        }
+    }
+    let out = Command::new(binary())
+        .args(["serve", "--dry-run"])
+        .env_clear()
+        .env("QDN_TWILIO_NUMBER", LINE)
+        .env("RELAY_CHAIN", PRIMARY)
+        .env("RELAY_LISTEN", "127.0.0.1:0")
+        .env("RELAY_DB", dir.path().join("x.db"))
+        .env("RELAY_DEV_FILE", dir.path().join("x.json"))
+        .env("RELAY_MAINTENANCE_JSON", dir.path().join("m.json"))
+        .env("RELAY_MAINTENANCE_MODE", "044")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("RELAY_MAINTENANCE_MODE"),
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -210,6 +210,48 @@ impl RelaySettings {
         Some(v)
     }
 
+    /// What a server that Twilio calls directly needs before it sends for
+    /// real (the Lambda functions learn their URL from API Gateway
+    /// instead): with `TWILIO_ACCOUNT_SID` set, `RELAY_PUBLIC_URL` is
+    /// required, since every send's status callback and every webhook
+    /// signature is built on it (without it Twilio would be handed a
+    /// loopback address and signatures checked against whatever `Host` a
+    /// client sent). Dry-run keeps its loopback default. Returns the
+    /// warnings worth logging: a public URL that is plain `http` to a host
+    /// other than loopback.
+    pub fn check_server(&self) -> Result<Vec<String>, SettingsError> {
+        let checked = self.http.check().map_err(|e| err(e.var(), e.to_string()))?;
+        let Some(url) = checked.public_url else {
+            if self.dry_run {
+                return Ok(Vec::new());
+            }
+            return Err(err(
+                "RELAY_PUBLIC_URL",
+                "required with TWILIO_ACCOUNT_SID: the https URL Twilio reaches this server at \
+                 (e.g. https://relay.example.com); status callbacks and webhook signatures are built on it",
+            ));
+        };
+        let mut warnings = Vec::new();
+        if let Some(rest) = url.strip_prefix("http://") {
+            let authority = rest.split('/').next().unwrap_or_default();
+            let host = match authority.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or_default(),
+                None => authority.split(':').next().unwrap_or_default(),
+            };
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                warnings.push(format!(
+                    "RELAY_PUBLIC_URL is plain http ({url}): customers' texts and signed webhooks \
+                     cross the network unencrypted; use https"
+                ));
+            }
+        }
+        Ok(warnings)
+    }
+
     /// Where Twilio posts status callbacks (with Twilio's connection
     /// overrides, [`qdn_relay_twilio::WEBHOOK_OVERRIDES`]): `/sms/status` under
     /// `RELAY_PUBLIC_URL`, else under `local_base` (a server's own address,
@@ -535,7 +577,7 @@ mod tests {
         .expect("valid");
         assert_eq!(
             s.status_callback(Some("http://127.0.0.1:8080")).as_deref(),
-            Some("https://abc.execute-api.us-east-1.amazonaws.com/prod/sms/status")
+            Some("https://abc.execute-api.us-east-1.amazonaws.com/prod/sms/status#rc=3&rp=ct,5xx")
         );
         let s = with(&[
             ("QDN_TWILIO_NUMBER", "+16195550000"),
@@ -544,9 +586,36 @@ mod tests {
         .expect("valid");
         assert_eq!(
             s.status_callback(Some("http://127.0.0.1:8080/")).as_deref(),
-            Some("http://127.0.0.1:8080/sms/status")
+            Some("http://127.0.0.1:8080/sms/status#rc=3&rp=ct,5xx")
         );
         assert_eq!(s.status_callback(None), None);
+    }
+
+    #[test]
+    fn a_server_sending_for_real_needs_its_public_url() {
+        let base = [
+            ("QDN_TWILIO_NUMBER", "+16195550000"),
+            ("RELAY_CHAIN", "+16195550101"),
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+        ];
+        let e = with(&base).expect("valid").check_server().unwrap_err();
+        assert_eq!(e.var, "RELAY_PUBLIC_URL");
+        assert!(e.message.contains("TWILIO_ACCOUNT_SID"), "{e}");
+        // Dry-run keeps its loopback default.
+        assert_eq!(with(&base[..2]).expect("valid").check_server(), Ok(vec![]));
+        let with_url = |url: &str| {
+            let mut v = base.to_vec();
+            v.push(("RELAY_PUBLIC_URL", url));
+            with(&v).expect("valid").check_server()
+        };
+        assert_eq!(with_url("https://relay.example.com"), Ok(vec![]));
+        assert_eq!(with_url("http://127.0.0.1:8080"), Ok(vec![]));
+        assert_eq!(with_url("http://localhost:8080/"), Ok(vec![]));
+        assert_eq!(with_url("http://[::1]:8080"), Ok(vec![]));
+        let w = with_url("http://relay.example.com").expect("a warning, not an error");
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("https"), "{w:?}");
     }
 
     #[test]

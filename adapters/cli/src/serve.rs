@@ -47,6 +47,14 @@ pub struct ServeArgs {
     /// Where to keep the maintenance.json snapshot.
     #[arg(long, env = "RELAY_MAINTENANCE_JSON")]
     maintenance_json: Option<PathBuf>,
+    /// The maintenance.json file's permission bits, in octal (e.g. 640 to
+    /// let a dashboard's group read it).
+    #[arg(long, env = "RELAY_MAINTENANCE_MODE", default_value = "600", value_parser = parse_mode)]
+    maintenance_mode: u32,
+    /// How maintenance.json shows phone numbers: `masked` (+1619•••0100) or
+    /// `full`.
+    #[arg(long, env = "RELAY_MAINTENANCE_NUMBERS", default_value = "masked", value_parser = ["masked", "full"])]
+    maintenance_numbers: String,
     /// How often the sweeper fires due timeouts (default: 5s, or a quarter
     /// of the ack timeout if that is shorter).
     #[arg(long, env = "RELAY_SWEEP_INTERVAL")]
@@ -103,6 +111,23 @@ impl ServeArgs {
     }
 }
 
+/// Permission bits in octal (`600`, `0640`), owner-writable and at most `777`.
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let mode = u32::from_str_radix(t.strip_prefix("0o").unwrap_or(t), 8).map_err(|_| {
+        format!("RELAY_MAINTENANCE_MODE: {s:?} is not octal permission bits like 600 or 640")
+    })?;
+    if mode > 0o777 {
+        return Err(format!("RELAY_MAINTENANCE_MODE: {s:?} is more than 777"));
+    }
+    if mode & 0o600 != 0o600 {
+        return Err(format!(
+            "RELAY_MAINTENANCE_MODE: {s:?} would not let the relay read and write its own file (it needs 600)"
+        ));
+    }
+    Ok(mode)
+}
+
 /// Where to listen and how often to sweep.
 struct Local {
     listen: SocketAddr,
@@ -151,6 +176,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         }
         None => bail!("TWILIO_AUTH_TOKEN: required to check Twilio's webhook signatures"),
     };
+    for warning in settings.check_server()? {
+        tracing::warn!("{warning}");
+    }
     let mut http = settings.http.clone();
     if http.dashboard_token.is_none() && dry_run {
         http.dashboard_token = Some(Secret::new(dev::random_token()));
@@ -170,7 +198,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let hub = EventHub::default();
     let mut wiring = Wiring::new(&settings, backend.clone(), provider).sink(hub.clone());
     if let Some(path) = &a.maintenance_json {
-        let m = MaintenanceSink::new(path.clone());
+        let m = MaintenanceSink::new(path.clone())
+            .mode(a.maintenance_mode)
+            .full_numbers(a.maintenance_numbers == "full");
         let open = backend.store().list(ListFilter::Open, 10_000).await?;
         m.seed(&open)
             .await

@@ -355,11 +355,17 @@ mod tests {
         assert_eq!(provider(&s).expect("provider").name(), "twilio");
         assert_eq!(
             s.status_callback(None).as_deref(),
-            Some("https://abc.execute-api.us-east-1.amazonaws.com/prod/sms/status")
+            Some("https://abc.execute-api.us-east-1.amazonaws.com/prod/sms/status#rc=3&rp=ct,5xx")
         );
-        // The same URL as the HTTP function rebuilds requests under.
+        // The same URL as the HTTP function rebuilds requests under (the
+        // fragment, Twilio's retry overrides, is not part of a signature).
         let base = public_base(&s).expect("valid").expect("set");
-        assert_eq!(s.status_callback(None), Some(base.join("/sms/status")));
+        assert_eq!(
+            s.status_callback(None),
+            Some(qdn_relay_twilio::with_webhook_overrides(
+                &base.join("/sms/status")
+            ))
+        );
     }
 
     #[test]
