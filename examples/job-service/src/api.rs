@@ -27,7 +27,7 @@ pub(crate) struct Api {
     pub(crate) db: JobsDb,
     pub(crate) relay: Arc<DynRelay>,
     pub(crate) line: PhoneNumber,
-    pub(crate) token: Option<Arc<Secret>>,
+    pub(crate) token: Arc<Secret>,
 }
 
 fn unavailable(e: DbError) -> ApiError {
@@ -40,13 +40,9 @@ fn unavailable(e: DbError) -> ApiError {
 }
 
 impl Api {
-    /// The same bearer token as the relay's dashboard routes, when one is
-    /// configured.
+    /// The same bearer token as the relay's dashboard routes.
     fn check_bearer(&self, headers: &HeaderMap) -> ApiResult<()> {
-        match &self.token {
-            Some(expected) => qdn_relay_axum::check_bearer(headers, expected, None),
-            None => Ok(()),
-        }
+        qdn_relay_axum::check_bearer(headers, &self.token, None)
     }
 }
 

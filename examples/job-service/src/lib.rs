@@ -65,9 +65,10 @@ pub struct JobsConfig {
     /// The business line new jobs are on unless `POST /jobs` names another
     /// of the relay's lines.
     pub line: PhoneNumber,
-    /// The bearer token `/jobs` routes require; `None` leaves them open.
-    /// Give it the relay's dashboard token.
-    pub dashboard_token: Option<Secret>,
+    /// The bearer token `/jobs` routes require (they list customers'
+    /// numbers and texts, so there is no open mode). Give it the relay's
+    /// dashboard token.
+    pub dashboard_token: Secret,
 }
 
 /// The whole service: the `/jobs` routes over `jobs`, merged with the
@@ -78,7 +79,7 @@ pub fn app(relay: AppState, jobs: JobsDb, config: JobsConfig) -> Router {
         db: jobs,
         relay: Arc::clone(relay.relay()),
         line: config.line,
-        token: config.dashboard_token.map(Arc::new),
+        token: Arc::new(config.dashboard_token),
     };
     Router::new()
         .route("/jobs", get(api::list).post(api::create))

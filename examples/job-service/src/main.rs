@@ -34,6 +34,12 @@ async fn main() -> anyhow::Result<()> {
         .with_target(false)
         .init();
     let settings = RelaySettings::from_env()?;
+    // `/jobs` lists customers' numbers and texts: never served open.
+    let dashboard_token = settings.http.dashboard_token.clone().ok_or_else(|| {
+        anyhow!(
+            "RELAY_DASHBOARD_TOKEN: required: it guards /jobs (customers' numbers and texts) and the relay's dashboard routes (at least 16 characters)"
+        )
+    })?;
     let listen: SocketAddr = env("RELAY_LISTEN")
         .unwrap_or_else(|| "127.0.0.1:8080".to_owned())
         .parse()
@@ -68,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     let state = AppState::new(relay.clone(), validator, hub, settings.http.clone())?;
     let config = JobsConfig {
         line: settings.line,
-        dashboard_token: settings.http.dashboard_token.clone(),
+        dashboard_token,
     };
     // `/jobs` and the relay's `/sms/...` in one router.
     let router = app(state, jobs, config);
@@ -81,11 +87,6 @@ async fn main() -> anyhow::Result<()> {
         line = %settings.line, relay_db = %relay_db, jobs_db = %jobs_db,
         "job-service listening on http://{}", listener.local_addr()?
     );
-    if settings.http.dashboard_token.is_none() {
-        tracing::warn!(
-            "RELAY_DASHBOARD_TOKEN unset: /jobs is open to anyone and the relay's dashboard routes answer 401"
-        );
-    }
 
     // The server and the sweeper (due timeouts, job-system retries); both
     // stop on Ctrl-C / SIGTERM, requests in flight finishing first.

@@ -94,7 +94,7 @@ async fn start() -> Server {
         jobs,
         JobsConfig {
             line: n(LINE),
-            dashboard_token: Some(Secret::new(DASH)),
+            dashboard_token: Secret::new(DASH),
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -675,4 +675,28 @@ async fn the_jobs_db_records_each_key_once_per_job_and_resolves_the_open_job() {
     assert!(db.append_message(&missing, &message).await.is_err());
     let foreign: qdn_relay_core::JobId = "JOB-ABC".parse().expect("job id");
     assert!(db.milestone(&foreign, &ack(t(2), PRIMARY)).await.is_err());
+}
+
+/// The service never serves `/jobs` open: without `RELAY_DASHBOARD_TOKEN`
+/// it refuses to start, naming the variable.
+#[test]
+fn the_service_refuses_to_start_without_a_token_for_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_job-service"))
+        .env_clear()
+        .env("QDN_TWILIO_NUMBER", LINE)
+        .env("RELAY_CHAIN", "+16195550101")
+        .env("TWILIO_AUTH_TOKEN", TOKEN)
+        .env("RELAY_LISTEN", "127.0.0.1:0")
+        .env("RELAY_DB", dir.path().join("relay.db"))
+        .env("JOBS_DB", dir.path().join("jobs.db"))
+        .output()
+        .expect("run job-service");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RELAY_DASHBOARD_TOKEN"), "{err}");
+    assert!(
+        !dir.path().join("jobs.db").exists(),
+        "nothing created before refusing"
+    );
 }
