@@ -32,7 +32,8 @@ pub struct CallStats {
 /// `S` with every call counted by method name (`"get"`, `"save"`,
 /// `"inbound_lookup"`, … as in [`Store`]). Every method is forwarded,
 /// those with a default body included, so the inner store's own
-/// implementation is the one counted.
+/// implementation is the one counted. [`fail_next`](Self::fail_next)
+/// makes a method fail as a busy store would, for tests of what retries.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -50,6 +51,7 @@ pub struct CallStats {
 pub struct CountingStore<S> {
     inner: S,
     stats: Mutex<BTreeMap<&'static str, CallStats>>,
+    faults: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl<S> CountingStore<S> {
@@ -58,7 +60,40 @@ impl<S> CountingStore<S> {
         Self {
             inner,
             stats: Mutex::default(),
+            faults: Mutex::default(),
         }
+    }
+
+    /// Makes the next `n` calls of `method` fail with a retryable
+    /// [`StoreError::Backend`] (a busy or unreachable store) without
+    /// reaching the inner store; they are counted as calls. `u64::MAX`
+    /// keeps it down until [`heal`](Self::heal).
+    pub fn fail_next(&self, method: &'static str, n: u64) {
+        self.faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(method, n);
+    }
+
+    /// Ends every failure [`fail_next`](Self::fail_next) set up.
+    pub fn heal(&self) {
+        self.faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// The injected failure for this call of `method`, if one is due.
+    fn fault(&self, method: &'static str) -> Option<StoreError> {
+        let mut faults = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
+        let left = faults.get_mut(method).filter(|n| **n > 0)?;
+        if *left != u64::MAX {
+            *left -= 1;
+        }
+        Some(StoreError::backend(
+            true,
+            format!("injected failure of {method}"),
+        ))
     }
 
     /// The store counted (calls made to it directly are not counted).
@@ -121,14 +156,20 @@ fn some<T>(v: &Option<T>) -> bool {
 impl<S: Store> Store for CountingStore<S> {
     async fn get(&self, id: DispatchId) -> Result<Option<Dispatch>, StoreError> {
         let t = Instant::now();
-        let r = self.inner.get(id).await;
+        let r = match self.fault("get") {
+            Some(e) => Err(e),
+            None => self.inner.get(id).await,
+        };
         self.record("get", t, &r, some);
         r
     }
 
     async fn save(&self, dispatch: &Dispatch, expected: u64) -> Result<(), StoreError> {
         let t = Instant::now();
-        let r = self.inner.save(dispatch, expected).await;
+        let r = match self.fault("save") {
+            Some(e) => Err(e),
+            None => self.inner.save(dispatch, expected).await,
+        };
         self.record("save", t, &r, |()| true);
         r
     }
@@ -138,14 +179,20 @@ impl<S: Store> Store for CountingStore<S> {
         sid: &ProviderMessageId,
     ) -> Result<Option<Dispatch>, StoreError> {
         let t = Instant::now();
-        let r = self.inner.by_inbound_sid(sid).await;
+        let r = match self.fault("by_inbound_sid") {
+            Some(e) => Err(e),
+            None => self.inner.by_inbound_sid(sid).await,
+        };
         self.record("by_inbound_sid", t, &r, some);
         r
     }
 
     async fn by_leg_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError> {
         let t = Instant::now();
-        let r = self.inner.by_leg_sid(sid).await;
+        let r = match self.fault("by_leg_sid") {
+            Some(e) => Err(e),
+            None => self.inner.by_leg_sid(sid).await,
+        };
         self.record("by_leg_sid", t, &r, some);
         r
     }
@@ -156,21 +203,30 @@ impl<S: Store> Store for CountingStore<S> {
         customer: PhoneNumber,
     ) -> Result<Option<Dispatch>, StoreError> {
         let t = Instant::now();
-        let r = self.inner.open_for_customer(line, customer).await;
+        let r = match self.fault("open_for_customer") {
+            Some(e) => Err(e),
+            None => self.inner.open_for_customer(line, customer).await,
+        };
         self.record("open_for_customer", t, &r, some);
         r
     }
 
     async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError> {
         let t = Instant::now();
-        let r = self.inner.open_by_tag(tag).await;
+        let r = match self.fault("open_by_tag") {
+            Some(e) => Err(e),
+            None => self.inner.open_by_tag(tag).await,
+        };
         self.record("open_by_tag", t, &r, some);
         r
     }
 
     async fn first_free_tag(&self, candidates: &[Tag]) -> Result<Option<Tag>, StoreError> {
         let t = Instant::now();
-        let r = self.inner.first_free_tag(candidates).await;
+        let r = match self.fault("first_free_tag") {
+            Some(e) => Err(e),
+            None => self.inner.first_free_tag(candidates).await,
+        };
         self.record("first_free_tag", t, &r, some);
         r
     }
@@ -182,7 +238,10 @@ impl<S: Store> Store for CountingStore<S> {
         sid: &ProviderMessageId,
     ) -> Result<InboundLookup, StoreError> {
         let t = Instant::now();
-        let r = self.inner.inbound_lookup(line, from, sid).await;
+        let r = match self.fault("inbound_lookup") {
+            Some(e) => Err(e),
+            None => self.inner.inbound_lookup(line, from, sid).await,
+        };
         self.record("inbound_lookup", t, &r, |l| {
             l.notified || l.repeated.is_some() || l.open.is_some()
         });
@@ -195,28 +254,40 @@ impl<S: Store> Store for CountingStore<S> {
         limit: usize,
     ) -> Result<Vec<Dispatch>, StoreError> {
         let t = Instant::now();
-        let r = self.inner.open_for_dispatcher(dispatcher, limit).await;
+        let r = match self.fault("open_for_dispatcher") {
+            Some(e) => Err(e),
+            None => self.inner.open_for_dispatcher(dispatcher, limit).await,
+        };
         self.record("open_for_dispatcher", t, &r, |v| !v.is_empty());
         r
     }
 
     async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Due>, StoreError> {
         let t = Instant::now();
-        let r = self.inner.due(now, limit).await;
+        let r = match self.fault("due") {
+            Some(e) => Err(e),
+            None => self.inner.due(now, limit).await,
+        };
         self.record("due", t, &r, |v| !v.is_empty());
         r
     }
 
     async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
         let t = Instant::now();
-        let r = self.inner.list(filter, limit).await;
+        let r = match self.fault("list") {
+            Some(e) => Err(e),
+            None => self.inner.list(filter, limit).await,
+        };
         self.record("list", t, &r, |v| !v.is_empty());
         r
     }
 
     async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
         let t = Instant::now();
-        let r = self.inner.by_job(job, limit).await;
+        let r = match self.fault("by_job") {
+            Some(e) => Err(e),
+            None => self.inner.by_job(job, limit).await,
+        };
         self.record("by_job", t, &r, |v| !v.is_empty());
         r
     }

@@ -9,7 +9,7 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use qdn_relay_app::{DynRelay, HttpConfig};
 use qdn_relay_axum::{AppState, EventHub, MaintenanceSink, router};
-use qdn_relay_core::testing::{MemoryJobs, RecordingProvider};
+use qdn_relay_core::testing::{CountingStore, MemoryJobs, RecordingProvider};
 use qdn_relay_core::{
     Clock, FanoutSink, JobId, JobMessage, JobSyncMode, Jobs, JobsError, ManualClock, MemoryStore,
     Milestone, PhoneNumber, Policy, Relay, SendError, SendErrorKind, SmsProvider, State, Store,
@@ -1059,6 +1059,7 @@ async fn serve_answers_over_a_socket_sweeps_and_stops_when_told() {
 /// A slowloris connection (headers never finished) is closed after the
 /// header-read timeout, a body that never arrives is answered 408 after the
 /// request timeout, and neither keeps other clients from being served.
+#[cfg(feature = "serve")]
 #[tokio::test]
 async fn slow_clients_are_cut_off_and_others_are_served() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1233,4 +1234,80 @@ async fn advanced_opt_out_keywords_are_honoured_not_forwarded() {
     );
     // Still one dispatch, with nothing of the three forwarded.
     assert_eq!(app.store.len(), 1);
+}
+
+/// A store that is busy for a moment (a locked database, throttling) costs
+/// no text: the webhook retries inside the request and answers 200 once the
+/// text is stored. Only a store that stays down past the retry budget gets
+/// a 503 (and then nothing is stored, so Twilio's retry is not a double).
+#[tokio::test]
+async fn a_busy_store_is_retried_inside_the_webhook_and_only_a_down_store_is_503() {
+    let store = Arc::new(CountingStore::new(MemoryStore::new()));
+    let provider = Arc::new(RecordingProvider::new());
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_767_603_600_000)));
+    let policy = Policy::simple(n(PRIMARY), n(BACKUP), Duration::from_secs(900)).expect("policy");
+    let relay: Arc<DynRelay> = Arc::new(
+        Relay::<dyn Store, dyn SmsProvider, dyn Clock>::builder(
+            store.clone() as Arc<dyn Store>,
+            provider.clone() as Arc<dyn SmsProvider>,
+            clock as Arc<dyn Clock>,
+        )
+        .line(n(LINE), policy)
+        .seed(1)
+        .build(),
+    );
+    let state = |budget: Duration| {
+        AppState::new(
+            relay.clone(),
+            SignatureValidator::new(Secret::new(TOKEN)),
+            EventHub::default(),
+            config(),
+        )
+        .expect("state")
+        .with_retry_budget(budget)
+    };
+    let post = |state: AppState, n: u32| async move {
+        let t = text(&sid(n), CUSTOMER, "Need a dumpster");
+        let resp = router(state)
+            .oneshot(signed("/sms/inbound", &pairs(&t)))
+            .await
+            .expect("response");
+        resp.status()
+    };
+
+    // Busy for three tries: answered 200, stored once, forwarded once.
+    store.fail_next("inbound_lookup", 3);
+    assert_eq!(post(state(Duration::from_secs(8)), 1).await, StatusCode::OK);
+    assert_eq!(store.calls("inbound_lookup"), 4);
+    assert_eq!(store.inner().len(), 1);
+    assert_eq!(provider.accepted_to(n(PRIMARY)).len(), 1);
+
+    // Down for good: 503 once the budget is spent, and nothing changed.
+    store.fail_next("inbound_lookup", u64::MAX);
+    store.fail_next("save", u64::MAX);
+    let status = post(state(Duration::from_millis(100)), 2).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(store.calls("inbound_lookup") > 5, "it was retried");
+    store.heal();
+    assert_eq!(store.inner().len(), 1);
+    assert_eq!(provider.accepted_to(n(PRIMARY)).len(), 1);
+
+    // Twilio's retry of that webhook, once the store is back, lands.
+    assert_eq!(post(state(Duration::from_secs(8)), 2).await, StatusCode::OK);
+    assert_eq!(
+        store.inner().len(),
+        1,
+        "the same customer joins the open dispatch"
+    );
+    assert_eq!(
+        relay
+            .store()
+            .get(store.inner().all()[0].id())
+            .await
+            .expect("get")
+            .expect("found")
+            .thread()
+            .len(),
+        2
+    );
 }
