@@ -353,6 +353,26 @@ where
         self.line_policy(&text)?;
         let from = text.from;
         let now = self.clock.now();
+        if keyword != Keyword::Help {
+            match self.opt_outs.keyword_taken(&text.sid).await {
+                Ok(true) => {
+                    // A replay or a retry of a keyword already applied: a
+                    // captured STOP replayed after a START changes nothing.
+                    tracing::info!(number = %from, sid = %text.sid, "keyword text already taken");
+                    return Ok(Outcome::Keyword {
+                        from,
+                        keyword,
+                        dispatch: None,
+                    });
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    // Applying it again is harmless (the same keyword twice
+                    // is the same state); losing it is not.
+                    tracing::warn!(error = %e, "could not check whether a keyword text was taken");
+                }
+            }
+        }
         let (recorded, input) = match keyword {
             Keyword::OptOut => (self.opt_outs.opt_out(from, now).await, Input::OptOut(from)),
             Keyword::OptIn => (self.opt_outs.opt_in(from).await, Input::OptIn(from)),
@@ -364,6 +384,7 @@ where
                 });
             }
         };
+        let recorded_ok = recorded.is_ok();
         if let Err(e) = recorded {
             // Twilio keeps its own opt-out list; the dispatches below still
             // learn it. Retrying the webhook is the caller's choice.
@@ -389,6 +410,11 @@ where
                 Ok(_) | Err(RelayError::Input(InputError::NotOpen(_))) => {}
                 Err(e) => return Err(e),
             }
+        }
+        // Taken only once it is recorded everywhere: a retry of a try that
+        // failed part way runs again.
+        if recorded_ok && let Err(e) = self.opt_outs.take_keyword(&text.sid, now).await {
+            tracing::warn!(error = %e, "could not remember a keyword text as taken");
         }
         Ok(Outcome::Keyword {
             from,

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Rate;
-use crate::types::{PhoneNumber, Timestamp};
+use crate::types::{PhoneNumber, ProviderMessageId, Timestamp};
 
 /// An opt-out or opt-in keyword: a whole text (any case, surrounding
 /// spaces and a final `.` or `!` ignored), as carriers and Twilio's
@@ -108,11 +108,25 @@ pub trait OptOuts: Send + Sync {
         &self,
         numbers: &[PhoneNumber],
     ) -> Result<Vec<PhoneNumber>, SafetyError>;
+    /// Whether the keyword text `sid` (a `STOP` or `START`, by its
+    /// provider message id) was already taken. Twilio's signatures carry no
+    /// time, so a captured `STOP` replayed after a later `START` would
+    /// otherwise opt the number out again; a webhook retried after it was
+    /// taken must not apply twice either.
+    async fn keyword_taken(&self, sid: &ProviderMessageId) -> Result<bool, SafetyError>;
+    /// Remembers that the keyword text `sid` was taken at `at` (after it
+    /// was applied everywhere, so a try that failed half way is taken again
+    /// by the provider's retry). Kept at least as long as the opt-outs.
+    async fn take_keyword(&self, sid: &ProviderMessageId, at: Timestamp)
+    -> Result<(), SafetyError>;
 }
 
 /// [`OptOuts`] in memory.
 #[derive(Debug, Default)]
-pub struct MemoryOptOuts(Mutex<HashSet<PhoneNumber>>);
+pub struct MemoryOptOuts {
+    numbers: Mutex<HashSet<PhoneNumber>>,
+    keywords: Mutex<HashSet<ProviderMessageId>>,
+}
 
 impl MemoryOptOuts {
     /// An empty list.
@@ -122,36 +136,47 @@ impl MemoryOptOuts {
 
     /// Every opted-out number (a snapshot for tests).
     pub fn all(&self) -> Vec<PhoneNumber> {
-        let mut v: Vec<_> = lock(&self.0).iter().copied().collect();
+        let mut v: Vec<_> = lock(&self.numbers).iter().copied().collect();
         v.sort();
         v
     }
 
     /// Whether `n` opted out (synchronously, for tests).
     pub fn contains(&self, n: PhoneNumber) -> bool {
-        lock(&self.0).contains(&n)
+        lock(&self.numbers).contains(&n)
     }
 }
 
 #[async_trait]
 impl OptOuts for MemoryOptOuts {
     async fn opt_out(&self, number: PhoneNumber, _at: Timestamp) -> Result<(), SafetyError> {
-        lock(&self.0).insert(number);
+        lock(&self.numbers).insert(number);
         Ok(())
     }
     async fn opt_in(&self, number: PhoneNumber) -> Result<(), SafetyError> {
-        lock(&self.0).remove(&number);
+        lock(&self.numbers).remove(&number);
         Ok(())
     }
     async fn is_opted_out(&self, number: PhoneNumber) -> Result<bool, SafetyError> {
-        Ok(lock(&self.0).contains(&number))
+        Ok(lock(&self.numbers).contains(&number))
     }
     async fn opted_out_among(
         &self,
         numbers: &[PhoneNumber],
     ) -> Result<Vec<PhoneNumber>, SafetyError> {
-        let g = lock(&self.0);
+        let g = lock(&self.numbers);
         Ok(numbers.iter().copied().filter(|n| g.contains(n)).collect())
+    }
+    async fn keyword_taken(&self, sid: &ProviderMessageId) -> Result<bool, SafetyError> {
+        Ok(lock(&self.keywords).contains(sid))
+    }
+    async fn take_keyword(
+        &self,
+        sid: &ProviderMessageId,
+        _at: Timestamp,
+    ) -> Result<(), SafetyError> {
+        lock(&self.keywords).insert(sid.clone());
+        Ok(())
     }
 }
 

@@ -95,6 +95,15 @@ impl Keys<'_> {
         )
     }
 
+    /// A keyword text's item (exists once the `STOP` / `START` with this
+    /// message id was taken).
+    pub(crate) fn keyword(&self, sid: &str) -> (String, String) {
+        (
+            format!("{}KEYWORD#{sid}", self.p()),
+            format!("{}KEYWORD", self.p()),
+        )
+    }
+
     /// A rate-limit key's history item.
     pub(crate) fn rate(&self, key: RateKey) -> (String, String) {
         let pk = match key {

@@ -34,6 +34,7 @@
 //! | notified | `P` `N#<dispatcher>` | `P` `N#<millis>#<id>` | `id` | while open, one per dispatcher texted about it |
 //! | job | `P` `JOB#<job id>` | `P` `JOB#<id>` | `id`, `expires_at` once closed | while the dispatch has a [job id](qdn_relay_core::Dispatch::job_id), under its current one |
 //! | opt-out | `P` `OPTOUT#<number>` | `P` `OPTOUT` | `at` (millis of the first opt-out) | while the number is opted out |
+//! | keyword text | `P` `KEYWORD#<MessageSid>` | `P` `KEYWORD` | `at` (millis it was taken) | once a `STOP` / `START` text was applied (a replay finds it and changes nothing) |
 //! | rate history | `P` `RATE#TO#<number>` or `P` `RATE#LINE#<line>` | `P` `RATE` | `sent` (millis, oldest first, as many as `cap`), `cap` (the largest count ever claimed on the key), `span` (the longest period ever claimed, millis), `version`, `expires_at` | until `span` has passed since its last text |
 //!
 //! (`<millis>` is the last time the dispatcher was texted about the

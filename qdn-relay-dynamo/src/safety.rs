@@ -9,8 +9,8 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use futures_util::future::try_join_all;
 use qdn_relay_core::{
-    Admission, OptOuts, PhoneNumber, Rate, RateKey, RateLimiter, SafetyError, StoreError,
-    Timestamp, earliest_admission,
+    Admission, OptOuts, PhoneNumber, ProviderMessageId, Rate, RateKey, RateLimiter, SafetyError,
+    StoreError, Timestamp, earliest_admission,
 };
 
 use crate::error::{Cancelled, Guard, cancellation, map_sdk};
@@ -109,6 +109,34 @@ impl OptOuts for DynamoStore {
         self.check().map_err(safety)?;
         let key = self.keys().opt_out(number);
         Ok(self.get_item(key).await.map_err(safety)?.is_some())
+    }
+
+    async fn keyword_taken(&self, sid: &ProviderMessageId) -> Result<bool, SafetyError> {
+        self.check().map_err(safety)?;
+        let key = self.keys().keyword(sid.as_str());
+        Ok(self.get_item(key).await.map_err(safety)?.is_some())
+    }
+
+    async fn take_keyword(
+        &self,
+        sid: &ProviderMessageId,
+        at: Timestamp,
+    ) -> Result<(), SafetyError> {
+        self.check().map_err(safety)?;
+        let (pk, sk) = self.keys().keyword(sid.as_str());
+        let mut item = self.keys().key(pk, sk);
+        item.insert(
+            item::AT.into(),
+            AttributeValue::N(at.as_millis().to_string()),
+        );
+        self.client()
+            .put_item()
+            .table_name(&self.config().table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| safety(map_sdk(e)))?;
+        Ok(())
     }
 
     async fn opted_out_among(

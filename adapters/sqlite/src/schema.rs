@@ -14,7 +14,7 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only:
 /// a migration that shipped is never edited.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Version 1: the dispatches and their lookup tables.
 const V1: &str = "
@@ -74,6 +74,15 @@ CREATE TABLE opt_outs (
 /// Version 3: dispatches by host job (`Store::by_job`), newest first.
 const V3: &str = "
 CREATE INDEX dispatches_job ON dispatches (job_id, id DESC) WHERE job_id IS NOT NULL;
+";
+
+/// Version 4: keyword texts (STOP, START) already taken, by message id, so a
+/// replayed or retried one is not applied twice.
+const V4: &str = "
+CREATE TABLE keyword_sids (
+    sid TEXT PRIMARY KEY NOT NULL,
+    at  INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Brings the schema up to [`SCHEMA_VERSION`]; refuses a newer one.

@@ -856,6 +856,35 @@ impl OptOuts for SqliteStore {
         .await
         .map_err(|e| SafetyError(Box::new(e)))
     }
+
+    async fn keyword_taken(&self, sid: &ProviderMessageId) -> Result<bool, SafetyError> {
+        let sid = sid.as_str().to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT 1 FROM keyword_sids WHERE sid = ?1")
+                .and_then(|mut stmt| stmt.exists([sid]))
+                .map_err(error::map)
+        })
+        .await
+        .map_err(|e| SafetyError(Box::new(e)))
+    }
+
+    async fn take_keyword(
+        &self,
+        sid: &ProviderMessageId,
+        at: Timestamp,
+    ) -> Result<(), SafetyError> {
+        let sid = sid.as_str().to_owned();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO keyword_sids (sid, at) VALUES (?1, ?2) ON CONFLICT (sid) DO NOTHING",
+                rusqlite::params![sid, at.as_millis()],
+            )
+            .map(|_| ())
+            .map_err(error::map)
+        })
+        .await
+        .map_err(|e| SafetyError(Box::new(e)))
+    }
 }
 
 #[cfg(test)]
@@ -884,6 +913,32 @@ mod opt_out_tests {
         s.opt_in(a).await.expect("opt in");
         s.opt_in(a).await.expect("idempotent");
         assert!(s.opted_out_among(&[a, b]).await.expect("q").is_empty());
+    }
+
+    #[tokio::test]
+    async fn keyword_texts_taken_are_remembered_across_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("relay.db");
+        let stop = "SM0000000000000000000000000000stop"
+            .parse::<ProviderMessageId>()
+            .expect("sid");
+        let other = "SM000000000000000000000000000start"
+            .parse::<ProviderMessageId>()
+            .expect("sid");
+        {
+            let s = SqliteStore::open(&path).await.expect("open");
+            assert!(!s.keyword_taken(&stop).await.expect("q"));
+            s.take_keyword(&stop, Timestamp::from_millis(1))
+                .await
+                .expect("take");
+            s.take_keyword(&stop, Timestamp::from_millis(2))
+                .await
+                .expect("idempotent");
+            assert!(s.keyword_taken(&stop).await.expect("q"));
+        }
+        let s = SqliteStore::open(&path).await.expect("reopen");
+        assert!(s.keyword_taken(&stop).await.expect("q"));
+        assert!(!s.keyword_taken(&other).await.expect("q"));
     }
 }
 

@@ -458,6 +458,51 @@ async fn b8_a_customer_stop_is_not_forwarded_and_replies_are_refused_until_start
     assert!(matches!(out, Outcome::Applied(_)), "{out:?}");
 }
 
+/// Twilio's signatures carry no time: a captured `STOP` (or `START`)
+/// replayed later, or a webhook retried after it was taken, is recognised
+/// by its message id and changes nothing.
+#[tokio::test]
+async fn b8_a_replayed_stop_or_start_is_taken_once() {
+    let sim = sim_at(
+        Policy::new(vec![level(&[DAY], 10), level(&[NIGHT], 10)], 0).expect("p"),
+        "2026-01-05T18:00:00Z",
+    );
+    sim.customer_texts(n(CUSTOMER), "hello").await.expect("ok");
+    let stop = sim.text(n(CUSTOMER), "STOP");
+    sim.relay.inbound(stop.clone()).await.expect("ok");
+    assert!(sim.opt_outs.contains(n(CUSTOMER)));
+    let notices = sim.provider.accepted_to(n(DAY)).len();
+    // Twilio retries the same STOP: no second notice to the dispatcher.
+    let out = sim.relay.inbound(stop.clone()).await.expect("ok");
+    assert!(
+        matches!(out, Outcome::Keyword { dispatch: None, .. }),
+        "{out:?}"
+    );
+    assert_eq!(sim.provider.accepted_to(n(DAY)).len(), notices);
+    // START, then the old STOP replayed: they stay opted in.
+    let start = sim.text(n(CUSTOMER), "START");
+    sim.relay.inbound(start.clone()).await.expect("ok");
+    assert!(!sim.opt_outs.contains(n(CUSTOMER)));
+    sim.relay.inbound(stop).await.expect("ok");
+    assert!(
+        !sim.opt_outs.contains(n(CUSTOMER)),
+        "a replayed STOP opted them out again"
+    );
+    sim.dispatcher_texts(n(DAY), "there at 3")
+        .await
+        .expect("ok");
+    assert_eq!(texts_to(&sim, CUSTOMER), 1, "replies reach them");
+    // A new STOP (a new message id) is taken, and the old START replayed
+    // after it does not opt them back in.
+    sim.customer_texts(n(CUSTOMER), "STOP").await.expect("ok");
+    assert!(sim.opt_outs.contains(n(CUSTOMER)));
+    sim.relay.inbound(start).await.expect("ok");
+    assert!(
+        sim.opt_outs.contains(n(CUSTOMER)),
+        "a replayed START opted them back in"
+    );
+}
+
 #[tokio::test]
 async fn b8_a_dispatcher_who_texts_stop_is_skipped_and_the_level_escalates() {
     let sim = sim_at(

@@ -77,6 +77,34 @@ async fn opt_outs_keep_the_first_time_and_are_seen_by_every_process() {
 }
 
 #[tokio::test]
+async fn keyword_texts_taken_are_seen_by_every_process() {
+    let s = fresh().await;
+    let other = twin(&s).await;
+    let stop: qdn_relay_core::ProviderMessageId =
+        "SM0000000000000000000000000000stop".parse().expect("sid");
+    assert!(!s.keyword_taken(&stop).await.expect("read"));
+    s.take_keyword(&stop, Timestamp::from_millis(T0))
+        .await
+        .expect("take");
+    other
+        .take_keyword(&stop, Timestamp::from_millis(T0 + 1))
+        .await
+        .expect("idempotent");
+    assert!(other.keyword_taken(&stop).await.expect("read"));
+    let p = &s.config().key_prefix;
+    assert!(
+        raw_item(
+            &s,
+            &format!("{p}KEYWORD#{}", stop.as_str()),
+            &format!("{p}KEYWORD")
+        )
+        .await
+        .is_some(),
+        "the item is the relay's own, under its prefix"
+    );
+}
+
+#[tokio::test]
 async fn opted_out_among_reads_more_than_one_batch() {
     let s = fresh().await;
     let numbers: Vec<PhoneNumber> = (0..250)
