@@ -776,6 +776,30 @@ pub struct Throttle {
 }
 
 impl Throttle {
+    /// The limits a relay keeps when its policy names none (the
+    /// `RELAY_CHAIN` form): at most 60 texts in any 5 minutes and 1,000 in
+    /// any day to one number (a dispatcher, a customer), texts over them
+    /// delayed and merged into one (`digest`), never dropped. A real line
+    /// never meets them; a loop between two auto-responders, or a customer
+    /// (or a script) flooding the line, does, and is slowed to a trickle of
+    /// digests instead of thousands of texts.
+    pub fn safe_defaults() -> Self {
+        Throttle {
+            per_destination: vec![
+                Rate {
+                    count: 60,
+                    per: Duration::from_secs(5 * 60),
+                },
+                Rate {
+                    count: 1_000,
+                    per: Duration::from_secs(24 * 60 * 60),
+                },
+            ],
+            line: Vec::new(),
+            over_limit: OverLimit::Digest,
+        }
+    }
+
     /// Whether no limit is set.
     pub fn is_off(&self) -> bool {
         self.per_destination.is_empty() && self.line.is_empty()

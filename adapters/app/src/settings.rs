@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use qdn_relay_core::{
-    DEFAULT_ACK_TIMEOUT, DEFAULT_SUPPRESS_REPEATS, PhoneNumber, Policy, parse_duration,
+    DEFAULT_ACK_TIMEOUT, DEFAULT_SUPPRESS_REPEATS, PhoneNumber, Policy, Throttle, parse_duration,
 };
 use qdn_relay_twilio::{Secret, SignatureValidator, TwilioConfig};
 
@@ -48,7 +48,9 @@ fn err(var: &'static str, message: impl Into<String>) -> SettingsError {
 /// are (a dispatch keeps the policy it opened with, so a changed file
 /// applies to new dispatches after a restart). The `RELAY_CHAIN` form
 /// suppresses identical repeated texts within
-/// [`DEFAULT_SUPPRESS_REPEATS`], like a policy file that does not say.
+/// [`DEFAULT_SUPPRESS_REPEATS`], like a policy file that does not say, and
+/// keeps [`Throttle::safe_defaults`] (a policy file sets its own
+/// `[throttle]`).
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
     /// The business line.
@@ -132,6 +134,7 @@ impl RelaySettings {
         };
         let policy = Policy::chain(&chain, ack_timeout)
             .and_then(|p| p.with_suppress_repeats(Some(DEFAULT_SUPPRESS_REPEATS)))
+            .and_then(|p| p.with_throttle(Throttle::safe_defaults()))
             .map_err(|e| {
                 let var = if matches!(e, qdn_relay_core::PolicyError::BadTimeout { .. }) {
                     "RELAY_ACK_TIMEOUT"

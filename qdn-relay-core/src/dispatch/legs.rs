@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Dispatch, Fx};
 use crate::event::{Effect, EventKind, OutboundMessage};
-use crate::input::{DeliveryStatus, SendErrorKind, SkipReason, fit_body};
+use crate::input::{DeliveryStatus, SendErrorKind, SkipReason, body_len};
 use crate::policy::OverLimit;
 use crate::record::{Leg, Purpose, State};
 use crate::types::{DispatchId, PhoneNumber, ProviderMessageId, Timestamp, splitmix};
@@ -218,25 +218,39 @@ impl Dispatch {
         if self.legs[i].purpose == Purpose::Reply {
             return;
         }
-        let others: Vec<usize> = (0..self.legs.len())
+        let candidates: Vec<usize> = (0..self.legs.len())
             .filter(|&j| {
                 let l = &self.legs[j];
+                // Waiting, not in flight: a deferral gives its attempt
+                // back, so a leg handed to the provider (in this pass or
+                // one that crashed) has attempts left over and is never
+                // merged away.
                 j != i
                     && l.to == to
                     && l.status == DeliveryStatus::Pending
                     && l.deferrals > 0
+                    && l.attempts == 0
                     && matches!(l.purpose, Purpose::FollowUp | Purpose::Notice)
             })
             .collect();
+        // As many as fit in one text, oldest first: the rest wait for the
+        // next digest instead of being cut off the end of this one.
+        let mut body = self.legs[i].body.clone();
+        let mut others = Vec::with_capacity(candidates.len());
+        for j in candidates {
+            let before = body.len();
+            body.push('\n');
+            body.push_str(&self.legs[j].body);
+            if body_len(&body) > crate::MAX_BODY_CHARS {
+                body.truncate(before);
+                break;
+            }
+            others.push(j);
+        }
         if others.is_empty() {
             return;
         }
-        let mut body = self.legs[i].body.clone();
-        for &j in &others {
-            body.push('\n');
-            body.push_str(&self.legs[j].body);
-        }
-        self.legs[i].body = fit_body(&body);
+        self.legs[i].body = body;
         let into = self.legs[i].index;
         for &j in &others {
             self.skip_leg(now, j, SkipReason::Merged { into }, fx);

@@ -782,6 +782,48 @@ async fn b8_digest_merges_delayed_texts_to_one_number() {
     assert!(kinds(&d).contains(&"merged"));
 }
 
+/// The limits a relay keeps when its policy names none: a customer (or a
+/// script) flooding the line reaches the dispatcher as at most 60 texts in
+/// 5 minutes, the rest merged into digests; nothing is dropped.
+#[tokio::test]
+async fn b8_the_safe_default_limits_slow_a_flood_to_digests_and_lose_nothing() {
+    let policy = Policy::chain(&[n(DAY), n(NIGHT)], 30 * MIN)
+        .expect("p")
+        .with_throttle(Throttle::safe_defaults())
+        .expect("t");
+    let sim = sim_at(policy, "2026-01-05T18:00:00Z");
+    for i in 0..200 {
+        sim.customer_texts(n(CUSTOMER), &format!("m{i:03}"))
+            .await
+            .expect("ok");
+    }
+    assert_eq!(texts_to(&sim, DAY), 60, "the first 60 go at once");
+    sim.advance(4 * MIN).await.expect("ok");
+    assert_eq!(texts_to(&sim, DAY), 60, "nothing more within 5 minutes");
+    sim.advance(2 * MIN).await.expect("ok");
+    let day = sim.provider.accepted_to(n(DAY));
+    assert!(
+        day.len() > 60 && day.len() < 70,
+        "then a few digests: {}",
+        day.len()
+    );
+    let d = only(&sim);
+    assert_eq!(d.thread().len(), 200, "every text is in the dispatch");
+    let bodies: String = day.iter().map(|s| s.message.body.as_str()).collect();
+    for i in 0..200 {
+        assert!(
+            bodies.contains(&format!("m{i:03}")),
+            "m{i:03} never reached the dispatcher"
+        );
+    }
+    assert!(
+        d.legs()
+            .iter()
+            .all(|l| !matches!(l.skipped, Some(SkipReason::OverLimit | SkipReason::Stale))),
+        "none dropped"
+    );
+}
+
 #[tokio::test]
 async fn b8_drop_mode_drops_with_an_event_and_a_dropped_forward_escalates() {
     let sim = sim_at(throttled(OverLimit::Drop), "2026-01-05T18:00:00Z");
