@@ -595,6 +595,17 @@ mod tests {
     }
 
     #[test]
+    fn the_chain_form_keeps_safe_default_limits() {
+        let s = with(&[
+            ("QDN_TWILIO_NUMBER", "+16195550000"),
+            ("RELAY_CHAIN", "+16195550101,+16195550102"),
+        ])
+        .expect("valid");
+        assert_eq!(s.policy.throttle(), &Throttle::safe_defaults());
+        assert!(!s.policy.throttle().is_off());
+    }
+
+    #[test]
     fn a_server_sending_for_real_needs_its_public_url() {
         let base = [
             ("QDN_TWILIO_NUMBER", "+16195550000"),
