@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use qdn_relay_twilio::{Secret, SignatureValidator};
 use serde_json::Value;
 
+mod container;
+mod scale;
+
 const AUTH_TOKEN: &str = "e2e-twilio-auth-token";
 const DASH: &str = "e2e-dashboard-token-0123456789";
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
