@@ -342,3 +342,49 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         .context("server failed")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["qdn-relay", "serve"];
+        argv.extend_from_slice(extra);
+        match crate::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}")) {
+            crate::Cli {
+                command: crate::Command::Serve(a),
+            } => *a,
+            _ => panic!("not serve"),
+        }
+    }
+
+    /// Built without the `dynamo` feature (`cargo test -p qdn-relay-cli`),
+    /// a table is refused with what to do, and nothing is opened.
+    #[cfg(not(feature = "dynamo"))]
+    #[tokio::test]
+    async fn a_dynamo_table_without_the_feature_is_refused_naming_both() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("never.db");
+        let a = args(&[
+            "--dynamo-table",
+            "qdn-relay",
+            "--db",
+            db.to_str().expect("utf-8 path"),
+        ]);
+        let err = open_backend(&a).await.err().expect("refused").to_string();
+        assert!(
+            err.contains("RELAY_DYNAMO_TABLE") && err.contains("`dynamo` feature"),
+            "{err}"
+        );
+        assert!(!db.exists(), "no SQLite file opened instead");
+    }
+
+    #[test]
+    fn the_table_comes_from_the_flag_or_the_variable() {
+        let a = args(&["--dynamo-table", "t1"]);
+        assert_eq!(a.lookup("RELAY_DYNAMO_TABLE").as_deref(), Some("t1"));
+        assert_eq!(args(&[]).dynamo_table, None);
+    }
+}
