@@ -287,6 +287,8 @@
 //! so it is never called from a test; a fresh emulator per test run gives
 //! the clean start.
 
+#[cfg(feature = "changes")]
+mod changes;
 mod config;
 mod error;
 mod item;
@@ -294,6 +296,8 @@ mod safety;
 mod store;
 mod table;
 
+#[cfg(feature = "changes")]
+pub use changes::{ChangeFeed, ChangeFeedError, POLL_INTERVAL};
 pub use config::{
     ConfigError, DEFAULT_RETENTION, DEFAULT_SHARDS, DynamoConfig, IndexNames, MAX_KEY_PREFIX_BYTES,
     RESERVED_ATTRIBUTES,
@@ -315,6 +319,14 @@ pub use aws_sdk_dynamodb::Client;
 /// overrides (`AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL`, for local
 /// emulators).
 pub async fn client_from_env() -> Client {
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    Client::new(&config)
+    Client::new(&config_from_env().await)
 }
+
+/// The AWS configuration [`client_from_env`] builds its client from, for
+/// what needs the region and credentials too (the change feed).
+pub async fn config_from_env() -> SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// The AWS SDK's shared configuration (region, credentials, endpoint).
+pub use aws_config::SdkConfig;

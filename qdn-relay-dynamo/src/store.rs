@@ -61,6 +61,9 @@ pub struct DynamoStore {
     /// Why the configuration is unusable, if it is: every call fails with
     /// it before sending anything.
     invalid: Option<Arc<ConfigError>>,
+    /// The shard this process's due query fills its answer from first
+    /// ([`DynamoStore::due_start`]); `None`: the earliest of all shards.
+    due_start: Option<u16>,
 }
 
 impl fmt::Debug for DynamoStore {
@@ -101,7 +104,25 @@ impl DynamoStore {
             config: Arc::new(config),
             cache: Arc::default(),
             invalid,
+            due_start: None,
         }
+    }
+
+    /// The same store, its due query filled from shard `start` (modulo
+    /// [`DynamoConfig::shards`]) on: when more dispatches are due than
+    /// the query's limit, it answers the earliest of shard `start`, then
+    /// of the next shard, and so on, instead of the earliest of the whole
+    /// table (still earliest first). Servers sharing a table each start
+    /// at a shard of their own, so when a backlog is due their sweeps take
+    /// different dispatches instead of all contending for the same
+    /// earliest ones (the version-checked save would let only one of them
+    /// fire each, but every other would have loaded it for nothing). Every
+    /// shard is still read by every query, so nothing due waits for a
+    /// particular process. When no more than the limit is due, every
+    /// process gets all of it, and the conditional saves decide.
+    pub fn due_start(mut self, start: u16) -> Self {
+        self.due_start = Some(start % self.config.shard_count());
+        self
     }
 
     /// [`DynamoStore::new`], refusing a configuration that
@@ -363,6 +384,24 @@ impl DynamoStore {
         forward: bool,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .query_each_shard(index, pk, below, forward, limit)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// Queries every shard of an index at once and returns each shard's
+    /// sort keys, shard 0 first.
+    async fn query_each_shard(
+        &self,
+        index: &IndexNames,
+        pk: impl Fn(u16) -> String,
+        below: Option<String>,
+        forward: bool,
+        limit: usize,
+    ) -> Result<Vec<Vec<String>>, StoreError> {
         let queries = (0..self.config.shard_count()).map(|shard| {
             self.query(Query {
                 index: Some(&index.name),
@@ -376,12 +415,14 @@ impl DynamoStore {
         });
         let mut out = Vec::new();
         for items in try_join_all(queries).await? {
+            let mut shard = Vec::with_capacity(items.len());
             for item in items {
                 let sk = item::string(&item, &index.sort_key).ok_or_else(|| {
                     StoreError::Corrupt(format!("index entry without {}", index.sort_key))
                 })?;
-                out.push(sk.to_owned());
+                shard.push(sk.to_owned());
             }
+            out.push(shard);
         }
         Ok(out)
     }
@@ -1005,8 +1046,8 @@ impl Store for DynamoStore {
         }
         let k = self.keys();
         let below = item::millis_key(now.as_millis().saturating_add(1));
-        let keys = self
-            .query_shards(
+        let mut shards = self
+            .query_each_shard(
                 &self.config.due_index,
                 |s| k.due_pk(s),
                 Some(below),
@@ -1014,6 +1055,16 @@ impl Store for DynamoStore {
                 limit,
             )
             .await?;
+        let keys: Vec<String> = match self.due_start {
+            None => shards.into_iter().flatten().collect(),
+            Some(start) => {
+                // This process's shard first, then the next ones, until
+                // the limit: the earliest of each, in that order.
+                let first = usize::from(start).min(shards.len());
+                shards.rotate_left(first);
+                shards.into_iter().flatten().take(limit).collect()
+            }
+        };
         let mut due = keys
             .iter()
             .map(|sk| {

@@ -9,7 +9,8 @@ use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement, KeyType,
-    Projection, ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TableStatus, TimeToLiveSpecification,
 };
 
 use crate::config::{DynamoConfig, IndexNames};
@@ -27,6 +28,9 @@ pub const CREATE_TIMEOUT: Duration = Duration::from_secs(300);
 ///   [`DynamoConfig::list_index`], each keyed by two string attributes and
 ///   projecting keys only.
 /// - On-demand billing (`PAY_PER_REQUEST`).
+/// - A DynamoDB stream of new and old images: the change feed servers
+///   sharing the table follow to show each other's events
+///   (`ChangeFeed`, feature `changes`).
 /// - Time to live on [`DynamoConfig::ttl_attribute`] (epoch seconds), set
 ///   on closed and failed dispatches and their lookup items
 ///   [`DynamoConfig::retention`] after they stopped being open.
@@ -74,6 +78,14 @@ pub async fn create_table(client: &Client, config: &DynamoConfig) -> Result<(), 
         .key_schema(key(&config.sort_key, KeyType::Range)?)
         .global_secondary_indexes(gsi(&config.due_index)?)
         .global_secondary_indexes(gsi(&config.list_index)?)
+        // The change feed of servers sharing the table (feature
+        // `changes`): each server's live events show every server's work.
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()?,
+        )
         .send()
         .await;
     match result {

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use qdn_relay_twilio::{Secret, SignatureValidator};
 use serde_json::Value;
 
+mod container;
+mod scale;
 mod soak;
 
 const AUTH_TOKEN: &str = "e2e-twilio-auth-token";

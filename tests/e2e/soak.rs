@@ -430,7 +430,7 @@ async fn fault_soak_loses_nothing_and_doubles_nothing() {
                 let sid = format!("SM{:08x}{n:024x}", std::process::id());
                 let customer = format!("+1619555{:04}", 2000 + rand(&mut rng) % 40);
                 t.text(&sid, &customer, &format!("soak text {n}")).await;
-                if rand(&mut rng) % 10 == 0 {
+                if rand(&mut rng).is_multiple_of(10) {
                     // Twilio delivering the same webhook twice.
                     t.text(&sid, &customer, &format!("soak text {n}")).await;
                 }
@@ -455,10 +455,10 @@ async fn fault_soak_loses_nothing_and_doubles_nothing() {
                         _ => ("delivered", None),
                     };
                     t.callback(s, status, code).await;
-                    if rand(&mut rng) % 4 == 0 {
+                    if rand(&mut rng).is_multiple_of(4) {
                         t.callback(s, "sent", None).await;
                     }
-                    if rand(&mut rng) % 5 == 0 {
+                    if rand(&mut rng).is_multiple_of(5) {
                         t.callback(s, status, code).await;
                     }
                 }

@@ -105,6 +105,41 @@ impl Backend {
             .with_opt_outs(store.clone())
             .with_rate_limiter(store)
     }
+
+    /// The DynamoDB store every runner opens (feature `dynamo`): over
+    /// `client` (built once per process from the AWS environment), in the
+    /// table layout `lookup` names ([`dynamo_config`](crate::dynamo_config):
+    /// `RELAY_DYNAMO_TABLE` and the other `RELAY_DYNAMO_*`), its sweep
+    /// starting at a shard chosen at random for this process
+    /// (`DynamoStore::due_start`), so processes sharing the table spread
+    /// a backlog between them. The store is returned too, for what else a
+    /// runner does with it.
+    #[cfg(feature = "dynamo")]
+    pub fn open_dynamo(
+        client: qdn_relay_dynamo::Client,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(Self, qdn_relay_dynamo::DynamoStore), WiringError> {
+        let layout = crate::dynamo_config(lookup)?;
+        let start = process_random() % u64::from(layout.shards.max(1));
+        let store = qdn_relay_dynamo::DynamoStore::new(client, layout)
+            .due_start(u16::try_from(start).unwrap_or(0));
+        Ok((Self::dynamo(store.clone()), store))
+    }
+}
+
+/// A number drawn once per call from the process's randomly keyed hasher
+/// (no random-number crate needed for spreading shards).
+#[cfg(feature = "dynamo")]
+fn process_random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 /// How the Twilio REST client sends its requests.

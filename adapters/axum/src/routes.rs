@@ -548,12 +548,25 @@ pub(crate) async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
+/// How long `/health` waits for the store before answering 503: a load
+/// balancer's check must get an answer before its own timeout.
+pub(crate) const HEALTH_STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub(crate) async fn health(State(s): State<AppState>) -> Response {
     let relay = s.inner.relay.clone();
     let now = relay.clock().now();
-    match relay.store().due(now, 1).await {
-        Ok(_) => Json(json!({"status": "ok"})).into_response(),
-        Err(e) => {
+    let checked = tokio::time::timeout(HEALTH_STORE_TIMEOUT, relay.store().due(now, 1)).await;
+    match checked {
+        Ok(Ok(_)) => Json(json!({"status": "ok"})).into_response(),
+        Err(_) => {
+            tracing::error!("health check: the store did not answer in {HEALTH_STORE_TIMEOUT:?}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable"})),
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => {
             tracing::error!(error = %e, "health check: store failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -2,13 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 use qdn_relay_app::{Backend, RelaySettings, TwilioHttp, Wiring, provider, sweep_interval};
 use qdn_relay_axum::{AppState, EventHub, MaintenanceSink, router};
-use qdn_relay_core::ListFilter;
+use qdn_relay_core::{EventSink, FanoutSink, ListFilter};
 use qdn_relay_twilio::{Secret, SignatureValidator};
 use tracing_subscriber::EnvFilter;
 
@@ -32,9 +33,17 @@ pub struct ServeArgs {
     /// Where to listen.
     #[arg(long, env = "RELAY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
-    /// The SQLite database file.
+    /// The SQLite database file (unless RELAY_DYNAMO_TABLE is set).
     #[arg(long, env = "RELAY_DB", default_value = "qdn-relay.db")]
     db: PathBuf,
+    /// A DynamoDB table instead of the SQLite file: several servers can
+    /// share it (needs a build with the `dynamo` feature). Its layout
+    /// comes from RELAY_DYNAMO_KEYS, RELAY_DYNAMO_KEY_PREFIX,
+    /// RELAY_DYNAMO_DUE_INDEX, RELAY_DYNAMO_LIST_INDEX and
+    /// RELAY_DYNAMO_TTL_ATTRIBUTE, the client from the AWS environment
+    /// (AWS_REGION, credentials, AWS_ENDPOINT_URL_DYNAMODB).
+    #[arg(long, env = "RELAY_DYNAMO_TABLE")]
+    dynamo_table: Option<String>,
     /// The public base URL Twilio calls (signatures are checked against it).
     #[arg(long, env = "RELAY_PUBLIC_URL")]
     public_url: Option<String>,
@@ -106,6 +115,7 @@ impl ServeArgs {
             "TWILIO_API_KEY" => self.twilio_api_key.clone(),
             "TWILIO_API_SECRET" => self.twilio_api_secret.clone(),
             "TWILIO_API_BASE" => self.twilio_api_base.clone(),
+            "RELAY_DYNAMO_TABLE" => self.dynamo_table.clone(),
             other => std::env::var(other).ok(),
         }
     }
@@ -146,6 +156,95 @@ fn local(a: &ServeArgs, ack_timeout: Duration) -> anyhow::Result<Local> {
         listen,
         sweep_every,
     })
+}
+
+/// Starts publishing the events of every process on the store to a sink
+/// (the change feed of a shared table).
+type Follow = Box<dyn FnOnce(Arc<dyn EventSink>) + Send>;
+
+/// The store we serve from.
+struct Opened {
+    backend: Backend,
+    /// How to name it in the log.
+    name: String,
+    /// With a table shared by several servers, its change feed: the live
+    /// sinks (SSE, maintenance.json) are fed from it, so they show every
+    /// server's work; else they hear this process's relay.
+    follow: Option<Follow>,
+}
+
+/// The store: the DynamoDB table when `RELAY_DYNAMO_TABLE` is set, else
+/// the SQLite file.
+async fn open_backend(a: &ServeArgs) -> anyhow::Result<Opened> {
+    let table = a
+        .lookup("RELAY_DYNAMO_TABLE")
+        .filter(|t| !t.trim().is_empty());
+    match table {
+        None => Ok(Opened {
+            backend: Backend::open_sqlite(&a.db).await?,
+            name: format!("sqlite {}", a.db.display()),
+            follow: None,
+        }),
+        Some(table) => open_dynamo(a, table).await,
+    }
+}
+
+#[cfg(feature = "dynamo")]
+async fn open_dynamo(a: &ServeArgs, table: String) -> anyhow::Result<Opened> {
+    let sdk = qdn_relay_dynamo::config_from_env().await;
+    let client = qdn_relay_dynamo::Client::new(&sdk);
+    let (backend, store) = Backend::open_dynamo(client, |k| a.lookup(k))?;
+    // A table that does not exist or credentials that are refused will
+    // not get better: stop now. A store that is only unreachable for the
+    // moment may come back; /health answers 503 until it does.
+    let now = qdn_relay_core::Timestamp::from_millis(0);
+    if let Err(e) = backend.store().due(now, 1).await {
+        if matches!(
+            e,
+            qdn_relay_core::StoreError::Backend {
+                retryable: true,
+                ..
+            }
+        ) {
+            tracing::warn!(error = %e, table = %table, "the DynamoDB table is unreachable for now; /health answers 503 until it is");
+        } else {
+            bail!(
+                "RELAY_DYNAMO_TABLE: cannot use table {table}: {e} (create it with \
+                 `qdn-relay dynamo create-table`; region and credentials come from the AWS \
+                 environment, an emulator's address from AWS_ENDPOINT_URL_DYNAMODB)"
+            );
+        }
+    }
+    let http = Arc::new(
+        qdn_relay_transport::ReqwestTransport::new(Duration::from_millis(3100))
+            .context("cannot build the HTTP client of the change feed")?,
+    );
+    let follow: Option<Follow> = match store.change_feed(&sdk, http, |k| a.lookup(k)).await {
+        Ok(feed) => {
+            tracing::info!(stream = %feed.stream_arn(), "live events follow the table's stream (every server's work)");
+            Some(Box::new(move |sink: Arc<dyn EventSink>| {
+                tokio::spawn(feed.run(sink, std::future::pending()));
+            }))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "live events (SSE, maintenance.json) show this server's work only");
+            None
+        }
+    };
+    Ok(Opened {
+        backend,
+        name: format!("dynamodb {table}"),
+        follow,
+    })
+}
+
+#[cfg(not(feature = "dynamo"))]
+async fn open_dynamo(_: &ServeArgs, _: String) -> anyhow::Result<Opened> {
+    bail!(
+        "RELAY_DYNAMO_TABLE is set, but this qdn-relay was built without the `dynamo` \
+         feature: build it with `cargo build --release -p qdn-relay-cli --features dynamo`, \
+         or unset RELAY_DYNAMO_TABLE to keep the state in the SQLite file (RELAY_DB)"
+    )
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
@@ -194,9 +293,13 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         TwilioHttp::Reqwest,
         Some(&format!("http://{}", l.listen)),
     )?;
-    let backend = Backend::open_sqlite(&a.db).await?;
+    let Opened {
+        backend,
+        name: store_name,
+        follow,
+    } = open_backend(&a).await?;
     let hub = EventHub::default();
-    let mut wiring = Wiring::new(&settings, backend.clone(), provider).sink(hub.clone());
+    let mut live: Vec<Box<dyn EventSink>> = vec![Box::new(hub.clone())];
     if let Some(path) = &a.maintenance_json {
         let m = MaintenanceSink::new(path.clone())
             .mode(a.maintenance_mode)
@@ -205,7 +308,13 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         m.seed(&open)
             .await
             .with_context(|| format!("RELAY_MAINTENANCE_JSON: cannot write {}", path.display()))?;
-        wiring = wiring.sink(m);
+        live.push(Box::new(m));
+    }
+    let live = FanoutSink(live);
+    let mut wiring = Wiring::new(&settings, backend.clone(), provider);
+    match follow {
+        Some(follow) => follow(Arc::new(live)),
+        None => wiring = wiring.sink(live),
     }
     let relay = wiring.build();
     let dashboard_token = http.dashboard_token.as_ref().map(|t| t.expose().to_owned());
@@ -220,7 +329,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     // Tell the user what is running.
     let chain: Vec<String> = settings.chain.iter().map(ToString::to_string).collect();
     tracing::info!(
-        line = %settings.line, chain = %chain.join(" → "), ack_timeout = %a.ack_timeout, db = %a.db.display(),
+        line = %settings.line, chain = %chain.join(" → "), ack_timeout = %a.ack_timeout, store = %store_name,
         "qdn-relay listening on {url}"
     );
     let auth_token = auth_token.unwrap_or_default();
@@ -262,4 +371,50 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("server failed")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["qdn-relay", "serve"];
+        argv.extend_from_slice(extra);
+        match crate::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}")) {
+            crate::Cli {
+                command: crate::Command::Serve(a),
+            } => *a,
+            _ => panic!("not serve"),
+        }
+    }
+
+    /// Built without the `dynamo` feature (`cargo test -p qdn-relay-cli`),
+    /// a table is refused with what to do, and nothing is opened.
+    #[cfg(not(feature = "dynamo"))]
+    #[tokio::test]
+    async fn a_dynamo_table_without_the_feature_is_refused_naming_both() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("never.db");
+        let a = args(&[
+            "--dynamo-table",
+            "qdn-relay",
+            "--db",
+            db.to_str().expect("utf-8 path"),
+        ]);
+        let err = open_backend(&a).await.err().expect("refused").to_string();
+        assert!(
+            err.contains("RELAY_DYNAMO_TABLE") && err.contains("`dynamo` feature"),
+            "{err}"
+        );
+        assert!(!db.exists(), "no SQLite file opened instead");
+    }
+
+    #[test]
+    fn the_table_comes_from_the_flag_or_the_variable() {
+        let a = args(&["--dynamo-table", "t1"]);
+        assert_eq!(a.lookup("RELAY_DYNAMO_TABLE").as_deref(), Some("t1"));
+        assert_eq!(args(&[]).dynamo_table, None);
+    }
 }

@@ -279,17 +279,14 @@ pub async fn from_env() -> Result<(RelaySettings, Arc<DynRelay>), InitError> {
         env.resolve(None).await?;
     }
     let settings = env.settings()?;
-    let layout = qdn_relay_app::dynamo_config(|k| env.get(k))?;
-    let store = qdn_relay_dynamo::DynamoStore::new(
+    let (backend, _) = qdn_relay_app::Backend::open_dynamo(
         qdn_relay_dynamo::Client::new(&service_config(&aws, &env, "AWS_ENDPOINT_URL_DYNAMODB")),
-        layout,
-    );
+        |k| env.get(k),
+    )?;
     let provider = provider(&settings)?;
     // Opt-outs and rate-limit history in the same table: a STOP and a
     // throttle hold across Lambda instances.
-    let relay =
-        qdn_relay_app::Wiring::new(&settings, qdn_relay_app::Backend::dynamo(store), provider)
-            .build();
+    let relay = qdn_relay_app::Wiring::new(&settings, backend, provider).build();
     Ok((settings, relay))
 }
 

@@ -8,6 +8,8 @@
 //! using. The script starts a fresh emulator for every run instead.
 
 mod calls;
+#[cfg(feature = "changes")]
+mod changes;
 mod common;
 mod contract;
 mod errors;
