@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use maud::{DOCTYPE, Markup, html};
 use qdn_relay_core::{
-    AckVia, DeliveryStatus, Direction, Dispatch, EscalationReason, EventKind, HoursZone, Leg,
-    Policy, Purpose, RelayEvent, State, Step, ThreadEntry, Timestamp, Zone, first_step,
-    first_steps, format_duration,
+    AckVia, Direction, Dispatch, EscalationReason, EventKind, HoursZone, Leg, Policy, Purpose,
+    RelayEvent, State, Step, ThreadEntry, Timestamp, Zone, first_step, first_steps,
+    format_duration,
 };
 
 use crate::words::{
@@ -212,7 +212,7 @@ fn row(f: &Frame<'_>, d: &Dispatch) -> Markup {
         .map(|t| first_words(&t.body, 60))
         .unwrap_or_default();
     html! {
-        li class={ "row row-" (word) } data-dispatch=(d.id()) data-tag=(d.tag()) {
+        li class={ "row row-" (word) } data-dispatch=(d.id()) data-tag=(d.tag()) data-customer=(d.customer()) {
             a href={ (f.base) "/dispatches/" (d.id()) } {
                 div.line1 {
                     strong.tag { "#" (d.tag()) }
@@ -343,7 +343,7 @@ enum Item<'a> {
     Text(&'a ThreadEntry),
     Leg(
         &'a Leg,
-        Vec<(Timestamp, DeliveryStatus)>,
+        Vec<(Timestamp, &'static str)>,
         Option<(Option<u32>, Option<qdn_relay_core::ErrorClass>)>,
     ),
     Event(&'a RelayEvent),
@@ -415,8 +415,8 @@ impl Item<'_> {
                             li { "queued " (time(zone, l.created_at, true)) }
                             @for (at, s) in history {
                                 li {
-                                    (s.as_str()) " " (time(zone, *at, true))
-                                    " (after " (format_duration(round_secs(at.since(l.created_at)))) ")"
+                                    (s) " " (time(zone, *at, true))
+                                    " (" (delay(at.since(l.created_at))) ")"
                                 }
                             }
                         }
@@ -443,8 +443,16 @@ impl Item<'_> {
     }
 }
 
-fn round_secs(d: Duration) -> Duration {
-    Duration::from_secs(d.as_secs().max(if d.is_zero() { 0 } else { 1 }))
+/// How long after the relay decided to send it: "at once", "after 36m".
+fn delay(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        "at once".to_owned()
+    } else {
+        format!(
+            "after {}",
+            format_duration(Duration::from_secs(d.as_secs()))
+        )
+    }
 }
 
 /// Everything that happened, in order: texts, each text sent with its
@@ -458,12 +466,12 @@ fn timeline(d: &Dispatch) -> Vec<Item<'_>> {
         }
     }
     for l in d.legs() {
-        let mut history = Vec::new();
+        let mut history: Vec<(Timestamp, &'static str)> = Vec::new();
         let mut fail = None;
         for e in d.events() {
             match &e.kind {
                 EventKind::Sent { leg, .. } if *leg == l.index => {
-                    history.push((e.at, DeliveryStatus::Sent));
+                    history.push((e.at, "accepted"));
                 }
                 EventKind::Delivery {
                     leg,
@@ -471,7 +479,7 @@ fn timeline(d: &Dispatch) -> Vec<Item<'_>> {
                     code,
                     class,
                 } if *leg == l.index => {
-                    history.push((e.at, *status));
+                    history.push((e.at, status.as_str()));
                     if status.is_failure() {
                         fail = Some((*code, *class));
                     }

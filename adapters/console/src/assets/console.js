@@ -74,7 +74,12 @@
         if (!d.dispatch || d.dispatch === mine) soon();
       } catch (_) { soon(); }
     });
-    es.onopen = () => { body.dataset.stream = "open"; };
+    // On every (re)connection, catch up with what happened since the page
+    // was rendered or the stream dropped.
+    es.onopen = () => {
+      soon();
+      body.dataset.stream = "open";
+    };
     es.onerror = () => {
       if (es.readyState === EventSource.CLOSED) poll("no live stream here");
     };
