@@ -168,7 +168,11 @@ fn loopback(headers: &HeaderMap) -> bool {
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    host == "localhost" || host.ends_with(".localhost") || host == "::1" || host.starts_with("127.")
+    host.eq_ignore_ascii_case("localhost")
+        || host.to_ascii_lowercase().ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn cookie(base: &str, value: &str, max_age: u64, secure: bool) -> HeaderValue {
@@ -670,4 +674,33 @@ async fn events(State(s): State<Console>, headers: HeaderMap) -> Response {
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_base_keeps_an_api_gateway_stage_and_loopback_is_recognised() {
+        let u = |s: &str| s.parse::<Uri>().expect("uri");
+        // The Lambda function routes /console/... and keeps the path the
+        // browser used (with its stage) as the original URI.
+        assert_eq!(
+            base(
+                &u("/prod/console/dispatches/X"),
+                &u("/console/dispatches/X")
+            ),
+            "/prod/console"
+        );
+        assert_eq!(base(&u("/console"), &u("/console")), "/console");
+        assert_eq!(base(&u("/elsewhere"), &u("/console")), "/console");
+        let host = |h: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, HeaderValue::from_str(h).expect("header"));
+            loopback(&m)
+        };
+        assert!(host("127.0.0.1:8080") && host("localhost") && host("[::1]:80"));
+        assert!(!host("relay.example.com") && !host("127.example.com:80") && !host("10.0.0.1"));
+        assert!(!loopback(&HeaderMap::new()));
+    }
 }

@@ -10,8 +10,9 @@ use qdn_relay_app::DynRelay;
 use qdn_relay_console::{Console, router};
 use qdn_relay_core::testing::RecordingProvider;
 use qdn_relay_core::{
-    Actor, Clock, Dispatch, EventSink, InboundText, ManualClock, MemoryStore, PhoneNumber, Policy,
-    Relay, RelayEvent, SinkError, SmsProvider, State, Store, Timestamp,
+    Actor, Clock, DeliveryError, DeliveryReport, DeliveryStatus, Dispatch, ErrorClass, EventSink,
+    InboundText, ManualClock, MemoryStore, PhoneNumber, Policy, Relay, RelayEvent, SinkError,
+    SmsProvider, State, Store, Timestamp,
 };
 use qdn_relay_twilio::Secret;
 use reqwest::StatusCode;
@@ -55,11 +56,15 @@ impl Drop for App {
 }
 
 async fn app() -> App {
+    let policy = Policy::simple(n(PRIMARY), n(BACKUP), Duration::from_secs(900)).expect("policy");
+    app_with(policy).await
+}
+
+async fn app_with(policy: Policy) -> App {
     let store = Arc::new(MemoryStore::new());
     let provider = Arc::new(RecordingProvider::new());
     let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_767_603_600_000)));
     let (tx, _) = broadcast::channel(256);
-    let policy = Policy::simple(n(PRIMARY), n(BACKUP), Duration::from_secs(900)).expect("policy");
     let relay: Arc<DynRelay> = Arc::new(
         Relay::<dyn Store, dyn SmsProvider, dyn Clock>::builder(
             store.clone() as Arc<dyn Store>,
@@ -452,4 +457,78 @@ async fn the_list_puts_open_first_filters_by_state_and_searches() {
     assert!(html.contains("Second problem"), "by part of the number");
     let (html, _) = app.page("/console/on-call", &cookie).await;
     assert!(html.contains("On call") && html.contains("UTC"), "{html}");
+}
+
+#[tokio::test]
+async fn a_failure_reads_in_words_and_the_escalation_it_caused_is_in_the_timeline() {
+    let app = app().await;
+    let d = app.text(1, "Need a dumpster").await;
+    let sid = d.legs()[0]
+        .sid
+        .clone()
+        .expect("the primary's forward was accepted");
+    app.relay
+        .delivery(DeliveryReport {
+            sid,
+            status: DeliveryStatus::Undelivered,
+            error: Some(DeliveryError {
+                code: 30006,
+                class: ErrorClass::Unreachable,
+            }),
+        })
+        .await
+        .expect("delivery");
+    let cookie = app.sign_in("ana").await;
+    let (html, _) = app
+        .page(&format!("/console/dispatches/{}", d.id()), &cookie)
+        .await;
+    assert!(
+        html.contains(
+            "30006: landline or unreachable carrier — never texted again in this dispatch"
+        ),
+        "{html}"
+    );
+    assert!(
+        html.contains("data-status=\"undelivered\""),
+        "the leg's badge"
+    );
+    assert!(
+        html.contains("Escalation past primary: every text of the level failed"),
+        "{html}"
+    );
+    assert!(
+        html.contains("fully escalated: gives up in 15:00"),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn a_dispatch_held_for_a_window_says_until_when_in_the_policy_zone() {
+    // 2026-01-05 09:00 UTC is 01:00 in Los Angeles: nobody on duty until 07:00.
+    let policy = Policy::from_toml(
+        r#"
+time_zone = "America/Los_Angeles"
+when_closed = "hold"
+[[levels]]
+targets = ["+16195550101"]
+windows = ["mon-sun 07:00-19:00"]
+"#,
+    )
+    .expect("policy");
+    let app = app_with(policy).await;
+    let d = app.text(1, "Gate is locked").await;
+    assert!(d.holding_until().is_some());
+    let cookie = app.sign_in("ana").await;
+    let (html, _) = app.page("/console?state=holding", &cookie).await;
+    assert!(html.contains("Gate is locked"), "{html}");
+    assert!(html.contains(">holding<"), "the state in words");
+    assert!(html.contains("holding until"), "{html}");
+    assert!(html.contains(">07:00</time> (nobody on duty)"), "{html}");
+    assert!(
+        html.contains("America/Los_Angeles"),
+        "the policy's zone is named"
+    );
+    let (html, _) = app.page("/console/on-call", &cookie).await;
+    assert!(html.contains("class=\"held\""), "held hours shaded: {html}");
+    assert!(html.contains("class=\"first\""), "on-duty hours marked");
 }
