@@ -245,6 +245,7 @@ pub(crate) fn detail(
     let base = f.base;
     let csrf = f.session.map(|(_, c)| c).unwrap_or("");
     let action = |name: &str| format!("{base}/dispatches/{}/{name}", d.id());
+    let last = matches!(d.next_step(), Some((_, Step::Fail)));
     html! {
         p { a href=(base) { "← All dispatches" } }
         h1 { "#" (d.tag()) " " span.customer { (d.customer()) } }
@@ -293,13 +294,16 @@ pub(crate) fn detail(
                         }
                         form method="post" action=(action("escalate")) {
                             input type="hidden" name="csrf" value=(csrf);
-                            button type="submit" name="do" value="escalate" { "Escalate now" }
+                            button type="submit" name="do" value="escalate" aria-describedby=[last.then_some("last-level")] { "Escalate now" }
                         }
                     }
                     form method="post" action=(action("close")) {
                         input type="hidden" name="csrf" value=(csrf);
                         button type="submit" name="do" value="close" { "Close" }
                     }
+                }
+                @if last && d.state() == State::Open {
+                    p.note #last-level { "Nobody comes after this level: escalating now ends the dispatch as failed." }
                 }
             }
         }

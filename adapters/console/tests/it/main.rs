@@ -500,6 +500,10 @@ async fn a_failure_reads_in_words_and_the_escalation_it_caused_is_in_the_timelin
         html.contains("fully escalated: gives up in 15:00"),
         "{html}"
     );
+    assert!(
+        html.contains("escalating now ends the dispatch as failed"),
+        "the last level's Escalate now says what it does"
+    );
 }
 
 #[tokio::test]
