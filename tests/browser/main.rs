@@ -233,13 +233,22 @@ async fn no_horizontal_scroll(c: &Client, page: &str) {
 /// Opens a dispatch's page from the list and returns its id.
 async fn open_row(c: &Client, server: &Server, tag_of_customer: &str) -> String {
     let css = format!("li.row[data-customer=\"{tag_of_customer}\"] a");
-    let row = c
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css(&css))
-        .await
-        .unwrap_or_else(|e| panic!("the row of {tag_of_customer}: {e}\n{}", server.logs()));
-    row.click().await.expect("open");
+    // The list is live: a refresh may replace the row between finding it
+    // and clicking it, so find it again until a click lands.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = c
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Css(&css))
+            .await
+            .unwrap_or_else(|e| panic!("the row of {tag_of_customer}: {e}\n{}", server.logs()));
+        match row.click().await {
+            Ok(()) => break,
+            Err(e) => assert!(Instant::now() < deadline, "clicking the row: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     c.wait()
         .at_most(Duration::from_secs(30))
         .for_element(Locator::Css("#summary"))
@@ -252,13 +261,20 @@ async fn open_row(c: &Client, server: &Server, tag_of_customer: &str) -> String 
         .to_owned()
 }
 
+/// Clicks `css`, finding it again if a live refresh replaced it first.
 async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .expect("click");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let e = c
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        match e.click().await {
+            Ok(()) => return,
+            Err(e) => assert!(Instant::now() < deadline, "clicking {css}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
