@@ -436,7 +436,18 @@ async fn list(
     let search = q.q.as_deref().map(str::trim).unwrap_or("");
     let relay = &s.inner.relay;
     let mut error = None;
-    let mut ds = match relay.store().list(ListFilter::All, LIST_LIMIT).await {
+    // Every open dispatch (up to the limit), however old, and the most
+    // recent of the rest.
+    let listed = async {
+        let mut ds = relay.store().list(ListFilter::Open, LIST_LIMIT).await?;
+        for d in relay.store().list(ListFilter::All, LIST_LIMIT).await? {
+            if !ds.iter().any(|o| o.id() == d.id()) {
+                ds.push(d);
+            }
+        }
+        Ok::<_, qdn_relay_core::StoreError>(ds)
+    };
+    let mut ds = match listed.await {
         Ok(ds) => ds,
         Err(e) => {
             tracing::error!(error = %e, "console: listing dispatches failed");

@@ -536,3 +536,38 @@ windows = ["mon-sun 07:00-19:00"]
     assert!(html.contains("class=\"held\""), "held hours shaded: {html}");
     assert!(html.contains("class=\"first\""), "on-duty hours marked");
 }
+
+#[tokio::test]
+async fn an_old_open_dispatch_is_listed_however_many_newer_ones_closed() {
+    let app = app().await;
+    let old = app.text(1, "Still waiting from this morning").await;
+    for i in 0..201u32 {
+        app.clock.advance(Duration::from_secs(1));
+        let d = app
+            .relay
+            .inbound(InboundText {
+                sid: format!("SM{:032x}", 1000 + i).parse().expect("sid"),
+                from: format!("+1619555{:04}", 2000 + i).parse().expect("number"),
+                to: n(LINE),
+                body: format!("closed one {i}"),
+                media: Vec::new(),
+            })
+            .await
+            .expect("inbound")
+            .dispatch_id()
+            .expect("a dispatch");
+        app.relay
+            .dashboard(d, qdn_relay_core::DashboardAction::Close { by: "x".into() })
+            .await
+            .expect("closed");
+    }
+    let cookie = app.sign_in("ana").await;
+    let (html, _) = app.page("/console", &cookie).await;
+    let (open, closed) = (
+        html.find("Still waiting from this morning")
+            .expect("the old open dispatch"),
+        html.find("closed one 200").expect("the newest closed one"),
+    );
+    assert!(open < closed, "open first");
+    assert!(html.contains(&format!("data-dispatch=\"{}\"", old.id())));
+}
