@@ -279,10 +279,11 @@ impl Console {
             zone: None,
             dispatch: None,
             live: false,
+            stream: false,
         }
     }
 
-    fn live(&self) -> bool {
+    fn stream(&self) -> bool {
         self.inner.subscribe.is_some()
     }
 
@@ -431,7 +432,8 @@ async fn list(
     }
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let mut f = s.frame(&c);
-    f.live = s.live();
+    f.live = true;
+    f.stream = s.stream();
     let state = q.state.as_deref().filter(|st| words::STATES.contains(st));
     let search = q.q.as_deref().map(str::trim).unwrap_or("");
     let relay = &s.inner.relay;
@@ -560,7 +562,8 @@ impl Console {
             Err(e) => return self.relay_failed(&f, &e),
         };
         f.zone = Some(d.policy().time_zone());
-        f.live = self.live();
+        f.live = true;
+        f.stream = self.stream();
         f.dispatch = Some(d.id().to_string());
         let title = format!("#{}", d.tag());
         html(

@@ -31,8 +31,11 @@ pub(crate) struct Frame<'a> {
     pub(crate) zone: Option<&'a Zone>,
     /// The dispatch whose events refresh the page (its detail page).
     pub(crate) dispatch: Option<String>,
-    /// Whether the page has live parts.
+    /// Whether the page has live parts (it refreshes them).
     pub(crate) live: bool,
+    /// Whether the server has an event stream for them (else the page
+    /// polls).
+    pub(crate) stream: bool,
 }
 
 pub(crate) fn page(f: &Frame<'_>, title: &str, body: Markup) -> Markup {
@@ -49,7 +52,8 @@ pub(crate) fn page(f: &Frame<'_>, title: &str, body: Markup) -> Markup {
                 script src={ (base) "/console.js" } defer {}
             }
             body data-now=(f.now.as_millis())
-                data-events=[f.live.then(|| format!("{base}/events"))]
+                data-live=[f.live.then_some("1")]
+                data-events=[(f.live && f.stream).then(|| format!("{base}/events"))]
                 data-dispatch=[f.dispatch.as_deref()] {
                 a.skip href="#main" { "Skip to content" }
                 header {

@@ -62,8 +62,9 @@
     if (live) live.textContent = "Refreshes every 15 seconds" + (why ? " (" + why + ")" : "") + ".";
   }
   function listen() {
+    if (!body.dataset.live) return;
     const url = body.dataset.events;
-    if (!url) return;
+    if (!url) { poll("no live stream here"); return; }
     if (!window.EventSource) { poll(); return; }
     const mine = body.dataset.dispatch;
     const es = new EventSource(url);

@@ -61,6 +61,10 @@ async fn app() -> App {
 }
 
 async fn app_with(policy: Policy) -> App {
+    app_full(policy, true).await
+}
+
+async fn app_full(policy: Policy, stream: bool) -> App {
     let store = Arc::new(MemoryStore::new());
     let provider = Arc::new(RecordingProvider::new());
     let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_767_603_600_000)));
@@ -76,8 +80,12 @@ async fn app_with(policy: Policy) -> App {
         .seed(7)
         .build(),
     );
-    let console =
-        Console::new(relay.clone(), Some(&Secret::new(DASH))).with_events(move || tx.subscribe());
+    let console = Console::new(relay.clone(), Some(&Secret::new(DASH)));
+    let console = if stream {
+        console.with_events(move || tx.subscribe())
+    } else {
+        console
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -570,4 +578,27 @@ async fn an_old_open_dispatch_is_listed_however_many_newer_ones_closed() {
     );
     assert!(open < closed, "open first");
     assert!(html.contains(&format!("data-dispatch=\"{}\"", old.id())));
+}
+
+#[tokio::test]
+async fn pages_poll_where_there_is_no_event_stream() {
+    let policy = Policy::simple(n(PRIMARY), n(BACKUP), Duration::from_secs(900)).expect("policy");
+    for stream in [true, false] {
+        let app = app_full(policy.clone(), stream).await;
+        let cookie = app.sign_in("ana").await;
+        let (html, _) = app.page("/console", &cookie).await;
+        assert!(html.contains("data-live=\"1\""), "{html}");
+        assert_eq!(
+            html.contains("data-events=\"/console/events\""),
+            stream,
+            "the stream only where there is one: {html}"
+        );
+        let r = app.get("/console/events", Some(&cookie)).await;
+        let expected = if stream {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        assert_eq!(r.status(), expected);
+    }
 }
