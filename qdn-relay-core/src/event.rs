@@ -74,6 +74,9 @@ pub enum EscalationReason {
     DeliveryFailed,
     /// A dispatcher texted `PASS`.
     Pass,
+    /// An operator escalated from the dashboard or the console
+    /// ([`crate::DashboardAction::Escalate`]).
+    Operator,
     /// The level had nobody who could be texted.
     NoReachableTarget,
 }
@@ -112,6 +115,9 @@ pub enum EventKind {
         from_level: u32,
         /// Why.
         reason: EscalationReason,
+        /// Who asked for it ([`EscalationReason::Operator`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Actor>,
     },
     /// The chain starts over (policy `repeat`).
     Repeated {

@@ -323,6 +323,15 @@ pub enum DashboardAction {
         /// The operator's name.
         by: String,
     },
+    /// Escalate now: leave the current level for the next one at once, as
+    /// if its timeout had passed (the next level is texted, or the next
+    /// round, a hold or `failed`, as the policy says). Refused on a
+    /// dispatch someone acknowledged ([`crate::InputError::Acknowledged`])
+    /// and on a closed or failed one.
+    Escalate {
+        /// The operator's name.
+        by: String,
+    },
 }
 
 /// One input to [`crate::Dispatch::handle`].

@@ -53,7 +53,7 @@ pub mod testing;
 
 pub use dispatch::{
     Dispatch, InputError, JOB_RETRY_MAX, JOB_RETRY_MIN, JOB_SYNC_GRACE, JobSync, MAX_KEPT_EVENTS,
-    MAX_SEND_ATTEMPTS, OUTBOX_GRACE,
+    MAX_SEND_ATTEMPTS, OUTBOX_GRACE, Step, first_step, first_steps,
 };
 pub use driver::{
     DEFAULT_SWEEP_CONCURRENCY, JobSyncMode, Outcome, Relay, RelayBuilder, RelayError, SweepReport,

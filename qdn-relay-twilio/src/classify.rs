@@ -75,6 +75,53 @@ pub fn classify(code: u32) -> ErrorClass {
     }
 }
 
+/// What a Twilio error code means, in a few words, for people (the
+/// console's timeline): `None` for a code this table does not know.
+///
+/// ```
+/// assert_eq!(qdn_relay_twilio::describe(30006), Some("landline or unreachable carrier"));
+/// assert_eq!(qdn_relay_twilio::describe(12345), None);
+/// ```
+pub fn describe(code: u32) -> Option<&'static str> {
+    Some(match code {
+        20003 => "authentication failed",
+        20005 => "account not active",
+        20008 => "test credentials cannot send",
+        20404 => "wrong Account SID",
+        20429 => "too many requests",
+        21211 => "invalid phone number",
+        21212 => "invalid sending number",
+        21408 => "sending to this region is not enabled",
+        21603 => "no sending number",
+        21606 => "the sending number cannot text",
+        21608 => "number not verified (trial account)",
+        21609 => "invalid status callback URL",
+        21610 => "the recipient opted out (replied STOP)",
+        21611 => "the sending number's queue is full",
+        21612 => "not reachable by SMS from this number",
+        21614 => "not a mobile number",
+        30001 => "queue overflow",
+        30002 => "account suspended",
+        30003 => "handset off or out of signal",
+        30004 => "blocked by the recipient or carrier",
+        30005 => "unknown or inactive handset",
+        30006 => "landline or unreachable carrier",
+        30007 => "filtered by the carrier",
+        30008 => "unknown carrier error",
+        30009 => "missing segment",
+        30010 => "price exceeds the maximum",
+        30022 => "10DLC rate limit exceeded",
+        30023 => "10DLC daily cap reached",
+        30032 => "toll-free number not verified",
+        30034 => "10DLC: unregistered number",
+        30036 => "expired in the queue",
+        30410 => "carrier timeout",
+        63017 => "account rate limit exceeded",
+        63038 => "daily message limit reached",
+        _ => return None,
+    })
+}
+
 /// How the REST client reports a Twilio error answer: from the HTTP status
 /// and the error body's `code`, through [`classify`].
 ///
@@ -140,6 +187,15 @@ mod tests {
         }
         for c in [0, 1, 21617, 99999, u32::MAX] {
             assert_eq!(classify(c), ErrorClass::Unknown, "{c}");
+        }
+    }
+
+    #[test]
+    fn every_classified_code_is_described() {
+        for c in 0..100_000 {
+            if classify(c) != ErrorClass::Unknown {
+                assert!(describe(c).is_some(), "{c} is classified but not described");
+            }
         }
     }
 

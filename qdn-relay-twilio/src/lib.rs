@@ -96,7 +96,7 @@ pub mod testing;
 mod twiml;
 pub mod webhook;
 
-pub use classify::{classify, send_error_kind};
+pub use classify::{classify, describe, send_error_kind};
 
 /// Twilio's webhook connection overrides the relay asks for on its webhook
 /// URLs, as a URL fragment (`<url>#rc=3&rp=ct,5xx`): up to three more

@@ -86,6 +86,9 @@ impl ApiError {
             RelayError::Input(InputError::NotOpen(_)) => {
                 Self::new(StatusCode::CONFLICT, "not_open", e.to_string())
             }
+            RelayError::Input(InputError::Acknowledged(_)) => {
+                Self::new(StatusCode::CONFLICT, "acknowledged", e.to_string())
+            }
             RelayError::Input(_) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", e.to_string())
             }

@@ -12,10 +12,11 @@
 //! | `POST /sms/reply` | Twilio (form), or the dashboard (JSON) | signature, or bearer | TwiML, or JSON |
 //! | `GET /sms/dispatch-status/{job_id}` | dashboard | bearer | status JSON, 404 if unknown |
 //! | `GET /sms/dispatches?status=open`, `?job_id=J&status=all` | dashboard | bearer | a list of status JSON |
-//! | `POST /sms/dispatches/{job_id}/ack`, `/reply`, `/close` | dashboard | bearer | status JSON |
+//! | `POST /sms/dispatches/{job_id}/ack`, `/reply`, `/close`, `/escalate` | dashboard | bearer | status JSON |
 //! | `POST /sms/dispatches/{job_id}/link` `{"job_id": "J"}` | dashboard | bearer | status JSON |
 //! | `GET /sms/events` | dashboard (server-sent events) | bearer, or `?access_token=` | `text/event-stream` |
 //! | `GET /health` | load balancers | none | `{"status":"ok"}` |
+//! | `/console/...` (feature `console`) | people, in a browser | session cookie from the dashboard token | HTML (see `qdn_relay_console`) |
 //! | `OPTIONS` on each | browsers | none | 204; CORS for allowed origins |
 //!
 //! `{job_id}` is a dispatch id; a host job id (see `qdn_relay_core::Jobs`:
@@ -133,7 +134,7 @@ pub type RouteKey = (Method, &'static str);
 
 /// Routes [`router`] serves that the Lambda deployment does not route
 /// through API Gateway: the event stream (API Gateway would buffer it).
-pub const NOT_BEHIND_API_GATEWAY: &[&str] = &["/sms/events"];
+pub const NOT_BEHIND_API_GATEWAY: &[&str] = &["/sms/events", "/console/events"];
 
 /// Every route with its handler: [`router`] is built from this table and
 /// [`routes`] lists it, so what the router serves and what a deployment
@@ -166,6 +167,11 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         ),
         (
             Method::POST,
+            "/sms/dispatches/{job_id}/escalate",
+            post(routes::escalate),
+        ),
+        (
+            Method::POST,
             "/sms/dispatches/{job_id}/link",
             post(routes::link),
         ),
@@ -174,12 +180,16 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
     ]
 }
 
-/// The routes [`router`] serves (each also answers `OPTIONS` for CORS).
+/// The routes [`router`] serves (each of the relay's also answers
+/// `OPTIONS` for CORS); with the feature `console`, the console's too
+/// (same-origin pages: no CORS).
 pub fn routes() -> Vec<RouteKey> {
-    route_table()
+    let relay = route_table()
         .into_iter()
-        .map(|(method, path, _)| (method, path))
-        .collect()
+        .map(|(method, path, _)| (method, path));
+    #[cfg(feature = "console")]
+    let relay = relay.chain(qdn_relay_console::routes());
+    relay.collect()
 }
 
 /// The relay's routes (see the crate docs and [`routes`]). Never binds a
@@ -201,9 +211,19 @@ pub fn router(state: AppState) -> Router {
         };
         router = router.route(path, handler);
     }
-    router
-        .fallback(routes::not_found)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(cors)
-        .with_state(state)
+    #[cfg(feature = "console")]
+    let console = {
+        let hub = state.inner.events.clone();
+        qdn_relay_console::router(
+            qdn_relay_console::Console::new(
+                state.inner.relay.clone(),
+                state.inner.dashboard_token.as_ref(),
+            )
+            .with_events(move || hub.subscribe()),
+        )
+    };
+    let router = router.fallback(routes::not_found).with_state(state);
+    #[cfg(feature = "console")]
+    let router = router.merge(console);
+    router.layer(DefaultBodyLimit::max(limit)).layer(cors)
 }

@@ -492,6 +492,20 @@ pub(crate) async fn close(
     .await
 }
 
+/// Escalate now: the next level is texted at once (refused once someone
+/// acknowledged, 409, and on a closed or failed dispatch, 409).
+pub(crate) async fn escalate(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    action(s, headers, job_id, b, |by, _| {
+        Ok(DashboardAction::Escalate { by })
+    })
+    .await
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct LinkJson {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
 use qdn_relay_core::{
-    Clock, Dispatch, DispatchId, EventKind, HoursZone, InboundText, OverLimit, PhoneNumber, Policy,
-    SystemClock, Timestamp, WhenClosed, format_duration,
+    Clock, HoursZone, OverLimit, PhoneNumber, Policy, Step, SystemClock, Timestamp, WhenClosed,
+    first_steps, format_duration,
 };
 
 #[derive(Args, Debug)]
@@ -215,98 +215,36 @@ pub fn preview(policy: &Policy, path: &str, from: Timestamp, to: Timestamp) -> S
     out.push_str(&format!(
         "\nA customer's text arriving ... is forwarded first to ({zone}):\n"
     ));
-    for (a, b, what) in first_pages(policy, from, to) {
+    let shared = Arc::new(policy.clone());
+    for (a, b, step) in first_steps(&shared, from, to) {
+        let what = step_words(policy, step.as_ref());
         out.push_str(&format!("  {} – {}  {what}\n", fmt(a), fmt(b)));
     }
     out
 }
 
-/// For each stretch of `[from, to)` over which it does not change: what a
-/// text arriving then does first, as the relay's own state machine decides.
-fn first_pages(
-    policy: &Policy,
-    from: Timestamp,
-    to: Timestamp,
-) -> Vec<(Timestamp, Timestamp, String)> {
-    let mut cuts = vec![from, to];
-    for (i, l) in policy.levels().iter().enumerate() {
-        if policy.hours(i).is_none() {
-            continue;
-        }
-        for &n in &l.targets {
-            for (a, b) in policy.on_duty_periods(i, n, from, to) {
-                cuts.push(a);
-                cuts.push(b);
-            }
-        }
-    }
-    cuts.sort();
-    cuts.dedup();
-    let policy = Arc::new(policy.clone());
-    let mut out: Vec<(Timestamp, Timestamp, String)> = Vec::new();
-    for w in cuts.windows(2) {
-        let (a, b) = (w[0], w[1]);
-        let what = first_page(&policy, a);
-        match out.last_mut() {
-            Some(last) if last.2 == what && last.1 == a => last.1 = b,
-            _ => out.push((a, b, what)),
-        }
-    }
-    out
-}
-
-fn first_page(policy: &Arc<Policy>, at: Timestamp) -> String {
+/// What a text arriving in a stretch does first, in words; the step is
+/// the state machine's own ([`qdn_relay_core::first_steps`]).
+fn step_words(policy: &Policy, step: Option<&Step>) -> String {
     let zone = policy.time_zone();
-    // A made-up customer and line that no level targets.
-    let pick = |base: u64| {
-        (0..100)
-            .filter_map(|k| PhoneNumber::from_u64(base + k))
-            .find(|n| !policy.is_target(*n) && !policy.relay_lines().contains(n))
-    };
-    let (Some(line), Some(customer)) = (pick(15_555_550_000), pick(15_555_550_200)) else {
-        return "(cannot preview)".to_owned();
-    };
-    let text = InboundText {
-        sid: match "SMpreview".parse() {
-            Ok(s) => s,
-            Err(_) => return "(cannot preview)".to_owned(),
-        },
-        from: customer,
-        to: line,
-        body: "preview".to_owned(),
-        media: Vec::new(),
-    };
-    let tag = match "P1".parse() {
-        Ok(t) => t,
-        Err(_) => return "(cannot preview)".to_owned(),
-    };
-    let Ok((d, _)) = Dispatch::open(DispatchId::new(at, 1), tag, Arc::clone(policy), text, at)
-    else {
-        return "(cannot preview)".to_owned();
-    };
     let names = |to: &[PhoneNumber]| -> String {
         to.iter()
             .map(|&n| short(policy, n))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    for e in d.events() {
-        match &e.kind {
-            EventKind::Forwarded { level, to, .. } => {
-                return format!("{}: {}", level_name(policy, *level as usize), names(to));
-            }
-            EventKind::Holding { level, until, .. } => {
-                return format!(
-                    "nobody on duty: held until {}, then {}",
-                    zone.strftime(*until, "%a %m-%d %H:%M"),
-                    level_name(policy, *level as usize)
-                );
-            }
-            EventKind::Exhausted => return "nobody is ever on duty: the dispatch fails".to_owned(),
-            _ => {}
+    match step {
+        Some(Step::Forward { level, to, .. }) => {
+            format!("{}: {}", level_name(policy, *level as usize), names(to))
         }
+        Some(Step::Hold { level, until, .. }) => format!(
+            "nobody on duty: held until {}, then {}",
+            zone.strftime(*until, "%a %m-%d %H:%M"),
+            level_name(policy, *level as usize)
+        ),
+        Some(Step::Fail) => "nobody is ever on duty: the dispatch fails".to_owned(),
+        None => "(cannot preview)".to_owned(),
     }
-    "(cannot preview)".to_owned()
 }
 
 #[cfg(test)]

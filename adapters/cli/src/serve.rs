@@ -332,6 +332,10 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         line = %settings.line, chain = %chain.join(" → "), ack_timeout = %a.ack_timeout, store = %store_name,
         "qdn-relay listening on {url}"
     );
+    #[cfg(feature = "console")]
+    if dashboard_token.is_some() {
+        tracing::info!("operator console: {url}/console (sign in with the dashboard token)");
+    }
     let auth_token = auth_token.unwrap_or_default();
     if generated_token {
         tracing::warn!(

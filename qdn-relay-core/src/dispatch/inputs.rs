@@ -175,6 +175,17 @@ impl Dispatch {
                 self.reply(now, by, body.trim().to_owned(), fx);
             }
             DashboardAction::Close { by } => self.close(now, Actor::Operator(by), fx),
+            DashboardAction::Escalate { by } => {
+                if let Some(ack) = &self.ack {
+                    return Err(InputError::Acknowledged(ack.by.clone()));
+                }
+                self.escalate_by(
+                    now,
+                    EscalationReason::Operator,
+                    Some(Actor::Operator(by)),
+                    fx,
+                );
+            }
         }
         Ok(())
     }

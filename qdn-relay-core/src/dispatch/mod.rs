@@ -10,6 +10,8 @@
 //! - `text`: the texts the relay writes;
 //! - `job_sync`: the cursor of what the host's job system has, and what
 //!   the dispatch still owes it;
+//! - `preview`: what the state machine would do, computed on copies
+//!   (the next step, who holds a dispatch, the on-call preview);
 //! - `timer`: the timer table (level deadline, outbox retry, job-sync
 //!   retry) behind [`Dispatch::next_deadline`].
 
@@ -26,6 +28,7 @@ use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Times
 mod inputs;
 mod job_sync;
 mod legs;
+mod preview;
 mod steps;
 mod text;
 mod timer;
@@ -33,6 +36,7 @@ mod timer;
 pub(crate) use job_sync::JobItem;
 pub use job_sync::{JOB_RETRY_MAX, JOB_RETRY_MIN, JOB_SYNC_GRACE, JobSync};
 pub use legs::{MAX_SEND_ATTEMPTS, OUTBOX_GRACE};
+pub use preview::{Step, first_step, first_steps};
 
 /// How many events a dispatch keeps in its own history (older ones are
 /// dropped from the dispatch, never from the event sink).
@@ -75,6 +79,9 @@ pub enum InputError {
     /// The number cannot be texted (it opted out or is unreachable).
     #[error("{0} cannot receive texts (opted out or unreachable)")]
     Unreachable(PhoneNumber),
+    /// Escalating a dispatch someone already acknowledged (who).
+    #[error("dispatch was acknowledged by {0}: there is nothing to escalate")]
+    Acknowledged(Actor),
 }
 
 /// One customer conversation being routed through the escalation chain.

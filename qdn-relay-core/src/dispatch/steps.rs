@@ -181,12 +181,24 @@ impl Dispatch {
     }
 
     pub(super) fn escalate(&mut self, now: Timestamp, reason: EscalationReason, fx: &mut Fx<'_>) {
+        self.escalate_by(now, reason, None, fx);
+    }
+
+    /// [`Dispatch::escalate`], naming who asked for it.
+    pub(super) fn escalate_by(
+        &mut self,
+        now: Timestamp,
+        reason: EscalationReason,
+        by: Option<Actor>,
+        fx: &mut Fx<'_>,
+    ) {
         self.emit(
             now,
             fx,
             EventKind::Escalated {
                 from_level: self.level,
                 reason,
+                by,
             },
         );
         self.enter_step(now, self.round, self.level + 1, fx);

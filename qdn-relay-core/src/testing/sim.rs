@@ -284,9 +284,14 @@ fn describe(ev: &RelayEvent) -> String {
                 to.join(", ")
             )
         }
-        EventKind::Escalated { from_level, reason } => {
-            format!("#{tag} escalating past level {from_level}: {reason:?}")
-        }
+        EventKind::Escalated {
+            from_level,
+            reason,
+            by,
+        } => match by {
+            Some(by) => format!("#{tag} escalating past level {from_level}: {reason:?} by {by}"),
+            None => format!("#{tag} escalating past level {from_level}: {reason:?}"),
+        },
         EventKind::Repeated { round } => format!("#{tag} starting round {round}"),
         EventKind::LevelSkipped { level, .. } => {
             format!("#{tag} level {level} skipped: nobody reachable")

@@ -365,6 +365,111 @@ async fn b4_a_dashboard_ack_stops_escalation() {
 }
 
 #[tokio::test]
+async fn b4_escalate_now_texts_the_next_level_at_once_and_names_the_operator() {
+    let (sim, c) = seed_sim();
+    let id = sim
+        .customer_texts(c.customer, "hello")
+        .await
+        .expect("ok")
+        .dispatch();
+    assert!(bodies_to(&sim, c.backup).is_empty());
+    let before = only(&sim).level_deadline().expect("level deadline");
+    sim.relay
+        .dashboard(id, DashboardAction::Escalate { by: "ana".into() })
+        .await
+        .expect("escalated");
+    // At once: no time passed, the backup was texted.
+    assert_eq!(bodies_to(&sim, c.backup).len(), 1);
+    let d = only(&sim);
+    assert_eq!((d.state(), d.level()), (State::Open, 1));
+    assert_eq!(d.final_status(), FinalStatus::BackupTriggered);
+    // No time passed: the backup has its own full 15 minutes from now.
+    assert_eq!(d.level_deadline(), Some(before));
+    assert!(d.events().iter().any(|e| e.kind
+        == EventKind::Escalated {
+            from_level: 0,
+            reason: qdn_relay_core::EscalationReason::Operator,
+            by: Some(Actor::Operator("ana".into())),
+        }));
+    // From the last level: past the chain, the dispatch fails (no repeat).
+    sim.relay
+        .dashboard(id, DashboardAction::Escalate { by: "ana".into() })
+        .await
+        .expect("escalated");
+    assert_eq!(only(&sim).state(), State::Failed);
+}
+
+#[tokio::test]
+async fn b4_escalate_now_is_refused_once_acked_closed_or_failed_and_changes_nothing() {
+    let escalate = DashboardAction::Escalate { by: "ana".into() };
+    // Acknowledged: refused, naming who acknowledged.
+    let (sim, c) = seed_sim();
+    let id = sim
+        .customer_texts(c.customer, "hello")
+        .await
+        .expect("ok")
+        .dispatch();
+    sim.dispatcher_texts(c.primary, "ack").await.expect("ok");
+    let before = only(&sim);
+    let err = sim
+        .relay
+        .dashboard(id, escalate.clone())
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, RelayError::Input(qdn_relay_core::InputError::Acknowledged(Actor::Phone(p))) if *p == c.primary),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("acknowledged by +16195550101"),
+        "{err}"
+    );
+    assert_eq!(only(&sim).version(), before.version(), "nothing saved");
+    assert!(bodies_to(&sim, c.backup).is_empty());
+
+    // Closed and failed: refused as not open.
+    for end in ["close", "fail"] {
+        let (sim, c) = seed_sim();
+        let id = sim
+            .customer_texts(c.customer, "hello")
+            .await
+            .expect("ok")
+            .dispatch();
+        if end == "close" {
+            sim.relay
+                .dashboard(id, DashboardAction::Close { by: "ana".into() })
+                .await
+                .expect("closed");
+        } else {
+            sim.run_until_idle(Duration::from_secs(24 * 3600))
+                .await
+                .expect("ok");
+            assert_eq!(only(&sim).state(), State::Failed);
+        }
+        let before = only(&sim);
+        let texts = sim.provider.accepted_to(c.backup).len();
+        let err = sim
+            .relay
+            .dashboard(id, escalate.clone())
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(
+                err,
+                RelayError::Input(qdn_relay_core::InputError::NotOpen(_))
+            ),
+            "{end}: {err:?}"
+        );
+        assert_eq!(
+            only(&sim).version(),
+            before.version(),
+            "{end}: nothing saved"
+        );
+        assert_eq!(sim.provider.accepted_to(c.backup).len(), texts);
+    }
+}
+
+#[tokio::test]
 async fn b4_ack_and_timeout_at_the_same_moment_exactly_one_wins() {
     for ack_first in [true, false] {
         let (sim, c) = seed_sim();

@@ -342,3 +342,99 @@ async fn a_failed_sweep_is_an_error_result() {
     let d: lambda_runtime::Diagnostic = e.into();
     assert_eq!(d.error_type, "SweepFailed");
 }
+
+/// An API Gateway event for the console on the stage `prod`.
+fn console_event(method: &str, route: &str, path: &str, cookie: Option<&str>, form: &str) -> Value {
+    let mut e = fixtures::load("apigw-v2-dispatch-status.json");
+    let raw = format!("/prod{path}");
+    e["routeKey"] = format!("{method} {route}").into();
+    e["rawPath"] = raw.clone().into();
+    e["requestContext"]["routeKey"] = format!("{method} {route}").into();
+    e["requestContext"]["stage"] = "prod".into();
+    e["requestContext"]["http"]["method"] = method.into();
+    e["requestContext"]["http"]["path"] = raw.into();
+    e.as_object_mut().expect("event").remove("pathParameters");
+    let headers = e["headers"].as_object_mut().expect("headers");
+    headers.remove("authorization");
+    headers.remove("origin");
+    headers.insert("content-length".into(), form.len().to_string().into());
+    if !form.is_empty() {
+        headers.insert(
+            "content-type".into(),
+            "application/x-www-form-urlencoded".into(),
+        );
+        e["body"] = form.into();
+    }
+    if let Some(c) = cookie {
+        e["cookies"] = serde_json::json!([c]);
+    }
+    e
+}
+
+#[tokio::test]
+async fn the_console_on_a_stage_keeps_the_stage_in_links_and_its_secure_cookie() {
+    let h = harness();
+    // Not signed in: to the sign-in page, on the stage.
+    let resp = invoke(
+        &h.app,
+        &console_event("GET", "/console", "/console", None, ""),
+    )
+    .await;
+    assert_eq!(status(&resp), 303, "{resp}");
+    assert_eq!(
+        resp["headers"]["location"], "/prod/console/sign-in",
+        "{resp}"
+    );
+    // A wrong token: no cookie.
+    let wrong = console_event(
+        "POST",
+        "/console/sign-in",
+        "/console/sign-in",
+        None,
+        "token=nope",
+    );
+    let resp = invoke(&h.app, &wrong).await;
+    assert_eq!(status(&resp), 401, "{resp}");
+    assert!(
+        resp["cookies"].as_array().is_none_or(Vec::is_empty),
+        "{resp}"
+    );
+    // The dashboard token: a Secure cookie for the stage's console.
+    let form = format!("token={DASH}");
+    let resp = invoke(
+        &h.app,
+        &console_event("POST", "/console/sign-in", "/console/sign-in", None, &form),
+    )
+    .await;
+    assert_eq!(status(&resp), 303, "{resp}");
+    assert_eq!(resp["headers"]["location"], "/prod/console", "{resp}");
+    let set = resp["cookies"][0]
+        .as_str()
+        .expect("a session cookie")
+        .to_owned();
+    for attr in [
+        "Path=/prod/console;",
+        "HttpOnly",
+        "SameSite=Strict",
+        "; Secure",
+    ] {
+        assert!(set.contains(attr), "{attr} in {set}");
+    }
+    let cookie = set.split(';').next().expect("name=value");
+    // Signed in: the pages link within the stage.
+    let resp = invoke(
+        &h.app,
+        &console_event(
+            "GET",
+            "/console/on-call",
+            "/console/on-call",
+            Some(cookie),
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(status(&resp), 200, "{resp}");
+    let html = body(&resp);
+    assert!(html.contains("href=\"/prod/console/on-call\""), "{html}");
+    assert!(html.contains("src=\"/prod/console/console.js\""), "{html}");
+}
