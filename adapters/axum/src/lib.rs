@@ -51,8 +51,8 @@ pub use events::EventHub;
 pub use maintenance::MaintenanceSink;
 #[cfg(feature = "serve")]
 pub use serve::{
-    DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, REQUEST_TIMEOUT, ServeOptions, serve, serve_until,
-    serve_with, shutdown_signal,
+    DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, REQUEST_TIMEOUT, RETRY_DUE, ServeOptions, serve,
+    serve_until, serve_with, shutdown_signal,
 };
 
 /// How long a request keeps retrying the relay while the store is
