@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::DynRelay;
+use qdn_relay_metrics::Metrics;
 
 /// How long a client may take to send a request's headers before its
 /// connection is closed (a slowloris connection must not hold a worker).
@@ -33,7 +34,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RETRY_DUE: Duration = Duration::from_secs(1);
 
 /// How [`serve_with`] serves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServeOptions {
     /// The longest the sweeper sleeps (a safety net): it sleeps until the
@@ -47,6 +48,9 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     /// See [`DRAIN_TIMEOUT`].
     pub drain_timeout: Duration,
+    /// Where the sweeper records how late each deadline fired (the
+    /// escalation lateness histogram), if anywhere.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl ServeOptions {
@@ -57,7 +61,14 @@ impl ServeOptions {
             header_read_timeout: HEADER_READ_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
             drain_timeout: DRAIN_TIMEOUT,
+            metrics: None,
         }
+    }
+
+    /// With the sweep's lateness recorded into `metrics`.
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// With another header-read timeout.
@@ -121,6 +132,7 @@ pub async fn serve_with(
     let sweeper = tokio::spawn(sweeper(
         relay,
         options.sweep_every.max(Duration::from_millis(10)),
+        options.metrics.clone(),
         stop_rx.clone(),
     ));
     tokio::spawn(async move {
@@ -178,7 +190,12 @@ pub async fn serve_with(
 /// Sweeps, then sleeps until the earliest deadline in the store (at most
 /// `safety`), woken early when a save sets an earlier one (see
 /// [`qdn_relay_core::DeadlineWatch`] for the order of the calls).
-async fn sweeper(relay: Arc<DynRelay>, safety: Duration, mut stop: watch::Receiver<bool>) {
+async fn sweeper(
+    relay: Arc<DynRelay>,
+    safety: Duration,
+    metrics: Option<Arc<Metrics>>,
+    mut stop: watch::Receiver<bool>,
+) {
     let deadlines = Arc::clone(relay.deadline_watch());
     loop {
         let at = relay.clock().now();
@@ -190,6 +207,9 @@ async fn sweeper(relay: Arc<DynRelay>, safety: Duration, mut stop: watch::Receiv
         }
         for late in &r.lateness {
             tracing::debug!(lateness_ms = late.as_millis() as u64, "deadline fired");
+        }
+        if let Some(m) = &metrics {
+            m.record_all(&qdn_relay_metrics::sweep_observations(&r));
         }
         deadlines.arm();
         let next = match relay.next_deadline().await {

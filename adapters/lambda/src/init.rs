@@ -183,8 +183,10 @@ pub fn http_app(
     let mut http = settings.http.clone();
     // The URL is rebuilt per request (public_url::rebuild), base included.
     http.public_url = None;
+    let emf = qdn_relay_metrics::EmfSink::stdout(relay.provider().name());
     let state =
-        qdn_relay_axum::AppState::new(relay, validator, qdn_relay_axum::EventHub::default(), http)?;
+        qdn_relay_axum::AppState::new(relay, validator, qdn_relay_axum::EventHub::default(), http)?
+            .with_recorder(Arc::new(emf));
     Ok(crate::http::HttpApp::new(state, base))
 }
 
@@ -285,11 +287,19 @@ pub async fn from_env() -> Result<(RelaySettings, Arc<DynRelay>), InitError> {
         layout,
     );
     let provider = provider(&settings)?;
+    // The metrics as embedded-metric-format lines on standard output
+    // (CloudWatch extracts them from the log; no API call).
+    let emf = Arc::new(qdn_relay_metrics::EmfSink::stdout(provider.name()));
+    let recorder = Arc::clone(&emf) as Arc<dyn qdn_relay_metrics::Recorder>;
     // Opt-outs and rate-limit history in the same table: a STOP and a
     // throttle hold across Lambda instances.
-    let relay =
-        qdn_relay_app::Wiring::new(&settings, qdn_relay_app::Backend::dynamo(store), provider)
-            .build();
+    let backend = qdn_relay_app::Backend::dynamo(store).map_store(move |s| {
+        Arc::new(qdn_relay_metrics::MeteredStore::new(s, recorder))
+            as Arc<dyn qdn_relay_core::Store>
+    });
+    let relay = qdn_relay_app::Wiring::new(&settings, backend, provider)
+        .sink(emf)
+        .build();
     Ok((settings, relay))
 }
 
