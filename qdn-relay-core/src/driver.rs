@@ -15,6 +15,7 @@ use crate::safety::{
     Admission, Keyword, MemoryOptOuts, MemoryRateLimiter, OptOuts, RateKey, RateLimiter,
 };
 use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp, splitmix};
+use crate::wake::{DeadlineWatch, Timers};
 
 /// How many times a transition is re-run after a version conflict.
 pub(crate) const MAX_CONFLICT_RETRIES: usize = 16;
@@ -22,6 +23,9 @@ pub(crate) const MAX_CONFLICT_RETRIES: usize = 16;
 /// How many tags a new dispatch tries (short ones first) before it takes
 /// the last and lets the store's uniqueness rule decide.
 const TAG_CANDIDATES: usize = 32;
+
+/// Later than any deadline: the due query up to it finds the earliest.
+const FAR_FUTURE: Timestamp = Timestamp::from_millis(253_402_300_799_000); // 9999-12-31
 
 /// How many due dispatches a sweep handles at once by default.
 pub const DEFAULT_SWEEP_CONCURRENCY: usize = 16;
@@ -168,6 +172,10 @@ pub struct SweepReport {
     pub errors: Vec<(DispatchId, RelayError)>,
     /// The due query itself failed (the sweep stopped there).
     pub query_error: Option<StoreError>,
+    /// How late each fired deadline was handled: the clock when its
+    /// handling began minus the deadline (one entry per dispatch in
+    /// `fired`).
+    pub lateness: Vec<std::time::Duration>,
 }
 
 impl SweepReport {
@@ -189,9 +197,13 @@ impl SweepReport {
 /// For every input: load → [`Dispatch::handle`] → save with the expected
 /// version (on conflict: reload and re-run, at most
 /// 16 times) → publish events → send (each send's
-/// outcome is fed back as another input). Call [`Relay::sweep`] regularly
-/// (every few seconds on a server, every minute from a scheduler): it fires
-/// every due deadline and finishes sends left pending by a crash.
+/// outcome is fed back as another input). Call [`Relay::sweep`] when the
+/// earliest deadline comes ([`Relay::next_deadline`]; a save that sets an
+/// earlier one wakes a sleeping sweeper through [`Relay::deadline_watch`]),
+/// and now and then as a safety net: it fires every due deadline and
+/// finishes sends left pending by a crash. Where no process can sleep (a
+/// scheduler, Lambda), a [`Timers`] port is told of every new deadline and
+/// [`Relay::fire`] fires one dispatch when its timer comes.
 ///
 /// # Safety checks before every send (B8)
 ///
@@ -213,6 +225,8 @@ pub struct Relay<S: ?Sized, P: ?Sized, C: ?Sized> {
     jobs: Option<Arc<dyn Jobs>>,
     lines: HashMap<PhoneNumber, Arc<Policy>>,
     rng: Mutex<u64>,
+    watch: Arc<DeadlineWatch>,
+    timers: Option<Arc<dyn Timers>>,
     sweep_batch: usize,
     sweep_concurrency: usize,
     job_sync_mode: JobSyncMode,
@@ -263,6 +277,8 @@ where
                 jobs: None,
                 lines: HashMap::new(),
                 rng: Mutex::new(seed),
+                watch: Arc::new(DeadlineWatch::new()),
+                timers: None,
                 sweep_batch: 256,
                 sweep_concurrency: DEFAULT_SWEEP_CONCURRENCY,
                 job_sync_mode: JobSyncMode::Inline,
@@ -308,6 +324,32 @@ where
     /// When the job system is synced after an input.
     pub fn job_sync_mode(&self) -> JobSyncMode {
         self.job_sync_mode
+    }
+
+    /// What a sweeper sleeps on: woken when a save sets a deadline earlier
+    /// than the one it sleeps until (see [`DeadlineWatch`] for the call
+    /// order).
+    pub fn deadline_watch(&self) -> &Arc<DeadlineWatch> {
+        &self.watch
+    }
+
+    /// The earliest deadline in the store (due or not), if any: when the
+    /// next sweep has work. One due query of one entry.
+    pub async fn next_deadline(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self
+            .store
+            .due(FAR_FUTURE, 1)
+            .await?
+            .first()
+            .map(|d| d.deadline))
+    }
+
+    /// Fires one dispatch's due work now, as a sweep would (a timer of the
+    /// host's [`Timers`] came due). A dispatch whose deadline moved on, or
+    /// is not due yet, is left unchanged ([`Outcome::Unchanged`]), so a
+    /// timer that is early, stale or repeated does nothing.
+    pub async fn fire(&self, id: DispatchId) -> Result<Outcome, RelayError> {
+        self.apply(id, None, None, Input::Timeout).await
     }
 
     /// A text to a business line: an opt-out or opt-in keyword (see
@@ -477,7 +519,7 @@ where
             if self.jobs.is_some() {
                 effects.extend(d.handle(now, Input::EnableJobSync)?);
             }
-            if self.commit(&mut d, 0).await? {
+            if self.commit(&mut d, 0, None).await? {
                 let step = Step {
                     outcome: Outcome::Opened(id),
                     effects,
@@ -673,6 +715,7 @@ where
             // `sweep_concurrency` of them wait on the provider at once.
             let mut handled = stream::iter(fresh)
                 .map(|d| async move {
+                    let late = self.clock.now().since(d.deadline);
                     // Everything awaited for one dispatch happens in its
                     // own future: the loop below never awaits, so it never
                     // stops the other futures in flight.
@@ -691,13 +734,16 @@ where
                         }
                         _ => {}
                     }
-                    (d.id, result)
+                    (d.id, late, result)
                 })
                 .buffer_unordered(self.sweep_concurrency);
-            while let Some((id, result)) = handled.next().await {
+            while let Some((id, late, result)) = handled.next().await {
                 match result {
                     Ok(Outcome::Unchanged(_)) => report.unchanged += 1,
-                    Ok(_) => report.fired += 1,
+                    Ok(_) => {
+                        report.fired += 1;
+                        report.lateness.push(late);
+                    }
                     Err(e) => {
                         tracing::warn!(dispatch = %id, error = %e, "sweep: dispatch failed");
                         report.errors.push((id, e));
@@ -916,13 +962,14 @@ where
                 },
             };
             let expected = d.version();
+            let before = d.next_deadline();
             let effects = match d.handle(now, input) {
                 Ok(fx) if !fx.is_empty() => fx,
                 Ok(_) | Err(_) if from_cache => continue,
                 Err(e) => return Err(e.into()),
                 Ok(_) => return Ok(unchanged(&d)),
             };
-            if self.commit(&mut d, expected).await? {
+            if self.commit(&mut d, expected, before).await? {
                 return Ok(Step {
                     outcome: Outcome::Applied(id),
                     effects,
@@ -935,11 +982,28 @@ where
     }
 
     /// Saves a dispatch changed from version `expected` (0: a new one) as
-    /// `expected + 1`: `false` on a conflict (reload and re-run).
-    async fn commit(&self, d: &mut Dispatch, expected: u64) -> Result<bool, StoreError> {
+    /// `expected + 1`: `false` on a conflict (reload and re-run). When the
+    /// save gave it another deadline than `before`, the sweeper's watch
+    /// and the host's timers are told.
+    async fn commit(
+        &self,
+        d: &mut Dispatch,
+        expected: u64,
+        before: Option<Timestamp>,
+    ) -> Result<bool, StoreError> {
         d.set_version(expected + 1);
         match self.store.save(d, expected).await {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                if let Some(at) = d.next_deadline().filter(|&at| Some(at) != before) {
+                    self.watch.saved(at);
+                    if let Some(timers) = &self.timers
+                        && let Err(e) = timers.scheduled(d.id(), at).await
+                    {
+                        tracing::warn!(dispatch = %d.id(), error = %e, "could not schedule a timer; the safety-net sweep will fire it");
+                    }
+                }
+                Ok(true)
+            }
             Err(e) if e.is_conflict() => {
                 tracing::debug!(dispatch = %d.id(), error = %e, "conflict; reloading");
                 Ok(false)
@@ -1124,6 +1188,14 @@ where
     /// [`JobSyncMode::Inline`]).
     pub fn job_sync_mode(mut self, mode: JobSyncMode) -> Self {
         self.relay.job_sync_mode = mode;
+        self
+    }
+
+    /// The host's timer service, told of every new deadline (default:
+    /// none; a server's sweeper sleeps on [`Relay::deadline_watch`]
+    /// instead).
+    pub fn timers(mut self, timers: Arc<dyn Timers>) -> Self {
+        self.relay.timers = Some(timers);
         self
     }
 

@@ -47,6 +47,7 @@ mod safety;
 mod schedule;
 mod status;
 mod types;
+mod wake;
 
 #[cfg(any(feature = "testing", feature = "mock"))]
 pub mod testing;
@@ -91,3 +92,4 @@ pub use types::{
     DispatchId, DispatchIdError, JobId, JobIdError, PhoneNumber, PhoneNumberError,
     ProviderMessageId, ProviderMessageIdError, Tag, TagError, Timestamp, TimestampError,
 };
+pub use wake::{DeadlineWatch, TimerError, Timers, Woken};

@@ -285,9 +285,11 @@ fn twilio_error(e: qdn_relay_twilio::ConfigError) -> SettingsError {
     }
 }
 
-/// How often a server sweeps due deadlines: `RELAY_SWEEP_INTERVAL` when
-/// set (`value`), else a quarter of the ack timeout, at least 200 ms and at
-/// most 5 s. (The Lambda tick function runs on its schedule instead.)
+/// The longest a server's sweeper sleeps (a safety net: it sleeps until
+/// the earliest deadline and is woken by a save that sets an earlier one):
+/// `RELAY_SWEEP_INTERVAL` when set (`value`), else a quarter of the ack
+/// timeout, at least 200 ms and at most 5 s. (The Lambda tick function
+/// runs on its schedule instead.)
 pub fn sweep_interval(
     value: Option<&str>,
     ack_timeout: Duration,

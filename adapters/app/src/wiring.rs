@@ -61,6 +61,14 @@ impl Backend {
         self
     }
 
+    /// The same backend with its store wrapped by `wrap` (a store that
+    /// counts its conflicts for the metrics, say); opt-outs and rate
+    /// limits unchanged.
+    pub fn map_store(mut self, wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> Self {
+        self.store = wrap(self.store);
+        self
+    }
+
     /// The same backend keeping rate-limit history in `limiter`.
     pub fn with_rate_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
         self.rate_limiter = Some(limiter);

@@ -17,6 +17,7 @@
 //! | `GET /sms/events` | dashboard (server-sent events) | bearer, or `?access_token=` | `text/event-stream` |
 //! | `GET /health` | load balancers | none | `{"status":"ok"}` |
 //! | `/console/...` (feature `console`) | people, in a browser | session cookie from the dashboard token | HTML (see `qdn_relay_console`) |
+//! | `GET /metrics` | Prometheus | bearer | the text format; 404 without [`AppState::with_metrics`] |
 //! | `OPTIONS` on each | browsers | none | 204; CORS for allowed origins |
 //!
 //! `{job_id}` is a dispatch id; a host job id (see `qdn_relay_core::Jobs`:
@@ -37,6 +38,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
 use axum::routing::{MethodRouter, get, post};
 use qdn_relay_app::{DynRelay, HttpConfig, HttpConfigError};
+use qdn_relay_metrics::{Metrics, Recorder};
 use qdn_relay_twilio::{Secret, SignatureValidator};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -52,8 +54,8 @@ pub use events::EventHub;
 pub use maintenance::MaintenanceSink;
 #[cfg(feature = "serve")]
 pub use serve::{
-    DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, REQUEST_TIMEOUT, ServeOptions, serve, serve_until,
-    serve_with, shutdown_signal,
+    DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, REQUEST_TIMEOUT, RETRY_DUE, ServeOptions, serve,
+    serve_until, serve_with, shutdown_signal,
 };
 
 /// How long a request keeps retrying the relay while the store is
@@ -78,6 +80,8 @@ struct Inner {
     cors: Vec<HeaderValue>,
     body_limit: usize,
     retry_budget: std::time::Duration,
+    metrics: Option<Arc<Metrics>>,
+    recorder: Option<Arc<dyn Recorder>>,
 }
 
 impl AppState {
@@ -103,6 +107,8 @@ impl AppState {
                 cors,
                 body_limit: config.body_limit.max(1024),
                 retry_budget: WEBHOOK_RETRY_BUDGET,
+                metrics: None,
+                recorder: None,
             }),
         })
     }
@@ -115,6 +121,32 @@ impl AppState {
             inner.retry_budget = budget;
         }
         self
+    }
+
+    /// Serves `GET /metrics` (behind the dashboard bearer) from `metrics`
+    /// and counts webhooks into it. The relay's events reach it only if a
+    /// [`qdn_relay_metrics::MetricsSink`] over the same registry is one of
+    /// the relay's sinks. Call before the state is shared.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.recorder = Some(Arc::clone(&metrics) as Arc<dyn Recorder>);
+            inner.metrics = Some(metrics);
+        }
+        self
+    }
+
+    /// Counts webhooks into `recorder` without serving `/metrics` (Lambda:
+    /// embedded-metric-format log lines). Call before the state is shared.
+    pub fn with_recorder(mut self, recorder: Arc<dyn Recorder>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.recorder = Some(recorder);
+        }
+        self
+    }
+
+    /// The metrics registry, if metrics are on.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.inner.metrics.as_ref()
     }
 
     /// The relay behind the routes.
@@ -134,7 +166,9 @@ pub type RouteKey = (Method, &'static str);
 
 /// Routes [`router`] serves that the Lambda deployment does not route
 /// through API Gateway: the event stream (API Gateway would buffer it).
-pub const NOT_BEHIND_API_GATEWAY: &[&str] = &["/sms/events", "/console/events"];
+/// Nor `/metrics`: on Lambda the same figures are embedded-metric-format
+/// log lines.
+pub const NOT_BEHIND_API_GATEWAY: &[&str] = &["/sms/events", "/console/events", "/metrics"];
 
 /// Every route with its handler: [`router`] is built from this table and
 /// [`routes`] lists it, so what the router serves and what a deployment
@@ -177,6 +211,7 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         ),
         (Method::GET, "/sms/events", get(routes::events)),
         (Method::GET, "/health", get(routes::health)),
+        (Method::GET, "/metrics", get(routes::metrics)),
     ]
 }
 
@@ -190,6 +225,15 @@ pub fn routes() -> Vec<RouteKey> {
     #[cfg(feature = "console")]
     let relay = relay.chain(qdn_relay_console::routes());
     relay.collect()
+}
+
+/// `GET /metrics` alone, without authentication, for a listen address
+/// of its own inside the network (`RELAY_METRICS_LISTEN`): 404 when the
+/// state has no metrics.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(routes::metrics_open))
+        .with_state(state)
 }
 
 /// The relay's routes (see the crate docs and [`routes`]). Never binds a

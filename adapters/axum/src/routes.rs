@@ -52,7 +52,7 @@ impl AppState {
     /// Every relay call is idempotent for a webhook (message ids and
     /// callbacks are deduplicated), so a try that failed changed nothing
     /// a second one could repeat.
-    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, RelayError>
+    async fn retrying<T, F, Fut>(&self, route: &str, mut call: F) -> Result<T, RelayError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, RelayError>>,
@@ -64,6 +64,9 @@ impl AppState {
             match call().await {
                 Err(e) if e.is_retryable() && started.elapsed() + pause < budget => {
                     tracing::debug!(error = %e, "the store is busy; trying again");
+                    if let Some(m) = &self.inner.recorder {
+                        m.record(&qdn_relay_metrics::retry_observation(route));
+                    }
                     // Full jitter, so writers that collided spread out.
                     let wait = pause.mul_f64(0.5 + fastrand::f64() / 2.0);
                     tokio::time::sleep(wait).await;
@@ -93,7 +96,8 @@ impl AppState {
             Some(OptOutType::Help) => Some(Keyword::Help),
             _ => None,
         };
-        self.retrying(|| {
+        let route = if dispatcher { "reply" } else { "inbound" };
+        self.retrying(route, || {
             let text = text.clone();
             async move {
                 match keyword {
@@ -205,12 +209,58 @@ pub(crate) async fn inbound(
     headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let b = b?;
-    let form = s.twilio_form(&uri, &headers, &b)?;
-    let hook = InboundWebhook::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
-    let r = s.take_text(hook, false).await;
-    s.sync_later(&r);
-    twilio_answer(r)
+    let started = std::time::Instant::now();
+    let mut duplicate = false;
+    let r = async {
+        let b = b?;
+        let form = s.twilio_form(&uri, &headers, &b)?;
+        let hook = InboundWebhook::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
+        let r = s.take_text(hook, false).await;
+        duplicate = matches!(r, Ok(Outcome::Unchanged(_)));
+        s.sync_later(&r);
+        twilio_answer(r)
+    }
+    .await;
+    s.observe_webhook("inbound", started, &r, duplicate);
+    r
+}
+
+impl AppState {
+    /// Counts a webhook's answer and latency, when metrics are on.
+    fn observe_webhook(
+        &self,
+        route: &str,
+        started: std::time::Instant,
+        r: &ApiResult,
+        duplicate: bool,
+    ) {
+        let Some(m) = &self.inner.recorder else {
+            return;
+        };
+        let reason = match r {
+            Ok(_) if duplicate => "duplicate",
+            Ok(_) => "ok",
+            Err(e) if e.code == "invalid_signature" => "signature",
+            Err(e)
+                if matches!(
+                    e.status,
+                    StatusCode::BAD_REQUEST
+                        | StatusCode::UNSUPPORTED_MEDIA_TYPE
+                        | StatusCode::PAYLOAD_TOO_LARGE
+                ) =>
+            {
+                "malformed"
+            }
+            Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => "busy",
+            Err(_) => "error",
+        };
+        m.record_all(&qdn_relay_metrics::webhook_observations(
+            route,
+            r.is_ok(),
+            reason,
+            started.elapsed(),
+        ));
+    }
 }
 
 /// TwiML for a text Twilio posted: empty when it was taken, a message to
@@ -231,14 +281,34 @@ pub(crate) async fn status(
     headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let b = b?;
-    let form = s.twilio_form(&uri, &headers, &b)?;
+    let started = std::time::Instant::now();
+    let mut duplicate = false;
+    let r = async {
+        let b = b?;
+        let r = status_callback(&s, &uri, &headers, &b).await?;
+        duplicate = matches!(r, Ok(Outcome::Unchanged(_)));
+        s.sync_later(&r);
+        r?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+    .await;
+    s.observe_webhook("status", started, &r, duplicate);
+    r
+}
+
+async fn status_callback(
+    s: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    b: &Bytes,
+) -> ApiResult<Result<Outcome, RelayError>> {
+    let form = s.twilio_form(uri, headers, b)?;
     let cb = StatusCallback::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
     let report = cb.into_delivery_report();
-    let leg = callback_leg(&uri)?;
+    let leg = callback_leg(uri)?;
     let relay = &s.inner.relay;
     let r = s
-        .retrying(|| {
+        .retrying("status", || {
             let report = report.clone();
             async move {
                 match leg {
@@ -248,9 +318,7 @@ pub(crate) async fn status(
             }
         })
         .await;
-    s.sync_later(&r);
-    r?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(r)
 }
 
 /// The dispatch and leg the relay put in a status callback's URL
@@ -328,11 +396,19 @@ pub(crate) async fn reply(
     let b = b?;
     match content_type(&headers) {
         FORM => {
-            let form = s.twilio_form(&uri, &headers, &b)?;
-            let hook = InboundWebhook::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
-            let r = s.take_text(hook, true).await;
-            s.sync_later(&r);
-            twilio_answer(r)
+            let started = std::time::Instant::now();
+            let mut duplicate = false;
+            let r = async {
+                let form = s.twilio_form(&uri, &headers, &b)?;
+                let hook = InboundWebhook::from_form(&form).map_err(|e| ApiError::webhook(&e))?;
+                let r = s.take_text(hook, true).await;
+                duplicate = matches!(r, Ok(Outcome::Unchanged(_)));
+                s.sync_later(&r);
+                twilio_answer(r)
+            }
+            .await;
+            s.observe_webhook("reply", started, &r, duplicate);
+            r
         }
         JSON => {
             s.check_bearer(&headers, None)?;
@@ -589,6 +665,28 @@ pub(crate) async fn health(State(s): State<AppState>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// `GET /metrics` behind the dashboard bearer.
+pub(crate) async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> ApiResult {
+    s.check_bearer(&headers, None)?;
+    metrics_open(State(s)).await
+}
+
+/// `GET /metrics` on a listener of its own (no authentication): the
+/// gauges read from the store, then everything in the text format.
+pub(crate) async fn metrics_open(State(s): State<AppState>) -> ApiResult {
+    let Some(m) = s.inner.metrics.clone() else {
+        return Err(ApiError::not_found("metrics are off"));
+    };
+    if let Err(e) = m.refresh_gauges(s.inner.relay.store().as_ref()).await {
+        tracing::warn!(error = %e, "metrics: the gauges could not be read");
+    }
+    Ok((
+        [(header::CONTENT_TYPE, qdn_relay_metrics::CONTENT_TYPE)],
+        m.render(),
+    )
+        .into_response())
 }
 
 pub(crate) async fn options() -> Response {

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::DynRelay;
+use qdn_relay_metrics::Metrics;
 
 /// How long a client may take to send a request's headers before its
 /// connection is closed (a slowloris connection must not hold a worker).
@@ -28,11 +29,18 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// never ends by itself) before it returns anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the sweeper waits before trying again when due work is left
+/// after a sweep (a failing store or dispatch), so it never spins.
+pub const RETRY_DUE: Duration = Duration::from_secs(1);
+
 /// How [`serve_with`] serves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServeOptions {
-    /// How often the sweeper fires due work.
+    /// The longest the sweeper sleeps (a safety net): it sleeps until the
+    /// earliest deadline in the store and is woken when a save sets an
+    /// earlier one, so this only bounds how long a deadline written by
+    /// another process (a second server, a crashed one) can wait.
     pub sweep_every: Duration,
     /// See [`HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
@@ -40,17 +48,27 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     /// See [`DRAIN_TIMEOUT`].
     pub drain_timeout: Duration,
+    /// Where the sweeper records how late each deadline fired (the
+    /// escalation lateness histogram), if anywhere.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl ServeOptions {
-    /// The defaults, sweeping every `sweep_every`.
+    /// The defaults, sweeping at least every `sweep_every`.
     pub fn new(sweep_every: Duration) -> Self {
         Self {
             sweep_every,
             header_read_timeout: HEADER_READ_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
             drain_timeout: DRAIN_TIMEOUT,
+            metrics: None,
         }
+    }
+
+    /// With the sweep's lateness recorded into `metrics`.
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// With another header-read timeout.
@@ -66,8 +84,9 @@ impl ServeOptions {
     }
 }
 
-/// Serves `app` on `listener` and sweeps `relay` every `sweep_every` (due
-/// timeouts, sends left in the outbox, job-system retries), until Ctrl-C
+/// Serves `app` on `listener` and sweeps `relay` whenever its earliest
+/// deadline comes, and at least every `sweep_every` (due timeouts, sends
+/// left in the outbox, job-system retries), until Ctrl-C
 /// or SIGTERM: then the listener stops taking connections, requests in
 /// flight finish, the sweeper stops after its current sweep, and this
 /// returns.
@@ -113,6 +132,7 @@ pub async fn serve_with(
     let sweeper = tokio::spawn(sweeper(
         relay,
         options.sweep_every.max(Duration::from_millis(10)),
+        options.metrics.clone(),
         stop_rx.clone(),
     ));
     tokio::spawn(async move {
@@ -167,19 +187,49 @@ pub async fn serve_with(
     Ok(())
 }
 
-async fn sweeper(relay: Arc<DynRelay>, every: Duration, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Sweeps, then sleeps until the earliest deadline in the store (at most
+/// `safety`), woken early when a save sets an earlier one (see
+/// [`qdn_relay_core::DeadlineWatch`] for the order of the calls).
+async fn sweeper(
+    relay: Arc<DynRelay>,
+    safety: Duration,
+    metrics: Option<Arc<Metrics>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let deadlines = Arc::clone(relay.deadline_watch());
     loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let r = relay.sweep().await;
-                if let Some(e) = &r.query_error {
-                    tracing::warn!(error = %e, "sweep: the due query failed");
-                } else if r.fired > 0 || !r.errors.is_empty() {
-                    tracing::debug!(fired = r.fired, errors = r.errors.len(), "sweep");
-                }
+        let at = relay.clock().now();
+        let r = relay.sweep_at(at).await;
+        if let Some(e) = &r.query_error {
+            tracing::warn!(error = %e, "sweep: the due query failed");
+        } else if r.fired > 0 || !r.errors.is_empty() {
+            tracing::debug!(fired = r.fired, errors = r.errors.len(), "sweep");
+        }
+        for late in &r.lateness {
+            tracing::debug!(lateness_ms = late.as_millis() as u64, "deadline fired");
+        }
+        if let Some(m) = &metrics {
+            m.record_all(&qdn_relay_metrics::sweep_observations(&r));
+        }
+        deadlines.arm();
+        let next = match relay.next_deadline().await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(error = %e, "sweeper: the next-deadline query failed");
+                Some(at)
             }
+        };
+        let now = relay.clock().now();
+        let wait = match next {
+            None => safety,
+            // Still due after a sweep that handled it: failing; no spin.
+            Some(t) if t <= at => RETRY_DUE.min(safety),
+            Some(t) => t.since(now).min(safety),
+        };
+        deadlines.sleep_until(now.plus(wait));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = deadlines.woken() => {}
             _ = stop.changed() => break,
         }
     }

@@ -8,8 +8,11 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 use qdn_relay_app::{Backend, RelaySettings, TwilioHttp, Wiring, provider, sweep_interval};
-use qdn_relay_axum::{AppState, EventHub, MaintenanceSink, router};
-use qdn_relay_core::{EventSink, FanoutSink, ListFilter};
+use qdn_relay_axum::{
+    AppState, EventHub, MaintenanceSink, ServeOptions, metrics_router, router, shutdown_signal,
+};
+use qdn_relay_core::{EventSink, FanoutSink, ListFilter, Store};
+use qdn_relay_metrics::{MeteredStore, Metrics, MetricsSink};
 use qdn_relay_twilio::{Secret, SignatureValidator};
 use tracing_subscriber::EnvFilter;
 
@@ -68,6 +71,11 @@ pub struct ServeArgs {
     /// of the ack timeout if that is shorter).
     #[arg(long, env = "RELAY_SWEEP_INTERVAL")]
     sweep_interval: Option<String>,
+    /// Where to serve `GET /metrics` without authentication, for a scraper
+    /// inside the network (it is always on the main listener, behind the
+    /// dashboard bearer).
+    #[arg(long, env = "RELAY_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// Log and record sends instead of sending them (the default without
     /// TWILIO_ACCOUNT_SID).
     #[arg(long)]
@@ -293,11 +301,18 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         TwilioHttp::Reqwest,
         Some(&format!("http://{}", l.listen)),
     )?;
+    let metrics = Arc::new(Metrics::new());
     let Opened {
         backend,
         name: store_name,
         follow,
     } = open_backend(&a).await?;
+    let metered = {
+        let m = Arc::clone(&metrics);
+        backend
+            .clone()
+            .map_store(move |s| Arc::new(MeteredStore::new(s, m)) as Arc<dyn Store>)
+    };
     let hub = EventHub::default();
     let mut live: Vec<Box<dyn EventSink>> = vec![Box::new(hub.clone())];
     if let Some(path) = &a.maintenance_json {
@@ -311,14 +326,34 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         live.push(Box::new(m));
     }
     let live = FanoutSink(live);
-    let mut wiring = Wiring::new(&settings, backend.clone(), provider);
+    // The metrics count this server's own work: fed by its relay, never by
+    // the change feed (which carries every server's events).
+    let carrier = provider.name().to_owned();
+    let mut wiring = Wiring::new(&settings, metered, provider)
+        .sink(MetricsSink::new(Arc::clone(&metrics), carrier));
     match follow {
         Some(follow) => follow(Arc::new(live)),
         None => wiring = wiring.sink(live),
     }
     let relay = wiring.build();
     let dashboard_token = http.dashboard_token.as_ref().map(|t| t.expose().to_owned());
-    let state = AppState::new(relay.clone(), validator, hub, http)?;
+    let state =
+        AppState::new(relay.clone(), validator, hub, http)?.with_metrics(Arc::clone(&metrics));
+    if let Some(addr) = &a.metrics_listen {
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|e| anyhow!("RELAY_METRICS_LISTEN: {addr:?} is not host:port: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("RELAY_METRICS_LISTEN: cannot listen on {addr}"))?;
+        tracing::info!("metrics (no authentication) on http://{addr}/metrics");
+        let app = metrics_router(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+    }
 
     let listener = tokio::net::TcpListener::bind(l.listen)
         .await
@@ -371,7 +406,8 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
 
     // The server and its sweeper; both stop on SIGTERM / Ctrl-C, requests
     // in flight finishing first.
-    qdn_relay_axum::serve(listener, router(state), relay, l.sweep_every)
+    let options = ServeOptions::new(l.sweep_every).metrics(metrics);
+    qdn_relay_axum::serve_with(listener, router(state), relay, options, shutdown_signal())
         .await
         .context("server failed")?;
     Ok(())

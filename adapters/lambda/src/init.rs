@@ -61,6 +61,9 @@ pub enum InitError {
     /// The HTTP surface's settings are invalid.
     #[error(transparent)]
     Http(#[from] qdn_relay_app::HttpConfigError),
+    /// The timer queue (`RELAY_TIMER_QUEUE_URL`) cannot be used.
+    #[error("RELAY_TIMER_QUEUE_URL: {0}")]
+    Timers(String),
     /// A required variable is missing.
     #[error("{var} is not set: {why}")]
     Missing {
@@ -183,8 +186,10 @@ pub fn http_app(
     let mut http = settings.http.clone();
     // The URL is rebuilt per request (public_url::rebuild), base included.
     http.public_url = None;
+    let emf = qdn_relay_metrics::EmfSink::stdout(relay.provider().name());
     let state =
-        qdn_relay_axum::AppState::new(relay, validator, qdn_relay_axum::EventHub::default(), http)?;
+        qdn_relay_axum::AppState::new(relay, validator, qdn_relay_axum::EventHub::default(), http)?
+            .with_recorder(Arc::new(emf));
     Ok(crate::http::HttpApp::new(state, base))
 }
 
@@ -264,6 +269,26 @@ pub fn service_config(
 /// ([`aws_config()`]) is built once and shared.
 #[cfg(feature = "dynamo")]
 pub async fn from_env() -> Result<(RelaySettings, Arc<DynRelay>), InitError> {
+    let (settings, relay, _) = from_env_with_timers().await?;
+    Ok((settings, relay))
+}
+
+/// The timers of [`from_env_with_timers`]: none without the `timers`
+/// feature.
+#[cfg(feature = "timers")]
+pub type TimerQueue = Option<Arc<crate::timers::SqsTimers>>;
+/// The timers of [`from_env_with_timers`]: none without the `timers`
+/// feature.
+#[cfg(not(feature = "timers"))]
+pub type TimerQueue = Option<std::convert::Infallible>;
+
+/// [`from_env`], and the SQS timer queue when `RELAY_TIMER_QUEUE_URL`
+/// names one (feature `timers`): the relay hands it every new deadline,
+/// and the tick function sends a timer again when its deadline is more
+/// than 15 minutes away.
+#[cfg(feature = "dynamo")]
+pub async fn from_env_with_timers() -> Result<(RelaySettings, Arc<DynRelay>, TimerQueue), InitError>
+{
     let mut env = Env::from_process();
     let aws = aws_config(&env);
     if env.has_references() {
@@ -284,10 +309,39 @@ pub async fn from_env() -> Result<(RelaySettings, Arc<DynRelay>), InitError> {
         |k| env.get(k),
     )?;
     let provider = provider(&settings)?;
+    // The metrics as embedded-metric-format lines on standard output
+    // (CloudWatch extracts them from the log; no API call).
+    let emf = Arc::new(qdn_relay_metrics::EmfSink::stdout(provider.name()));
+    let recorder = Arc::clone(&emf) as Arc<dyn qdn_relay_metrics::Recorder>;
     // Opt-outs and rate-limit history in the same table: a STOP and a
     // throttle hold across Lambda instances.
-    let relay = qdn_relay_app::Wiring::new(&settings, backend, provider).build();
-    Ok((settings, relay))
+    let backend = backend.map_store(move |s| {
+        Arc::new(qdn_relay_metrics::MeteredStore::new(s, recorder))
+            as Arc<dyn qdn_relay_core::Store>
+    });
+    let builder = qdn_relay_app::Wiring::new(&settings, backend, provider)
+        .sink(emf)
+        .builder();
+    #[cfg(feature = "timers")]
+    let timers = match crate::timers::SqsTimers::from_lookup(
+        |k| env.get(k),
+        Arc::new(HttpsClient::new(
+            qdn_relay_twilio::client::DEFAULT_CONNECT_TIMEOUT,
+        )),
+    ) {
+        None => None,
+        Some(Ok(t)) => Some(Arc::new(t)),
+        Some(Err(e)) => return Err(InitError::Timers(e)),
+    };
+    #[cfg(not(feature = "timers"))]
+    let timers: TimerQueue = None;
+    #[cfg(feature = "timers")]
+    let builder = match &timers {
+        Some(t) => builder.timers(Arc::clone(t) as Arc<dyn qdn_relay_core::Timers>),
+        None => builder,
+    };
+    let relay = Arc::new(builder.build());
+    Ok((settings, relay, timers))
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ pub mod init;
 pub mod public_url;
 pub mod secrets;
 pub mod tick;
+#[cfg(feature = "timers")]
+pub mod timers;
 
 #[cfg(feature = "http")]
 pub use http::{HttpApp, restore};

@@ -73,6 +73,9 @@ pub async fn tick(
     }
     let now = relay.clock().now();
     let report = relay.sweep_at(now).await;
+    // How late each deadline fired, as embedded-metric-format lines.
+    qdn_relay_metrics::EmfSink::stdout(relay.provider().name())
+        .write(&qdn_relay_metrics::sweep_observations(&report), now);
     if report.is_ok() {
         if report.fired > 0 || report.unchanged > 0 {
             tracing::info!(fired = report.fired, unchanged = report.unchanged, "sweep");

@@ -8,3 +8,4 @@ mod policy_props;
 mod props;
 mod records;
 mod store_calls;
+mod timers;

@@ -19,6 +19,9 @@ use qdn_relay_twilio::{Secret, SignatureValidator};
 use serde_json::Value;
 use tower::ServiceExt;
 
+#[cfg(feature = "serve")]
+mod sweeper;
+
 const TOKEN: &str = "test-auth-token";
 const DASH: &str = "dashboard-token-0123456789";
 const LINE: &str = "+16195550000";

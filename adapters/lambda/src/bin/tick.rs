@@ -1,17 +1,40 @@
-//! `qdn-relay-tick`: sweeps due timeouts once per scheduled event.
+//! `qdn-relay-tick`: sweeps due timeouts once per scheduled event, and
+//! fires the timers the SQS queue delivers (feature `timers`).
 
-use lambda_runtime::{LambdaEvent, service_fn};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use qdn_relay_lambda::{TickEvent, init, tick};
+
+fn bad_event(e: serde_json::Error) -> Diagnostic {
+    Diagnostic {
+        error_type: "BadEvent".into(),
+        error_message: e.to_string(),
+    }
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     init::init_logging();
-    let (_, relay) = init::from_env()
+    let (_, relay, timers) = init::from_env_with_timers()
         .await
         .inspect_err(|e| tracing::error!("qdn-relay-tick cannot start: {e}"))?;
-    let relay = &relay;
+    let (relay, timers) = (&relay, &timers);
     lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<TickEvent>| async move { tick(relay, event).await },
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let LambdaEvent { payload, context } = event;
+            #[cfg(feature = "timers")]
+            if payload.get("Records").is_some() {
+                let batch: qdn_relay_lambda::timers::SqsBatch =
+                    serde_json::from_value(payload).map_err(bad_event)?;
+                let out =
+                    qdn_relay_lambda::timers::handle_timers(relay, timers.as_deref(), batch).await;
+                return serde_json::to_value(out).map_err(bad_event);
+            }
+            #[cfg(not(feature = "timers"))]
+            let _ = timers;
+            let payload: TickEvent = serde_json::from_value(payload).map_err(bad_event)?;
+            let report = tick(relay, LambdaEvent::new(payload, context)).await?;
+            serde_json::to_value(report).map_err(bad_event)
+        },
     ))
     .await
 }

@@ -8,11 +8,14 @@
 //!   Manager (and wiremock) over the functions' HTTP client;
 //! - `transport_conformance`: the transport conformance suite (the Twilio
 //!   REST client's scenarios) over that HTTP client;
-//! - `sdk_http`: the AWS SDK (DynamoDB) over that HTTP client.
+//! - `sdk_http`: the AWS SDK (DynamoDB) over that HTTP client;
+//! - `timers`: SQS timers on moto's SQS, and the tick function's handling
+//!   of duplicated, re-ordered, stale and early timer messages.
 
 mod emulator;
 mod fixtures;
 mod handlers;
 mod sdk_http;
 mod secrets;
+mod timers;
 mod transport_conformance;
