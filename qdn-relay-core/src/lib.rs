@@ -32,6 +32,7 @@
 // Every module is private: the public API is what is re-exported here, one
 // path per name (see ARCHITECTURE.md for where each lives), plus the
 // `testing` namespace behind its feature.
+mod carrier;
 mod dispatch;
 mod driver;
 mod event;
@@ -51,6 +52,7 @@ mod types;
 #[cfg(any(feature = "testing", feature = "mock"))]
 pub mod testing;
 
+pub use carrier::{CarrierHold, CarrierNumber, CarrierSkip, MAX_CARRIER_NAME, Via};
 pub use dispatch::{
     Dispatch, InputError, JOB_RETRY_MAX, JOB_RETRY_MIN, JOB_SYNC_GRACE, JobSync, MAX_KEPT_EVENTS,
     MAX_SEND_ATTEMPTS, OUTBOX_GRACE,
