@@ -61,7 +61,7 @@ pub use driver::{
     DEFAULT_SWEEP_CONCURRENCY, JobSyncMode, Outcome, Relay, RelayBuilder, RelayError, SweepReport,
 };
 pub use event::{Effect, EscalationReason, EventKind, OutboundMessage, RelayEvent};
-pub use failover::Failover;
+pub use failover::{DEFAULT_COOLING_OFF, Failover, THROTTLE_BOUND};
 pub use input::{
     Actor, Command, DashboardAction, DeliveryError, DeliveryReport, DeliveryStatus, ErrorClass,
     InboundText, Input, MAX_BODY_CHARS, Media, RouteReason, SendError, SendErrorKind, SkipReason,
