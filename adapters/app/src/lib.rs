@@ -42,11 +42,13 @@
 
 use qdn_relay_core::{Clock, Relay, SmsProvider, Store};
 
+mod aws;
 mod dry_run;
 mod http;
 mod settings;
 mod wiring;
 
+pub use aws::take_sms_notification;
 pub use dry_run::DryRunProvider;
 pub use http::{CheckedHttp, DEFAULT_BODY_LIMIT, HttpConfig, HttpConfigError};
 #[cfg(feature = "dynamo")]

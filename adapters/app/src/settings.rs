@@ -48,6 +48,7 @@ fn err(var: &'static str, message: impl Into<String>) -> SettingsError {
 /// | `QDN_AWS_SMS_NUMBER` | the line's number on AWS End User Messaging SMS: set, AWS is the line's second carrier (see [`AwsSmsSettings`]) |
 /// | `QDN_AWS_SMS_ORIGINATION_IDENTITY` | what AWS sends from, if not that number itself: a pool id, a phone number id or an ARN |
 /// | `QDN_AWS_SMS_CONFIGURATION_SET` | the configuration set whose event destination (SNS) gets delivery events |
+/// | `QDN_AWS_SMS_SNS_TOPICS` | the SNS topics (ARNs, comma-separated) whose two-way texts and delivery events `POST /sms/aws/sns` takes |
 /// | `QDN_AWS_SMS_REGION` | AWS SMS's region (default `AWS_REGION`); credentials are the environment's (`AWS_ACCESS_KEY_ID`, ...) |
 /// | `RELAY_CARRIER_COOLING_OFF` | how long a carrier that failed carrier-wide is passed over for new texts (default `5m`) |
 ///
@@ -102,6 +103,11 @@ pub struct AwsSmsSettings {
     pub number: PhoneNumber,
     /// The client's configuration.
     pub config: AwsSmsConfig,
+    /// The SNS topics (ARNs) whose messages the relay takes
+    /// (`QDN_AWS_SMS_SNS_TOPICS`, comma-separated): two-way texts and the
+    /// configuration set's delivery events. Messages from any other topic
+    /// are refused (anyone may point a topic at a public URL).
+    pub sns_topics: Vec<String>,
 }
 
 impl AwsSmsSettings {
@@ -116,6 +122,7 @@ impl AwsSmsSettings {
                 "QDN_AWS_SMS_ORIGINATION_IDENTITY",
                 "QDN_AWS_SMS_CONFIGURATION_SET",
                 "QDN_AWS_SMS_REGION",
+                "QDN_AWS_SMS_SNS_TOPICS",
             ] {
                 if get(var).is_some() {
                     return Err(err(
@@ -154,6 +161,27 @@ impl AwsSmsSettings {
                 .map_err(|e| err("QDN_AWS_SMS_ORIGINATION_IDENTITY", format!("{e}")))?;
             config.origination.insert(number, id);
         }
+        let mut sns_topics = Vec::new();
+        for t in get("QDN_AWS_SMS_SNS_TOPICS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            let parts: Vec<&str> = t.split(':').collect();
+            let ok = parts.len() == 6
+                && parts[0] == "arn"
+                && parts[1].starts_with("aws")
+                && parts[2] == "sns"
+                && parts[3..].iter().all(|p| !p.is_empty());
+            if !ok {
+                return Err(err(
+                    "QDN_AWS_SMS_SNS_TOPICS",
+                    format!("{t:?} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"),
+                ));
+            }
+            sns_topics.push(t.to_owned());
+        }
         config.validate().map_err(|e| {
             let var = match &e {
                 qdn_relay_aws_sms::ConfigError::Invalid {
@@ -168,7 +196,11 @@ impl AwsSmsSettings {
             };
             err(var, e.to_string())
         })?;
-        Ok(Some(Self { number, config }))
+        Ok(Some(Self {
+            number,
+            config,
+            sns_topics,
+        }))
     }
 }
 

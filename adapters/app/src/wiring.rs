@@ -491,6 +491,10 @@ mod tests {
                 "RELAY_CARRIER_COOLING_OFF",
             ),
             (
+                with_aws(&[("QDN_AWS_SMS_SNS_TOPICS", "arn:aws:sqs:us-east-1:1:q")]),
+                "QDN_AWS_SMS_SNS_TOPICS",
+            ),
+            (
                 with_aws(&[("RELAY_CARRIER_COOLING_OFF", "soon")]),
                 "RELAY_CARRIER_COOLING_OFF",
             ),

@@ -97,6 +97,10 @@ pub use events::{
     DeliveryEvent, EventError, EventFailure, EventType, SmsNotification, TwoWayMessage,
 };
 pub use sns::{
-    CertCache, CertFetcher, SignatureVersion, SnsError, SnsMessage, SnsType, TransportCertFetcher,
-    check_cert_url, verify,
+    CertCache, CertFetcher, SignatureVersion, SnsError, SnsMessage, SnsType, SubscriptionConfirmer,
+    TransportCertFetcher, TransportConfirmer, check_cert_url, check_subscribe_url,
+    confirm_subscription, verify,
 };
+
+#[cfg(feature = "testing")]
+pub mod testing;

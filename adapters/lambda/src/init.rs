@@ -183,8 +183,21 @@ pub fn http_app(
     let mut http = settings.http.clone();
     // The URL is rebuilt per request (public_url::rebuild), base included.
     http.public_url = None;
-    let state =
+    let mut state =
         qdn_relay_axum::AppState::new(relay, validator, qdn_relay_axum::EventHub::default(), http)?;
+    // AWS SMS's two-way texts and delivery events: SNS posts them to
+    // /sms/aws/sns (the stack's HTTPS subscription).
+    if let Some(aws) = settings
+        .aws_sms
+        .as_ref()
+        .filter(|a| !a.sns_topics.is_empty())
+    {
+        let https = Arc::new(HttpsClient::new(aws.config.connect_timeout));
+        state = state.with_sns(qdn_relay_axum::SnsIntake::over(
+            aws.sns_topics.clone(),
+            https,
+        ));
+    }
     Ok(crate::http::HttpApp::new(state, base))
 }
 
