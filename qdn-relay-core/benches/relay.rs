@@ -187,7 +187,7 @@ fn tag(i: usize) -> Tag {
 fn accepted(i: u64) -> Input {
     Input::SendOutcome {
         leg: 0,
-        result: Ok(sid('b', i)),
+        result: Ok(sid('b', i).into()),
     }
 }
 
@@ -526,9 +526,9 @@ impl qdn_relay_core::SmsProvider for SlowProvider {
     ) -> Result<qdn_relay_core::SendReceipt, SendError> {
         tokio::time::sleep(self.latency).await;
         let n = self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(qdn_relay_core::SendReceipt {
-            sid: format!("SMslow{n:028}").parse().expect("a valid sid"),
-        })
+        Ok(qdn_relay_core::SendReceipt::new(
+            format!("SMslow{n:028}").parse().expect("a valid sid"),
+        ))
     }
     fn name(&self) -> &str {
         "slow"

@@ -224,6 +224,8 @@ pub struct Relay<S: ?Sized, P: ?Sized, C: ?Sized> {
     limiter: Arc<dyn RateLimiter>,
     jobs: Option<Arc<dyn Jobs>>,
     lines: HashMap<PhoneNumber, Arc<Policy>>,
+    /// A line's numbers on its other carriers → the line.
+    aliases: HashMap<PhoneNumber, PhoneNumber>,
     rng: Mutex<u64>,
     watch: Arc<DeadlineWatch>,
     timers: Option<Arc<dyn Timers>>,
@@ -276,6 +278,7 @@ where
                 limiter: Arc::new(MemoryRateLimiter::new()),
                 jobs: None,
                 lines: HashMap::new(),
+                aliases: HashMap::new(),
                 rng: Mutex::new(seed),
                 watch: Arc::new(DeadlineWatch::new()),
                 timers: None,
@@ -357,6 +360,7 @@ where
     /// line's policy or was texted about an open dispatch; else a
     /// customer's.
     pub async fn inbound(&self, text: InboundText) -> Result<Outcome, RelayError> {
+        let text = self.to_line(text);
         let policy = self.line_policy(&text)?;
         match Keyword::parse(&text.body) {
             Some(Keyword::OptOut) => return self.keyword(text, Keyword::OptOut).await,
@@ -392,6 +396,7 @@ where
         text: InboundText,
         keyword: Keyword,
     ) -> Result<Outcome, RelayError> {
+        let text = self.to_line(text);
         self.line_policy(&text)?;
         let from = text.from;
         let now = self.clock.now();
@@ -475,7 +480,7 @@ where
     /// A customer's text: joins their open dispatch on the line, or opens
     /// one (behaviour B1). The same message id twice does nothing (B2).
     pub async fn customer_text(&self, text: InboundText) -> Result<Outcome, RelayError> {
-        self.customer_text_after(text, None).await
+        self.customer_text_after(self.to_line(text), None).await
     }
 
     /// [`Relay::customer_text`], starting from what
@@ -535,7 +540,7 @@ where
     /// A dispatcher's text, routed by tag, else to their only open dispatch,
     /// else to their most recent one (behaviour B5).
     pub async fn dispatcher_text(&self, text: InboundText) -> Result<Outcome, RelayError> {
-        self.dispatcher_text_after(text, None).await
+        self.dispatcher_text_after(self.to_line(text), None).await
     }
 
     /// [`Relay::dispatcher_text`], knowing from what
@@ -759,8 +764,28 @@ where
 
     // ----- internals ------------------------------------------------------
 
+    /// The business line a number belongs to: itself for a line, the line
+    /// for one of a line's numbers on another carrier
+    /// ([`Policy::carriers`]); `None` for any other number.
+    pub fn line_of(&self, n: PhoneNumber) -> Option<PhoneNumber> {
+        if self.lines.contains_key(&n) {
+            Some(n)
+        } else {
+            self.aliases.get(&n).copied()
+        }
+    }
+
+    /// A text to one of a line's numbers on another carrier is a text to
+    /// the line.
+    fn to_line(&self, mut text: InboundText) -> InboundText {
+        if let Some(&line) = self.aliases.get(&text.to) {
+            text.to = line;
+        }
+        text
+    }
+
     fn line_policy(&self, text: &InboundText) -> Result<&Arc<Policy>, RelayError> {
-        if self.lines.contains_key(&text.from) {
+        if self.line_of(text.from).is_some() {
             return Err(RelayError::Loop(text.from));
         }
         let policy = self
@@ -1068,7 +1093,7 @@ where
                         let input = match self.check(&policy, &msg).await {
                             Some(refused) => refused,
                             None => {
-                                let result = self.provider.send(&msg).await.map(|r| r.sid);
+                                let result = self.provider.send(&msg).await;
                                 if let Err(e) = &result {
                                     tracing::warn!(dispatch = %id, leg = msg.leg, to = %msg.to, error = %e, "send failed");
                                 }
@@ -1114,7 +1139,7 @@ where
     /// of sending. A failing port is logged and lets the text go.
     async fn check(&self, policy: &Policy, msg: &OutboundMessage) -> Option<Input> {
         let leg = msg.leg;
-        if self.lines.contains_key(&msg.to) || policy.relay_lines().contains(&msg.to) {
+        if self.line_of(msg.to).is_some() || policy.relay_lines().contains(&msg.to) {
             return Some(Input::SendBlocked {
                 leg,
                 reason: SkipReason::Loop,
@@ -1157,8 +1182,17 @@ where
     P: SmsProvider + ?Sized,
     C: Clock + ?Sized,
 {
-    /// Adds a business line and its policy.
+    /// Adds a business line and its policy. The line's numbers on other
+    /// carriers ([`Policy::carriers`]) are the line's too: texts to them
+    /// are texts to the line. (A number that is already another line's
+    /// stays that line's; the wiring checks for such clashes.)
     pub fn line(mut self, line: PhoneNumber, policy: Policy) -> Self {
+        for c in policy.carriers() {
+            if c.number != line && !self.relay.lines.contains_key(&c.number) {
+                self.relay.aliases.entry(c.number).or_insert(line);
+            }
+        }
+        self.relay.aliases.remove(&line);
         self.relay.lines.insert(line, Arc::new(policy));
         self
     }

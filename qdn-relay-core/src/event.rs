@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::carrier::{CarrierNumber, CarrierSkip, Via};
 use crate::input::{
     Actor, Command, DeliveryStatus, ErrorClass, RouteReason, SendErrorKind, SkipReason,
 };
@@ -37,7 +38,8 @@ pub struct OutboundMessage {
     pub leg: u32,
     /// The recipient.
     pub to: PhoneNumber,
-    /// The sender: always the business line.
+    /// The business line. A carrier sends from the line's number on it
+    /// (see `routes`).
     pub from: PhoneNumber,
     /// The text, within [`crate::MAX_BODY_CHARS`].
     pub body: String,
@@ -46,6 +48,16 @@ pub struct OutboundMessage {
     /// for the provider's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validity_secs: Option<u32>,
+    /// The carriers that may send it, in order, each with the number it
+    /// sends from (the policy's [`crate::Policy::carriers`]; for a reply to
+    /// the customer only those whose number is the business line). Empty:
+    /// any carrier, from `from`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<CarrierNumber>,
+    /// Carriers that must not send it: they already failed this text
+    /// carrier-wide (a delivery report said so).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub avoid: Vec<String>,
 }
 
 /// A relay event: every transition publishes at least one, and keeps it
@@ -162,6 +174,40 @@ pub enum EventKind {
         leg: u32,
         /// The provider's id.
         sid: ProviderMessageId,
+        /// The carrier and number it went through, when the provider said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<Via>,
+    },
+    /// A carrier was passed over for a leg: it failed carrier-wide (or
+    /// was cooling off) and the leg went on to the next carrier.
+    CarrierSkipped {
+        /// The leg.
+        leg: u32,
+        /// The carrier, why, and until when it is degraded.
+        #[serde(flatten)]
+        skip: CarrierSkip,
+    },
+    /// Every carrier that may send the leg failed carrier-wide: it waits
+    /// (retried with backoff, never given up) and the dispatch holds; its
+    /// level's timeout starts only once the forward is sent.
+    CarriersDown {
+        /// The leg.
+        leg: u32,
+        /// The last carrier's error.
+        kind: SendErrorKind,
+        /// Its code.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<u32>,
+        /// When the leg is tried again.
+        retry_at: Timestamp,
+    },
+    /// A carrier sent a leg after every carrier was down: the hold ends.
+    CarriersRecovered {
+        /// The leg.
+        leg: u32,
+        /// The carrier and number it went through.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<Via>,
     },
     /// A send failed.
     SendFailed {
@@ -314,6 +360,9 @@ impl EventKind {
             EventKind::Replied { .. } => "replied",
             EventKind::Sent { .. } => "sent",
             EventKind::SendFailed { .. } => "send_failed",
+            EventKind::CarrierSkipped { .. } => "carrier_skipped",
+            EventKind::CarriersDown { .. } => "carriers_down",
+            EventKind::CarriersRecovered { .. } => "carriers_recovered",
             EventKind::Delivery { .. } => "delivery",
             EventKind::Unreachable { .. } => "unreachable",
             EventKind::Ignored { .. } => "ignored",

@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::carrier::CarrierSkip;
+use crate::ports::SendReceipt;
 use crate::types::{JobId, PhoneNumber, ProviderMessageId, Timestamp};
 
 /// The longest body the relay sends (Twilio's limit for one message), as
@@ -147,14 +149,30 @@ pub enum ErrorClass {
     /// the relay's [`crate::OptOuts`], so no dispatch texts them until
     /// they opt back in.
     OptedOut,
-    /// The carrier filtered the content (Twilio 30007).
+    /// The carrier filtered this content to this recipient.
     Filtered,
     /// The relay's configuration is wrong (credentials, sender): nothing
-    /// will work until an operator fixes it (Twilio 20003).
+    /// will work through this carrier until an operator fixes it (Twilio
+    /// 20003). Carrier-wide: never makes the recipient unreachable.
     Config,
+    /// The carrier itself is the problem, not the recipient: an outage, or
+    /// the sending number filtered or unregistered (Twilio 30007, 30034).
+    /// Carrier-wide: the same text may go through another carrier, and it
+    /// never makes the recipient unreachable.
+    Carrier,
     /// A code the adapter does not know: treated like `RetryLater` for
     /// escalation (the next level is tried) but not retried to this number.
     Unknown,
+}
+
+impl ErrorClass {
+    /// Whether the error is about the carrier (its account, configuration
+    /// or sending number), not the recipient: a failed text of this class
+    /// is sent again through another of the line's carriers, and the
+    /// recipient is never marked unreachable for it.
+    pub fn is_carrier_wide(self) -> bool {
+        matches!(self, ErrorClass::Config | ErrorClass::Carrier)
+    }
 }
 
 /// A provider's delivery error: its code and class.
@@ -262,10 +280,30 @@ pub enum SendErrorKind {
     OptedOut,
     /// The content was refused.
     Filtered,
-    /// Credentials or sender are wrong: an operator must act.
+    /// Credentials, account or sender are wrong (Twilio 20003, 21606;
+    /// AWS `AccessDenied`, `ResourceNotFound`): an operator must act.
+    /// Carrier-wide (see [`SendErrorKind::is_carrier_wide`]).
     Config,
     /// Anything else the provider refused (a 4xx it did not explain).
     Rejected,
+    /// The carrier cannot send now and nothing was sent: an outage, 5xx or
+    /// timeouts after its own retries before the request was written,
+    /// throttling past a bound, its sending number filtered or unregistered
+    /// (Twilio 30007, 30034). Carrier-wide: [`crate::Failover`] sends the
+    /// same leg through the next carrier at once.
+    CarrierDown,
+}
+
+impl SendErrorKind {
+    /// Whether the error is about the carrier (its account, configuration,
+    /// availability or sending number), not about the recipient: another
+    /// carrier may send the same text, and the recipient is never marked
+    /// unreachable for it. When the relay's last carrier answers so, the
+    /// leg waits (with backoff, without a limit on attempts) and the
+    /// dispatch holds: see [`crate::Dispatch::carrier_hold`].
+    pub fn is_carrier_wide(self) -> bool {
+        matches!(self, SendErrorKind::Config | SendErrorKind::CarrierDown)
+    }
 }
 
 /// A failed send: its kind, the provider's code and message.
@@ -282,6 +320,10 @@ pub struct SendError {
     /// When the provider said to retry (HTTP `Retry-After`), in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// The carriers passed over before this answer (filled by
+    /// [`crate::Failover`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<CarrierSkip>,
 }
 
 impl SendError {
@@ -292,6 +334,7 @@ impl SendError {
             code: None,
             message: message.into(),
             retry_after_ms: None,
+            skipped: Vec::new(),
         }
     }
 
@@ -364,8 +407,9 @@ pub enum Input {
     SendOutcome {
         /// The leg that was sent.
         leg: u32,
-        /// The provider's id, or the error.
-        result: Result<ProviderMessageId, SendError>,
+        /// The provider's receipt (its id; with [`crate::Failover`], the
+        /// carrier and number it went through), or the error.
+        result: Result<SendReceipt, SendError>,
     },
     /// A dashboard action.
     Dashboard(DashboardAction),

@@ -32,6 +32,7 @@
 // Every module is private: the public API is what is re-exported here, one
 // path per name (see ARCHITECTURE.md for where each lives), plus the
 // `testing` namespace behind its feature.
+mod carrier;
 mod dispatch;
 mod driver;
 mod event;
@@ -52,6 +53,7 @@ mod wake;
 #[cfg(any(feature = "testing", feature = "mock"))]
 pub mod testing;
 
+pub use carrier::{CarrierHold, CarrierNumber, CarrierSkip, MAX_CARRIER_NAME, Via};
 pub use dispatch::{
     Dispatch, InputError, JOB_RETRY_MAX, JOB_RETRY_MIN, JOB_SYNC_GRACE, JobSync, MAX_KEPT_EVENTS,
     MAX_SEND_ATTEMPTS, OUTBOX_GRACE, Step, first_step, first_steps,
@@ -60,7 +62,7 @@ pub use driver::{
     DEFAULT_SWEEP_CONCURRENCY, JobSyncMode, Outcome, Relay, RelayBuilder, RelayError, SweepReport,
 };
 pub use event::{Effect, EscalationReason, EventKind, OutboundMessage, RelayEvent};
-pub use failover::Failover;
+pub use failover::{DEFAULT_COOLING_OFF, Failover, THROTTLE_BOUND};
 pub use input::{
     Actor, Command, DashboardAction, DeliveryError, DeliveryReport, DeliveryStatus, ErrorClass,
     InboundText, Input, MAX_BODY_CHARS, Media, RouteReason, SendError, SendErrorKind, SkipReason,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::carrier::{CarrierNumber, check_carriers};
 use crate::schedule::{Window, Zone, any_open, next_opening, open_periods};
 use crate::types::{PhoneNumber, Timestamp};
 
@@ -105,6 +106,8 @@ pub struct Policy {
     pub(crate) suppress_repeats: Option<Duration>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) relay_lines: Vec<PhoneNumber>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) carriers: Vec<CarrierNumber>,
 }
 
 /// The rule on a level's timeout (also checked on a policy file's default
@@ -218,6 +221,14 @@ pub enum PolicyError {
         /// The number.
         number: PhoneNumber,
     },
+    /// A bad entry in the line's carrier list (a bad or repeated carrier
+    /// name, a number listed twice, a dispatcher's number).
+    BadCarrier {
+        /// Index of the entry.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl PolicyError {
@@ -244,6 +255,7 @@ impl PolicyError {
             E::TooManyRates { list, .. } => format!("throttle.{list}"),
             E::BadRate { list, index, .. } => format!("throttle.{list}[{index}]"),
             E::BadSuppressWindow => "suppress_repeats".to_owned(),
+            E::BadCarrier { index, .. } => format!("carriers[{index}]"),
         }
     }
 
@@ -285,6 +297,7 @@ impl PolicyError {
                 format!("must be between {min} and {max_period}, or off")
             }
             E::TargetIsRelayLine { number, .. } => format!("{number} is a relay line (a loop)"),
+            E::BadCarrier { reason, .. } => reason.clone(),
         }
     }
 }
@@ -310,6 +323,7 @@ impl Policy {
             throttle: Throttle::default(),
             suppress_repeats: None,
             relay_lines: Vec::new(),
+            carriers: Vec::new(),
         };
         p.validate()?;
         Ok(p)
@@ -429,6 +443,23 @@ impl Policy {
                 });
             }
         }
+        if let Err(reason) = check_carriers(&self.carriers) {
+            let index = (0..self.carriers.len())
+                .find(|&i| check_carriers(&self.carriers[..=i]).is_err())
+                .unwrap_or(0);
+            return Err(PolicyError::BadCarrier { index, reason });
+        }
+        if let Some(index) = self
+            .carriers
+            .iter()
+            .position(|c| self.is_target(c.number) || self.relay_lines.contains(&c.number))
+        {
+            let number = self.carriers[index].number;
+            return Err(PolicyError::BadCarrier {
+                index,
+                reason: format!("{number} is a dispatcher or a relay line (a loop)"),
+            });
+        }
         Ok(())
     }
 
@@ -489,6 +520,24 @@ impl Policy {
         self.relay_lines = lines;
         self.validate()?;
         Ok(self)
+    }
+
+    /// The same policy sending through `carriers`, in order: the line's
+    /// number on each carrier (see [`CarrierNumber`]). Texts to any of
+    /// them are the line's; replies to the customer go only through the
+    /// carriers whose number is the business line itself, so the customer
+    /// always sees one number. Empty (the default): every carrier of the
+    /// relay's provider, from the business line.
+    pub fn with_carriers(mut self, carriers: Vec<CarrierNumber>) -> Result<Self, PolicyError> {
+        self.carriers = carriers;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// The line's numbers on each carrier, in order (empty: the business
+    /// line through every carrier).
+    pub fn carriers(&self) -> &[CarrierNumber] {
+        &self.carriers
     }
 
     /// The levels, in escalation order.

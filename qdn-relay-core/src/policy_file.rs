@@ -12,6 +12,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::carrier::CarrierNumber;
 use crate::policy::{
     DEFAULT_ACK_TIMEOUT, DEFAULT_SUPPRESS_REPEATS, HoursZone, Level, LevelHours, OverLimit, Person,
     Policy, PolicyError, Throttle, WhenClosed, default_label, parse_duration, timeout_in_bounds,
@@ -55,6 +56,13 @@ impl Policy {
     /// timeout = "15m"                     # each level's default
     /// suppress_repeats = "10m"            # default 10m; "off" to send repeats
     /// relay_lines = ["+16195550999"]      # other relay numbers: never texted
+    ///
+    /// [[carriers]]                        # the line's number on each carrier, in order
+    /// carrier = "twilio"                  # (default: every carrier, from the line)
+    /// number = "+16195550000"             # the business line: the customer sees it
+    /// [[carriers]]
+    /// carrier = "aws-sms"
+    /// number = "+16195550900"             # texts to it are the line's too
     ///
     /// [people]
     /// ana = "+16195550101"
@@ -110,6 +118,7 @@ const TOP_KEYS: &[&str] = &[
     "timeout",
     "suppress_repeats",
     "relay_lines",
+    "carriers",
     "people",
     "throttle",
     "levels",
@@ -214,6 +223,27 @@ impl<'s> Reader<'s> {
             }
             None => Vec::new(),
         };
+        // [[carriers]]: the line's number on each carrier, in order
+        let mut carriers = Vec::new();
+        if let Some(v) = root.get("carriers") {
+            for (i, item) in self.array(v, "carriers")?.iter().enumerate() {
+                let field = format!("carriers[{i}]");
+                let t = self.table(item, &field)?;
+                self.known_keys(t, &field, &["carrier", "number"])?;
+                let cf = format!("{field}.carrier");
+                let carrier = t
+                    .get("carrier")
+                    .ok_or_else(|| self.err(item.span(), &cf, "required: twilio, aws-sms, ..."))?;
+                let nf = format!("{field}.number");
+                let number = t.get("number").ok_or_else(|| {
+                    self.err(item.span(), &nf, "required: the line's number on it")
+                })?;
+                carriers.push(CarrierNumber {
+                    carrier: self.str(carrier, &cf)?.trim().to_owned(),
+                    number: self.number(number, &nf)?,
+                });
+            }
+        }
 
         // [people]
         let mut names: BTreeMap<String, PhoneNumber> = BTreeMap::new();
@@ -396,6 +426,7 @@ impl<'s> Reader<'s> {
             throttle,
             suppress_repeats,
             relay_lines,
+            carriers,
         };
         policy.validate().map_err(|e| self.place(&e, root))?;
         Ok(policy)

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::carrier::{CarrierSkip, Via};
 use crate::dispatch::Dispatch;
 use crate::event::{OutboundMessage, RelayEvent};
 use crate::input::SendError;
@@ -24,6 +25,30 @@ use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Times
 pub struct SendReceipt {
     /// The provider's id for the message; status callbacks carry it.
     pub sid: ProviderMessageId,
+    /// The carrier and number it went through (filled by
+    /// [`crate::Failover`]; a single provider may leave it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<Via>,
+    /// The carriers passed over before it was accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<CarrierSkip>,
+}
+
+impl From<ProviderMessageId> for SendReceipt {
+    fn from(sid: ProviderMessageId) -> Self {
+        Self::new(sid)
+    }
+}
+
+impl SendReceipt {
+    /// A receipt with the provider's id only.
+    pub fn new(sid: ProviderMessageId) -> Self {
+        Self {
+            sid,
+            via: None,
+            skipped: Vec::new(),
+        }
+    }
 }
 
 /// Sends one text.

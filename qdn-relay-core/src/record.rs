@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::carrier::Via;
 use crate::input::{Actor, DeliveryStatus, ErrorClass, Media, SkipReason};
 use crate::types::{PhoneNumber, ProviderMessageId, Timestamp};
 
@@ -104,6 +105,22 @@ pub struct Leg {
     /// the conversation (absent in records written before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_thread: Option<u32>,
+    /// The carrier it went through and the number it was sent from, once
+    /// accepted (when the provider said).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<Via>,
+    /// How many times every carrier was down for it (see
+    /// [`crate::CarrierHold`]); these tries do not count in `attempts`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub carrier_waits: u32,
+    /// Whether it waits for a carrier: every carrier that may send it was
+    /// down at its last try (see [`crate::CarrierHold`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
+    /// Carriers that must not send it: the same text failed through them
+    /// carrier-wide (this leg replaces the failed one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub avoid: Vec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::carrier::CarrierHold;
 use crate::dispatch::Dispatch;
 use crate::event::RelayEvent;
 use crate::input::Actor;
@@ -70,6 +71,12 @@ pub struct DispatchStatus {
     /// and the level is texted (behaviour B7).
     #[serde(default)]
     pub holding_until: Option<Timestamp>,
+    /// While every carrier that may send one of its texts is down: since
+    /// when and the last error (the text waits and is retried; a forward's
+    /// level timeout starts once it is sent). Each leg's `via` names the
+    /// carrier and number it went through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier_hold: Option<CarrierHold>,
     /// When anything is next due.
     pub next_deadline: Option<Timestamp>,
     /// When it opened.
@@ -206,6 +213,7 @@ impl Dispatch {
             level: self.level(),
             level_deadline: self.level_deadline(),
             holding_until: self.holding_until(),
+            carrier_hold: self.carrier_hold().cloned(),
             next_deadline: self.next_deadline(),
             opened_at: self.opened_at(),
             updated_at: self.updated_at(),

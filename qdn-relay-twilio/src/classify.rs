@@ -16,7 +16,7 @@ use qdn_relay_core::{ErrorClass, SendErrorKind};
 /// assert_eq!(classify(30003), ErrorClass::RetryLater);
 /// assert_eq!(classify(21211), ErrorClass::Unreachable);
 /// assert_eq!(classify(21610), ErrorClass::OptedOut);
-/// assert_eq!(classify(30007), ErrorClass::Filtered);
+/// assert_eq!(classify(30007), ErrorClass::Carrier);
 /// assert_eq!(classify(20003), ErrorClass::Config);
 /// assert_eq!(classify(12345), ErrorClass::Unknown);
 /// ```
@@ -24,7 +24,6 @@ pub fn classify(code: u32) -> ErrorClass {
     match code {
         // Transient: the same number may work later.
         20429 // Too Many Requests
-        | 21611 // This 'From' number's queue is full (over 10 hours of texts)
         | 30001 // Queue overflow
         | 30003 // Unreachable destination handset (off, no signal)
         | 30008 // Unknown error (Twilio: try resending)
@@ -52,8 +51,15 @@ pub fn classify(code: u32) -> ErrorClass {
         21610 // Attempt to send to unsubscribed recipient (replied STOP)
         => ErrorClass::OptedOut,
 
-        // The carrier filtered the content.
-        30007 => ErrorClass::Filtered,
+        // Twilio itself cannot send from this number now: the sending
+        // number is filtered or unregistered, or its queue is full
+        // (throttling past any useful bound). Carrier-wide: the same text
+        // goes through the line's next carrier, and the recipient is not
+        // to blame.
+        30007 // Message filtered (the carrier filters the sending number)
+        | 30034 // US A2P 10DLC: unregistered number
+        | 21611 // This 'From' number's queue is full (over 10 hours of texts)
+        => ErrorClass::Carrier,
 
         // The relay's configuration is wrong: nothing works until fixed.
         20003 // Authentication failed
@@ -68,7 +74,6 @@ pub fn classify(code: u32) -> ErrorClass {
         | 30002 // Account suspended
         | 30010 // Message price exceeds max price
         | 30032 // Toll-free number not verified
-        | 30034 // US A2P 10DLC: unregistered number
         => ErrorClass::Config,
 
         _ => ErrorClass::Unknown,
@@ -126,13 +131,16 @@ pub fn describe(code: u32) -> Option<&'static str> {
 /// and the error body's `code`, through [`classify`].
 ///
 /// - 429 or code 20429: [`SendErrorKind::Retryable`] (nothing was sent).
-/// - 5xx: [`SendErrorKind::MaybeSent`], whatever the code (the request got
-///   there; Twilio may have queued it).
+/// - 503: [`SendErrorKind::CarrierDown`] (Twilio is unavailable and
+///   accepted nothing: the same text goes through the line's next carrier).
+/// - any other 5xx: [`SendErrorKind::MaybeSent`], whatever the code (the
+///   request got there; Twilio may have queued it: never sent again).
 /// - 3xx: [`SendErrorKind::Config`] (the API base URL points somewhere
 ///   that redirects; Twilio's API never does).
-/// - a classified code: `RetryLater` → `Retryable`, `Unreachable`,
-///   `OptedOut`,
-///   `Filtered` and `Config` as themselves.
+/// - a classified code: `RetryLater` → `Retryable`, `Carrier` →
+///   `CarrierDown`, `Unreachable`, `OptedOut`, `Filtered` and `Config` as
+///   themselves (`Config` and `CarrierDown` are carrier-wide: see
+///   [`SendErrorKind::is_carrier_wide`]).
 /// - 401, 403 and 404 without a classified code: `Config` (wrong
 ///   credentials, permissions, Account SID or base URL: the only path the
 ///   client calls is the account's `Messages.json`).
@@ -143,10 +151,16 @@ pub fn describe(code: u32) -> Option<&'static str> {
 /// use qdn_relay_twilio::send_error_kind;
 /// assert_eq!(send_error_kind(400, Some(21211)), SendErrorKind::Unreachable);
 /// assert_eq!(send_error_kind(400, Some(21610)), SendErrorKind::OptedOut);
-/// assert_eq!(send_error_kind(503, None), SendErrorKind::MaybeSent);
+/// assert_eq!(send_error_kind(503, None), SendErrorKind::CarrierDown);
+/// assert_eq!(send_error_kind(500, None), SendErrorKind::MaybeSent);
+/// assert_eq!(send_error_kind(400, Some(30007)), SendErrorKind::CarrierDown);
+/// assert_eq!(send_error_kind(401, Some(20003)), SendErrorKind::Config);
 /// assert_eq!(send_error_kind(400, Some(21617)), SendErrorKind::Rejected);
 /// ```
 pub fn send_error_kind(http_status: u16, code: Option<u32>) -> SendErrorKind {
+    if http_status == 503 {
+        return SendErrorKind::CarrierDown;
+    }
     if http_status >= 500 {
         return SendErrorKind::MaybeSent;
     }
@@ -162,6 +176,7 @@ pub fn send_error_kind(http_status: u16, code: Option<u32>) -> SendErrorKind {
         Some(ErrorClass::OptedOut) => SendErrorKind::OptedOut,
         Some(ErrorClass::Filtered) => SendErrorKind::Filtered,
         Some(ErrorClass::Config) => SendErrorKind::Config,
+        Some(ErrorClass::Carrier) => SendErrorKind::CarrierDown,
         _ if matches!(http_status, 401 | 403 | 404) => SendErrorKind::Config,
         _ => SendErrorKind::Rejected,
     }
@@ -173,14 +188,18 @@ mod tests {
 
     #[test]
     fn table_of_the_brief() {
-        for c in [30003, 20429, 30001, 30008, 21611, 30036, 63017, 63038] {
+        for c in [30003, 20429, 30001, 30008, 30036, 63017, 63038] {
             assert_eq!(classify(c), ErrorClass::RetryLater, "{c}");
         }
         for c in [21211, 21614, 30006, 30005] {
             assert_eq!(classify(c), ErrorClass::Unreachable, "{c}");
         }
         assert_eq!(classify(21610), ErrorClass::OptedOut);
-        assert_eq!(classify(30007), ErrorClass::Filtered);
+        // The sending number or Twilio itself: carrier-wide.
+        for c in [30007, 30034, 21611] {
+            assert_eq!(classify(c), ErrorClass::Carrier, "{c}");
+            assert!(classify(c).is_carrier_wide(), "{c}");
+        }
         // 21408 is the account's geo permissions, not the recipient.
         for c in [20003, 21606, 21212, 20404, 21408, 21609] {
             assert_eq!(classify(c), ErrorClass::Config, "{c}");
@@ -207,16 +226,19 @@ mod tests {
             (429, Some(20429), Retryable),
             (400, Some(20429), Retryable),
             (400, Some(30001), Retryable),
-            (400, Some(21611), Retryable),
+            (400, Some(21611), CarrierDown),
             (429, Some(63038), Retryable),
             (400, Some(21408), Config),
             (400, Some(21609), Config),
             (500, None, MaybeSent),
             (502, Some(21211), MaybeSent),
-            (503, Some(20429), MaybeSent),
+            (503, Some(20429), CarrierDown),
+            (503, None, CarrierDown),
+            (504, None, MaybeSent),
             (400, Some(21211), Unreachable),
             (400, Some(21610), OptedOut),
-            (400, Some(30007), Filtered),
+            (400, Some(30007), CarrierDown),
+            (400, Some(30034), CarrierDown),
             (401, Some(20003), Config),
             (401, None, Config),
             (403, None, Config),

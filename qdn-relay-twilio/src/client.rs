@@ -614,7 +614,7 @@ impl TwilioClient {
         if e.kind == TransportErrorKind::Connect {
             Failed::new(
                 SendError::new(
-                    SendErrorKind::Retryable,
+                    SendErrorKind::CarrierDown,
                     format!("could not connect to the Twilio API: {detail}"),
                 ),
                 true,
@@ -699,7 +699,7 @@ impl SmsProvider for TwilioClient {
     async fn send(&self, msg: &OutboundMessage) -> Result<SendReceipt, SendError> {
         self.create_message(msg)
             .await
-            .map(|m| SendReceipt { sid: m.sid })
+            .map(|m| SendReceipt::new(m.sid))
     }
 
     fn name(&self) -> &str {
@@ -721,6 +721,8 @@ impl SmsProvider for TwilioClient {
 ///     from: "+16195550000".parse().unwrap(),
 ///     body: "hi".into(),
 ///     validity_secs: None,
+///     routes: Vec::new(),
+///     avoid: Vec::new(),
 /// };
 /// let url = qdn_relay_twilio::callback_url("https://relay.example/sms/status?x=1#rc=3", &msg);
 /// assert_eq!(

@@ -55,21 +55,23 @@
 //!
 //! | class | codes | meaning for the relay |
 //! |---|---|---|
-//! | `RetryLater` | 20429 too many requests, 21611 From queue full, 30001 queue overflow, 30003 unreachable handset, 30008 unknown error (Twilio: try again), 30009 missing segment, 30022 / 30023 10DLC rate or daily cap, 30036 validity period expired, 30410 provider timeout, 63017 account rate limit, 63038 account daily limit | transient: the same number may work later |
+//! | `RetryLater` | 20429 too many requests, 30001 queue overflow, 30003 unreachable handset, 30008 unknown error (Twilio: try again), 30009 missing segment, 30022 / 30023 10DLC rate or daily cap, 30036 validity period expired, 30410 provider timeout, 63017 account rate limit, 63038 account daily limit | transient: the same number may work later |
 //! | `Unreachable` | 21211 invalid To, 21608 unverified To (trial), 21612 not reachable by SMS, 21614 not a mobile number, 30004 blocked, 30005 unknown or inactive handset, 30006 landline or unreachable carrier | never text this number again in this dispatch |
 //! | `OptedOut` | 21610 unsubscribed (the recipient texted STOP) | never text this number again in this dispatch, and record the opt-out so no dispatch texts it until it texts START |
-//! | `Filtered` | 30007 carrier filtering | the content was refused |
-//! | `Config` | 20003 authentication, 20005 account inactive, 20008 test credentials, 20404 not found (the account path), 21212 invalid From, 21408 the account's geo permissions exclude the region, 21603 From required, 21606 From not a message-capable number, 21609 invalid StatusCallback URL, 30002 account suspended, 30010 max price, 30032 toll-free unverified, 30034 10DLC unregistered | an operator must fix the configuration |
+//! | `Carrier` | 30007 the sending number filtered, 30034 10DLC unregistered number, 21611 From queue full | carrier-wide: the same text goes through the line's next carrier; the recipient is not to blame |
+//! | `Config` | 20003 authentication, 20005 account inactive, 20008 test credentials, 20404 not found (the account path), 21212 invalid From, 21408 the account's geo permissions exclude the region, 21603 From required, 21606 From not a message-capable number, 21609 invalid StatusCallback URL, 30002 account suspended, 30010 max price, 30032 toll-free unverified | carrier-wide: an operator must fix the configuration; meanwhile the line's next carrier sends, and the recipient is not to blame |
 //! | `Unknown` | every other code | safe default: move on to the next level, do not retry this number |
 //!
 //! The REST client turns an error answer into a
 //! [`SendErrorKind`](qdn_relay_core::SendErrorKind) with
 //! [`send_error_kind`]: HTTP 429 or code 20429 is `Retryable` (and is
-//! retried, honouring `Retry-After`); any 5xx is `MaybeSent` (never
-//! retried: the request got there); a classified code keeps its class
-//! (`RetryLater` → `Retryable`); 401, 403 and 404 without a classified
-//! code are `Config`; any other 4xx is `Rejected`. A connection that could
-//! not be made is `Retryable` (retried); a timeout or a broken connection
+//! retried, honouring `Retry-After`); 503 is `CarrierDown` (Twilio is
+//! unavailable and accepted nothing); any other 5xx is `MaybeSent` (never
+//! retried, never sent through another carrier: the request got there); a
+//! classified code keeps its class (`RetryLater` → `Retryable`, `Carrier`
+//! → `CarrierDown`); 401, 403 and 404 without a classified code are
+//! `Config`; any other 4xx is `Rejected`. A connection that could not be
+//! made is retried, then `CarrierDown`; a timeout or a broken connection
 //! after the request went out is `MaybeSent`.
 //!
 //! ## Message length

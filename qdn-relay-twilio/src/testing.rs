@@ -78,6 +78,8 @@ pub fn message(body: &str) -> OutboundMessage {
         from: "+18583354807".parse().expect("valid number"),
         body: body.to_owned(),
         validity_secs: None,
+        routes: Vec::new(),
+        avoid: Vec::new(),
     }
 }
 
@@ -243,7 +245,8 @@ pub async fn an_error_answer_is_classified_and_scrubbed(make: &MakeTransport) {
     server.verify().await;
 }
 
-/// A 5xx answer got there: maybe sent, never retried, its body quoted.
+/// A 5xx answer got there: maybe sent (503, unavailable: nothing was
+/// accepted, carrier down), never retried, its body quoted.
 pub async fn server_errors_are_maybe_sent_and_not_retried(make: &MakeTransport) {
     for status in [500, 502, 503] {
         let server = MockServer::start().await;
@@ -256,7 +259,12 @@ pub async fn server_errors_are_maybe_sent_and_not_retried(make: &MakeTransport) 
             .send(&message("hi"))
             .await
             .expect_err("5xx");
-        assert_eq!(err.kind, SendErrorKind::MaybeSent, "{status}");
+        let kind = if status == 503 {
+            SendErrorKind::CarrierDown
+        } else {
+            SendErrorKind::MaybeSent
+        };
+        assert_eq!(err.kind, kind, "{status}");
         assert_eq!(
             err.message,
             format!("Twilio answered HTTP {status}: upstream trouble")
@@ -266,9 +274,9 @@ pub async fn server_errors_are_maybe_sent_and_not_retried(make: &MakeTransport) 
 }
 
 /// Nothing listening: the transport says [`TransportErrorKind::Connect`]
-/// (nothing was sent), so the client retries and ends `Retryable`, within
-/// its bounds.
-pub async fn connection_refused_is_retried_then_retryable(make: &MakeTransport) {
+/// (nothing was sent), so the client retries and ends `CarrierDown` (Twilio
+/// cannot be reached: the line's next carrier sends), within its bounds.
+pub async fn connection_refused_is_retried_then_carrier_down(make: &MakeTransport) {
     let base = format!("http://127.0.0.1:{}", closed_port());
     let e = post_directly(make, &base).await.expect_err("refused");
     assert_eq!(e.kind, TransportErrorKind::Connect, "{e}");
@@ -279,7 +287,7 @@ pub async fn connection_refused_is_retried_then_retryable(make: &MakeTransport) 
         .send(&message("hi"))
         .await
         .expect_err("refused");
-    assert_eq!(err.kind, SendErrorKind::Retryable);
+    assert_eq!(err.kind, SendErrorKind::CarrierDown);
     assert!(err.message.contains("could not connect"), "{}", err.message);
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -362,7 +370,7 @@ macro_rules! transport_conformance_tests {
             too_many_requests_is_retried_after_retry_after,
             an_error_answer_is_classified_and_scrubbed,
             server_errors_are_maybe_sent_and_not_retried,
-            connection_refused_is_retried_then_retryable,
+            connection_refused_is_retried_then_carrier_down,
             https_needs_a_trusted_server,
             a_slow_answer_is_maybe_sent_and_not_retried,
             redirects_are_not_followed

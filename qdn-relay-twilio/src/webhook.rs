@@ -612,7 +612,7 @@ mod tests {
         for (code, class) in [
             ("30006", ErrorClass::Unreachable),
             ("21610", ErrorClass::OptedOut),
-            ("30007", ErrorClass::Filtered),
+            ("30007", ErrorClass::Carrier),
             ("20003", ErrorClass::Config),
             ("39999", ErrorClass::Unknown),
         ] {

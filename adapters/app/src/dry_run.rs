@@ -46,7 +46,7 @@ impl SmsProvider for DryRunProvider {
             dispatch = %msg.dispatch, leg = msg.leg, from = %msg.from, to = %msg.to, sid = %sid,
             body = %msg.body, "dry-run: text recorded, not sent"
         );
-        Ok(SendReceipt { sid })
+        Ok(SendReceipt::new(sid))
     }
 
     fn name(&self) -> &str {

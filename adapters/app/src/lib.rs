@@ -6,11 +6,14 @@
 //!
 //! 1. [`RelaySettings`] from the environment (or any lookup): the
 //!    business line, the policy (`RELAY_CHAIN` or a `RELAY_POLICY` file),
-//!    the HTTP surface's settings ([`HttpConfig`]), Twilio's. Every error
-//!    names its variable ([`SettingsError`]).
+//!    the HTTP surface's settings ([`HttpConfig`]), Twilio's, AWS SMS's
+//!    ([`AwsSmsSettings`]). Every error names its variable
+//!    ([`SettingsError`]).
 //! 2. The SMS provider the settings choose ([`provider`]): the Twilio REST
 //!    client over reqwest or the caller's HTTP stack ([`TwilioHttp`]), or
-//!    without a Twilio account the [`DryRunProvider`].
+//!    without a Twilio account the [`DryRunProvider`]; with AWS SMS
+//!    configured, a [`qdn_relay_core::Failover`] over both carriers (the
+//!    carrier layer).
 //! 3. The store and the ports it also serves ([`Backend`]): in memory,
 //!    SQLite (feature `sqlite`) or DynamoDB (feature `dynamo`, its layout
 //!    from [`dynamo_config`]).
@@ -39,16 +42,18 @@
 
 use qdn_relay_core::{Clock, Relay, SmsProvider, Store};
 
+mod aws;
 mod dry_run;
 mod http;
 mod settings;
 mod wiring;
 
+pub use aws::take_sms_notification;
 pub use dry_run::DryRunProvider;
 pub use http::{CheckedHttp, DEFAULT_BODY_LIMIT, HttpConfig, HttpConfigError};
 #[cfg(feature = "dynamo")]
 pub use settings::dynamo_config;
-pub use settings::{RelaySettings, SettingsError, sweep_interval};
+pub use settings::{AWS_SMS, AwsSmsSettings, RelaySettings, SettingsError, TWILIO, sweep_interval};
 pub use wiring::{Backend, TwilioHttp, Wiring, WiringError, provider};
 
 /// The relay with every port as a trait object: what the wiring builds and

@@ -5,8 +5,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use qdn_relay_aws_sms::AwsSmsConfig;
 use qdn_relay_core::{
-    DEFAULT_ACK_TIMEOUT, DEFAULT_SUPPRESS_REPEATS, PhoneNumber, Policy, Throttle, parse_duration,
+    CarrierNumber, DEFAULT_ACK_TIMEOUT, DEFAULT_COOLING_OFF, DEFAULT_SUPPRESS_REPEATS, PhoneNumber,
+    Policy, Throttle, parse_duration,
 };
 use qdn_relay_twilio::{Secret, SignatureValidator, TwilioConfig};
 
@@ -43,6 +45,17 @@ fn err(var: &'static str, message: impl Into<String>) -> SettingsError {
 /// | `TWILIO_ACCOUNT_SID` | unset: dry-run |
 /// | `TWILIO_AUTH_TOKEN`, `TWILIO_AUTH_TOKEN_SECONDARY` | webhook signatures (and REST calls, without an API key) |
 /// | `TWILIO_API_KEY`, `TWILIO_API_SECRET`, `TWILIO_API_BASE`, `TWILIO_MESSAGING_SERVICE_SID` | the REST client (see `TwilioConfig::from_lookup`) |
+/// | `QDN_AWS_SMS_NUMBER` | the line's number on AWS End User Messaging SMS: set, AWS is the line's second carrier (see [`AwsSmsSettings`]) |
+/// | `QDN_AWS_SMS_ORIGINATION_IDENTITY` | what AWS sends from, if not that number itself: a pool id, a phone number id or an ARN |
+/// | `QDN_AWS_SMS_CONFIGURATION_SET` | the configuration set whose event destination (SNS) gets delivery events |
+/// | `QDN_AWS_SMS_SNS_TOPICS` | the SNS topics (ARNs, comma-separated) whose two-way texts and delivery events `POST /sms/aws/sns` takes |
+/// | `QDN_AWS_SMS_REGION` | AWS SMS's region (default `AWS_REGION`); credentials are the environment's (`AWS_ACCESS_KEY_ID`, ...) |
+/// | `RELAY_CARRIER_COOLING_OFF` | how long a carrier that failed carrier-wide is passed over for new texts (default `5m`) |
+///
+/// With two carriers the line's carriers are, in order, Twilio from
+/// `QDN_TWILIO_NUMBER` then AWS from `QDN_AWS_SMS_NUMBER`, unless the
+/// policy file lists its `[[carriers]]` (then each must be configured
+/// here, with the same numbers).
 ///
 /// Empty values count as unset. `RELAY_POLICY` is read when the settings
 /// are (a dispatch keeps the policy it opened with, so a changed file
@@ -76,6 +89,189 @@ pub struct RelaySettings {
     pub auth_token: Option<Secret>,
     /// A second accepted token while rotating.
     pub auth_token_secondary: Option<Secret>,
+    /// The AWS End User Messaging SMS carrier, if configured.
+    pub aws_sms: Option<AwsSmsSettings>,
+    /// How long a carrier that failed carrier-wide is passed over.
+    pub carrier_cooling_off: Duration,
+}
+
+/// The line's second carrier, AWS End User Messaging SMS: its number and
+/// the client's configuration (region, endpoint, the environment's
+/// credentials, configuration set, origination identity).
+#[derive(Debug, Clone)]
+pub struct AwsSmsSettings {
+    /// The line's number on AWS (`QDN_AWS_SMS_NUMBER`): texts to it are the
+    /// line's; dispatchers may be texted from it.
+    pub number: PhoneNumber,
+    /// The client's configuration.
+    pub config: AwsSmsConfig,
+    /// The SNS topics (ARNs) whose messages the relay takes
+    /// (`QDN_AWS_SMS_SNS_TOPICS`, comma-separated): two-way texts and the
+    /// configuration set's delivery events. Messages from any other topic
+    /// are refused (anyone may point a topic at a public URL).
+    pub sns_topics: Vec<String>,
+}
+
+impl AwsSmsSettings {
+    /// Reads the `QDN_AWS_SMS_*` variables (see [`RelaySettings`]); `None`
+    /// without `QDN_AWS_SMS_NUMBER`. Every error names its variable.
+    pub fn from_lookup(
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, SettingsError> {
+        const NUMBER: &str = "QDN_AWS_SMS_NUMBER";
+        let Some(n) = get(NUMBER) else {
+            for var in [
+                "QDN_AWS_SMS_ORIGINATION_IDENTITY",
+                "QDN_AWS_SMS_CONFIGURATION_SET",
+                "QDN_AWS_SMS_REGION",
+                "QDN_AWS_SMS_SNS_TOPICS",
+            ] {
+                if get(var).is_some() {
+                    return Err(err(
+                        NUMBER,
+                        format!("required with {var}: the line's number on AWS SMS"),
+                    ));
+                }
+            }
+            return Ok(None);
+        };
+        let number: PhoneNumber = n
+            .parse()
+            .map_err(|e| err(NUMBER, format!("{n:?} is not a phone number: {e}")))?;
+        let region = get("QDN_AWS_SMS_REGION");
+        let lookup = |k: &str| match (k, &region) {
+            ("AWS_REGION", Some(r)) => Some(r.clone()),
+            _ => get(k),
+        };
+        let mut config = AwsSmsConfig::from_lookup(lookup).map_err(|e| {
+            let var = if region.is_none() && e.to_string().contains("AWS_REGION") {
+                "QDN_AWS_SMS_REGION"
+            } else {
+                "AWS_ACCESS_KEY_ID"
+            };
+            err(var, format!("needed for AWS SMS: {e}"))
+        })?;
+        if let Some(cs) = get("QDN_AWS_SMS_CONFIGURATION_SET") {
+            config.configuration_set = Some(
+                cs.parse()
+                    .map_err(|e| err("QDN_AWS_SMS_CONFIGURATION_SET", format!("{e}")))?,
+            );
+        }
+        if let Some(id) = get("QDN_AWS_SMS_ORIGINATION_IDENTITY") {
+            let id = id
+                .parse()
+                .map_err(|e| err("QDN_AWS_SMS_ORIGINATION_IDENTITY", format!("{e}")))?;
+            config.origination.insert(number, id);
+        }
+        let mut sns_topics = Vec::new();
+        for t in get("QDN_AWS_SMS_SNS_TOPICS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            let parts: Vec<&str> = t.split(':').collect();
+            let ok = parts.len() == 6
+                && parts[0] == "arn"
+                && parts[1].starts_with("aws")
+                && parts[2] == "sns"
+                && parts[3..].iter().all(|p| !p.is_empty());
+            if !ok {
+                return Err(err(
+                    "QDN_AWS_SMS_SNS_TOPICS",
+                    format!("{t:?} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"),
+                ));
+            }
+            sns_topics.push(t.to_owned());
+        }
+        config.validate().map_err(|e| {
+            let var = match &e {
+                qdn_relay_aws_sms::ConfigError::Invalid {
+                    setting: "AWS_REGION",
+                    ..
+                } if region.is_some() => "QDN_AWS_SMS_REGION",
+                qdn_relay_aws_sms::ConfigError::Invalid {
+                    setting: "AWS_REGION",
+                    ..
+                } => "AWS_REGION",
+                _ => "AWS_ENDPOINT_URL_PINPOINT_SMS_VOICE_V2",
+            };
+            err(var, e.to_string())
+        })?;
+        Ok(Some(Self {
+            number,
+            config,
+            sns_topics,
+        }))
+    }
+}
+
+/// The carrier names the wiring knows.
+pub const TWILIO: &str = "twilio";
+/// The AWS End User Messaging SMS carrier's name.
+pub const AWS_SMS: &str = "aws-sms";
+
+/// The line's carriers: the policy file's, checked against what is
+/// configured, or Twilio then AWS when AWS is configured.
+fn carriers(
+    policy: Policy,
+    line: PhoneNumber,
+    aws: Option<&AwsSmsSettings>,
+) -> Result<Policy, SettingsError> {
+    if policy.carriers().is_empty() {
+        let Some(aws) = aws else {
+            return Ok(policy);
+        };
+        let list = vec![
+            CarrierNumber {
+                carrier: TWILIO.into(),
+                number: line,
+            },
+            CarrierNumber {
+                carrier: AWS_SMS.into(),
+                number: aws.number,
+            },
+        ];
+        return policy
+            .with_carriers(list)
+            .map_err(|e| err("QDN_AWS_SMS_NUMBER", e.to_string()));
+    }
+    for (i, c) in policy.carriers().iter().enumerate() {
+        let bad = |why: String| err("RELAY_POLICY", format!("carriers[{i}]: {why}"));
+        match (c.carrier.as_str(), aws) {
+            (TWILIO, _) if c.number != line => {
+                return Err(bad(format!(
+                    "twilio sends from the business line QDN_TWILIO_NUMBER ({line}), not {}",
+                    c.number
+                )));
+            }
+            (TWILIO, _) => {}
+            (AWS_SMS, None) => {
+                return Err(bad(
+                    "aws-sms is not configured: set QDN_AWS_SMS_NUMBER (and its region)".into(),
+                ));
+            }
+            (AWS_SMS, Some(a)) if a.number != c.number => {
+                return Err(bad(format!(
+                    "aws-sms sends from {} but QDN_AWS_SMS_NUMBER is {}",
+                    c.number, a.number
+                )));
+            }
+            (AWS_SMS, Some(_)) => {}
+            (other, _) => {
+                return Err(bad(format!(
+                    "unknown carrier {other:?}: the carriers are twilio and aws-sms"
+                )));
+            }
+        }
+    }
+    if aws.is_some() && !policy.carriers().iter().any(|c| c.carrier == AWS_SMS) {
+        return Err(err(
+            "QDN_AWS_SMS_NUMBER",
+            "set, but the policy file's [[carriers]] does not list aws-sms",
+        ));
+    }
+    Ok(policy)
 }
 
 impl RelaySettings {
@@ -170,6 +366,21 @@ impl RelaySettings {
         };
         // Checked here so a bad value names its variable at start.
         http.check().map_err(|e| err(e.var(), e.to_string()))?;
+        let aws_sms = AwsSmsSettings::from_lookup(get)?;
+        let policy = carriers(policy, line, aws_sms.as_ref())?;
+        let carrier_cooling_off = match get("RELAY_CARRIER_COOLING_OFF") {
+            None => DEFAULT_COOLING_OFF,
+            Some(s) => match parse_duration(&s) {
+                Ok(d) if !d.is_zero() && d <= Duration::from_secs(86_400) => d,
+                Ok(_) => {
+                    return Err(err(
+                        "RELAY_CARRIER_COOLING_OFF",
+                        format!("{s:?}: must be more than zero and at most 24h"),
+                    ));
+                }
+                Err(e) => return Err(err("RELAY_CARRIER_COOLING_OFF", e.to_string())),
+            },
+        };
         let dry_run = get("TWILIO_ACCOUNT_SID").is_none();
         let twilio = if dry_run {
             None
@@ -189,6 +400,8 @@ impl RelaySettings {
             twilio,
             auth_token: get("TWILIO_AUTH_TOKEN").map(Secret::new),
             auth_token_secondary: get("TWILIO_AUTH_TOKEN_SECONDARY").map(Secret::new),
+            aws_sms,
+            carrier_cooling_off,
         })
     }
 
@@ -197,6 +410,7 @@ impl RelaySettings {
     /// line and the field.
     pub fn with_policy_file(mut self, path: &str) -> Result<Self, SettingsError> {
         let (policy, chain, ack_timeout) = policy_file(path, self.line)?;
+        let policy = carriers(policy, self.line, self.aws_sms.as_ref())?;
         self.policy = policy;
         self.chain = chain;
         self.ack_timeout = ack_timeout;

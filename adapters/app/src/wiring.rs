@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use qdn_relay_aws_sms::AwsSmsClient;
+use qdn_relay_core::Failover;
 use qdn_relay_core::{
     Clock, EventSink, FanoutSink, Jobs, OptOuts, RateLimiter, Relay, RelayBuilder, SmsProvider,
     Store, SystemClock, TracingSink,
@@ -24,6 +26,9 @@ pub enum WiringError {
     /// The Twilio REST client could not be built.
     #[error("Twilio: {0}")]
     Twilio(#[from] qdn_relay_twilio::ConfigError),
+    /// The AWS SMS client could not be built.
+    #[error("AWS SMS: {0}")]
+    AwsSms(#[from] qdn_relay_aws_sms::ConfigError),
     /// The store could not be opened.
     #[error("{var}: {message}")]
     Store {
@@ -167,7 +172,71 @@ pub enum TwilioHttp {
 ///
 /// Warns in the log when sends are dry-run, and when there is no status
 /// callback (failed deliveries then do not escalate early).
+///
+/// With AWS SMS configured ([`RelaySettings::aws_sms`]) the provider is a
+/// [`Failover`] over the carriers `twilio` (the above, dry-run included)
+/// and `aws-sms` (the AWS SMS client over the same HTTP stack), which
+/// sends each text through the line's carriers in the policy's order
+/// (see [`qdn_relay_core::Policy::carriers`]) and passes over a carrier
+/// that failed carrier-wide for [`RelaySettings::carrier_cooling_off`].
 pub fn provider(
+    settings: &RelaySettings,
+    http: TwilioHttp,
+    local_base: Option<&str>,
+) -> Result<Arc<dyn SmsProvider>, WiringError> {
+    let Some(aws) = &settings.aws_sms else {
+        return twilio(settings, http, local_base);
+    };
+    let aws_client = match &http {
+        #[cfg(feature = "twilio-client")]
+        TwilioHttp::Reqwest => AwsSmsClient::new(aws.config.clone())?,
+        TwilioHttp::Transport(t) => AwsSmsClient::with_transport(aws.config.clone(), t.clone())?,
+    };
+    if aws.config.configuration_set.is_none() {
+        tracing::warn!(
+            "QDN_AWS_SMS_CONFIGURATION_SET is unset: texts through AWS SMS get no delivery events, so their failures do not escalate early"
+        );
+    }
+    let twilio = twilio(settings, http, local_base)?;
+    let carriers: Vec<Box<dyn SmsProvider>> = vec![
+        Box::new(Named(crate::settings::TWILIO, twilio)),
+        Box::new(aws_client),
+    ];
+    tracing::info!(
+        line = %settings.line, aws = %aws.number,
+        "carriers: {}",
+        settings
+            .policy
+            .carriers()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", then ")
+    );
+    Ok(Arc::new(
+        Failover::new(carriers).with_cooling_off(settings.carrier_cooling_off),
+    ))
+}
+
+/// A provider under the carrier name the policy uses (the dry-run provider
+/// stands in for Twilio).
+struct Named(&'static str, Arc<dyn SmsProvider>);
+
+#[async_trait::async_trait]
+impl SmsProvider for Named {
+    async fn send(
+        &self,
+        msg: &qdn_relay_core::OutboundMessage,
+    ) -> Result<qdn_relay_core::SendReceipt, qdn_relay_core::SendError> {
+        self.1.send(msg).await
+    }
+    fn name(&self) -> &str {
+        self.0
+    }
+}
+
+/// Twilio's REST client, or the dry-run provider.
+fn twilio(
     settings: &RelaySettings,
     http: TwilioHttp,
     local_base: Option<&str>,
@@ -293,7 +362,7 @@ mod tests {
 
     use qdn_relay_core::testing::{RecordingProvider, RecordingSink};
     use qdn_relay_core::{
-        InboundText, ManualClock, MemoryOptOuts, MemoryStore, Outcome, Timestamp,
+        InboundText, ManualClock, MemoryOptOuts, MemoryStore, Outcome, PhoneNumber, Timestamp,
     };
 
     use super::*;
@@ -364,6 +433,227 @@ mod tests {
         ]);
         let twilio = provider(&s, transport(), Some("http://127.0.0.1:8080")).expect("twilio");
         assert_eq!(twilio.name(), "twilio");
+    }
+
+    const AWS: &[(&str, &str)] = &[
+        ("QDN_AWS_SMS_NUMBER", "+16195550900"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        ),
+    ];
+
+    fn settings_err(extra: &[(&str, &str)]) -> SettingsError {
+        let mut pairs = vec![
+            ("QDN_TWILIO_NUMBER", "+16195550000"),
+            ("RELAY_CHAIN", "+16195550101,+18583354807"),
+        ];
+        pairs.extend_from_slice(extra);
+        RelaySettings::from_lookup(|k| {
+            pairs
+                .iter()
+                .rev()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .expect_err("invalid settings")
+    }
+
+    #[test]
+    fn with_aws_sms_the_line_has_two_carriers_in_order_and_the_provider_fails_over() {
+        let mut extra = AWS.to_vec();
+        extra.push(("QDN_AWS_SMS_CONFIGURATION_SET", "relay-events"));
+        extra.push(("QDN_AWS_SMS_ORIGINATION_IDENTITY", "pool-0123456789abcdef"));
+        extra.push(("RELAY_CARRIER_COOLING_OFF", "2m"));
+        let s = settings(&extra);
+        let carriers: Vec<String> = s
+            .policy
+            .carriers()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(carriers, ["twilio +16195550000", "aws-sms +16195550900"]);
+        let aws = s.aws_sms.as_ref().expect("configured");
+        assert_eq!(aws.config.region, "us-east-1");
+        assert_eq!(
+            aws.config.origination_of(aws.number).as_str(),
+            "pool-0123456789abcdef"
+        );
+        assert_eq!(s.carrier_cooling_off, Duration::from_secs(120));
+        let transport = TwilioHttp::Transport(Arc::new(NoTransport));
+        let p = provider(&s, transport, None).expect("both carriers");
+        assert_eq!(p.name(), "failover");
+        // Without AWS: one carrier, no list.
+        assert!(settings(&[]).policy.carriers().is_empty());
+        assert!(
+            !format!("{aws:?}").contains("wJalrXUtnFEMI"),
+            "no secret in Debug"
+        );
+    }
+
+    #[test]
+    fn every_bad_carrier_setting_names_its_variable() {
+        let with_aws = |extra: &[(&'static str, &'static str)]| {
+            let mut v = AWS.to_vec();
+            v.extend_from_slice(extra);
+            v
+        };
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (
+                with_aws(&[("QDN_AWS_SMS_NUMBER", "six one nine")]),
+                "QDN_AWS_SMS_NUMBER",
+            ),
+            (
+                vec![("QDN_AWS_SMS_CONFIGURATION_SET", "relay-events")],
+                "QDN_AWS_SMS_NUMBER",
+            ),
+            (
+                with_aws(&[("QDN_AWS_SMS_CONFIGURATION_SET", "no spaces allowed")]),
+                "QDN_AWS_SMS_CONFIGURATION_SET",
+            ),
+            (
+                with_aws(&[("QDN_AWS_SMS_ORIGINATION_IDENTITY", "pool id?")]),
+                "QDN_AWS_SMS_ORIGINATION_IDENTITY",
+            ),
+            (
+                with_aws(&[("QDN_AWS_SMS_REGION", "US East")]),
+                "QDN_AWS_SMS_REGION",
+            ),
+            (
+                vec![("QDN_AWS_SMS_NUMBER", "+16195550900")],
+                "QDN_AWS_SMS_REGION",
+            ),
+            (
+                with_aws(&[("QDN_AWS_SMS_NUMBER", "+16195550101")]),
+                "QDN_AWS_SMS_NUMBER",
+            ),
+            (
+                with_aws(&[("RELAY_CARRIER_COOLING_OFF", "0s")]),
+                "RELAY_CARRIER_COOLING_OFF",
+            ),
+            (
+                with_aws(&[("QDN_AWS_SMS_SNS_TOPICS", "arn:aws:sqs:us-east-1:1:q")]),
+                "QDN_AWS_SMS_SNS_TOPICS",
+            ),
+            (
+                with_aws(&[("RELAY_CARRIER_COOLING_OFF", "soon")]),
+                "RELAY_CARRIER_COOLING_OFF",
+            ),
+        ];
+        for (extra, var) in cases {
+            let e = settings_err(&extra);
+            assert_eq!(e.var, var, "{extra:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_policy_files_carriers_must_be_the_configured_ones() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let write = |name: &str, carriers: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(
+                &path,
+                format!("{carriers}\n[[levels]]\ntargets = [\"+16195550101\"]\n"),
+            )
+            .expect("write");
+            path.display().to_string()
+        };
+        let aws_first = write(
+            "aws-first.toml",
+            "[[carriers]]\ncarrier = \"aws-sms\"\nnumber = \"+16195550900\"\n\
+             [[carriers]]\ncarrier = \"twilio\"\nnumber = \"+16195550000\"",
+        );
+        let mut extra = AWS.to_vec();
+        extra.push(("RELAY_POLICY", &aws_first));
+        let s = settings(&extra);
+        assert_eq!(
+            s.policy.carriers()[0].carrier,
+            "aws-sms",
+            "the file's order"
+        );
+
+        let cases = [
+            (
+                "[[carriers]]\ncarrier = \"aws-sms\"\nnumber = \"+16195550900\"",
+                false,
+                "carriers[0]: aws-sms is not configured",
+            ),
+            (
+                "[[carriers]]\ncarrier = \"twilio\"\nnumber = \"+16195550999\"",
+                false,
+                "carriers[0]: twilio sends from the business line",
+            ),
+            (
+                "[[carriers]]\ncarrier = \"aws-sms\"\nnumber = \"+16195550901\"",
+                true,
+                "carriers[0]: aws-sms sends from +16195550901 but QDN_AWS_SMS_NUMBER",
+            ),
+            (
+                "[[carriers]]\ncarrier = \"telnyx\"\nnumber = \"+16195550901\"",
+                false,
+                "unknown carrier \"telnyx\"",
+            ),
+        ];
+        for (i, (carriers, aws, says)) in cases.into_iter().enumerate() {
+            let path = write(&format!("bad{i}.toml"), carriers);
+            let mut extra = if aws { AWS.to_vec() } else { Vec::new() };
+            extra.push(("RELAY_POLICY", &path));
+            let e = settings_err(&extra);
+            assert_eq!(e.var, "RELAY_POLICY", "{e}");
+            assert!(e.message.contains(says), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dispatchers_text_to_the_lines_aws_number_is_the_lines() {
+        let s = settings(AWS);
+        let store = Arc::new(MemoryStore::new());
+        let provider = Arc::new(RecordingProvider::new());
+        let relay = Wiring::new(&s, Backend::new(store.clone()), provider.clone()).build();
+        let text = |sid: &str, from: &str, to: PhoneNumber, body: &str| InboundText {
+            sid: sid.parse().expect("a sid"),
+            from: from.parse().expect("a number"),
+            to,
+            body: body.into(),
+            media: Vec::new(),
+        };
+        let Outcome::Opened(id) = relay
+            .inbound(text(
+                "SMa0000000000000000000000000000001",
+                "+16195550100",
+                s.line,
+                "help",
+            ))
+            .await
+            .expect("opened")
+        else {
+            panic!("opened")
+        };
+        let aws = s.aws_sms.as_ref().expect("aws").number;
+        relay
+            .inbound(text(
+                "SMa0000000000000000000000000000002",
+                "+16195550101",
+                aws,
+                "on my way",
+            ))
+            .await
+            .expect("a dispatcher's text");
+        let d = store.get(id).await.expect("get").expect("stored");
+        assert!(d.ack().is_some(), "the reply to the AWS number acked");
+        let to_customer = provider.accepted_to("+16195550100".parse().expect("n"));
+        assert_eq!(to_customer.len(), 1, "the reply reached the customer");
+        assert_eq!(
+            to_customer[0].message.from, s.line,
+            "from the business line"
+        );
+        assert_eq!(
+            to_customer[0].message.routes.len(),
+            1,
+            "only the business line's carrier"
+        );
     }
 
     /// A transport the test never sends through.

@@ -36,26 +36,35 @@ pub enum Scope {
 /// | failure | AWS answer | core kind | scope | retried by the client |
 /// |---|---|---|---|---|
 /// | `Throttled` | `ThrottlingException` (and the generic throttling codes), HTTP 429 | `Retryable` | carrier | yes, with backoff, within the budget |
-/// | `QuotaExceeded` | `ServiceQuotaExceededException` (e.g. `MONTHLY_SPEND_LIMIT_REACHED_FOR_TEXT`) | `Retryable` | carrier | no |
-/// | `NotSent` | no connection could be made | `Retryable` | carrier | yes |
+/// | `QuotaExceeded` | `ServiceQuotaExceededException` (e.g. `MONTHLY_SPEND_LIMIT_REACHED_FOR_TEXT`) | `CarrierDown` | carrier | no |
+/// | `NotSent` | no connection could be made | `CarrierDown` | carrier | yes |
 /// | `ServiceFault` | `InternalServerException`, `ServiceUnavailable`, any 5xx | `MaybeSent` | carrier | no |
 /// | `NoAnswer` | the call timed out or broke after the request was written | `MaybeSent` | carrier | no |
 /// | `MalformedAnswer` | a 2xx without a `MessageId` | `MaybeSent` | carrier | no |
 /// | `OptedOut` | `ConflictException` `DESTINATION_PHONE_NUMBER_OPTED_OUT` | `OptedOut` | recipient | no |
 /// | `DestinationBlocked` | `ConflictException` `DESTINATION_PHONE_NUMBER_NOT_VERIFIED`, `DESTINATION_PHONE_NUMBER_BLOCKED_BY_PROTECT_NUMBER_OVERRIDE`, `DESTINATION_COUNTRY_BLOCKED_BY_PROTECT_CONFIGURATION`; `ValidationException` `DESTINATION_COUNTRY_BLOCKED`, `COUNTRY_NOT_ENABLED`, `INTERNATIONAL_SENDING_NOT_SUPPORTED` | `Unreachable` | recipient | no |
 /// | `InvalidDestination` | `ValidationException` naming the `DestinationPhoneNumber` field | `Unreachable` | recipient | no |
-/// | `DestinationConfig` | `ValidationException` `INVALID_IDENTITY_FOR_DESTINATION_COUNTRY`, `SENDER_ID_NOT_REGISTERED`, `SENDER_ID_NOT_SUPPORTED`, `SENDER_ID_REQUIRES_REGISTRATION`, `PRICE_OVER_THRESHOLD`, `COUNTRY_CODE_MISMATCH` | `Config` | recipient | no |
+/// | `DestinationConfig` | `ValidationException` `INVALID_IDENTITY_FOR_DESTINATION_COUNTRY`, `SENDER_ID_NOT_REGISTERED`, `SENDER_ID_NOT_SUPPORTED`, `SENDER_ID_REQUIRES_REGISTRATION`, `PRICE_OVER_THRESHOLD`, `COUNTRY_CODE_MISMATCH` | `Rejected` | recipient | no |
 /// | `InvalidMessage` | `ValidationException` `MAXIMUM_SIZE_EXCEEDED`, or naming another field of the text (`MessageBody`, `TimeToLive`, `Context`); an empty body (refused before sending) | `Rejected` | message | no |
 /// | `AccessDenied` | `AccessDeniedException` (`INSUFFICIENT_ACCOUNT_REPUTATION`, `ACCOUNT_DISABLED`, IAM), credential and signature errors (`UnrecognizedClientException`, `InvalidSignatureException`, `ExpiredTokenException`, …), HTTP 401 / 403; no credentials to sign with | `Config` | carrier | no |
 /// | `ResourceNotFound` | `ResourceNotFoundException` (the origination identity, pool, configuration set, account) | `Config` | carrier | no |
 /// | `Misconfigured` | the request could not be built or signed (the endpoint); `ConflictException` with any other reason (`NO_ORIGINATION_IDENTITIES_FOUND`, `RESOURCE_NOT_ACTIVE`, `MESSAGE_TYPE_MISMATCH`, `NUMBER_CAPABILITIES_MISMATCH`, …); `ValidationException` `CHANNEL_NOT_ENABLED`, `RESOURCE_NOT_ACCESSIBLE`, `INVALID_ARN`, or naming `OriginationIdentity`, `ConfigurationSetName`, `MessageType`, `Keyword` or `ProtectConfigurationId`; a redirect or a 404 without an AWS error | `Config` | carrier | no |
 /// | `Rejected` | any other 4xx (any other `ValidationException` reason, `OTHER`, an unknown code) | `Rejected` | message | no |
 ///
-/// Why 5xx is `MaybeSent`: the core's contract allows `Retryable` only
-/// where the provider guarantees nothing was sent, and a fault answer does
-/// not; its scope is the carrier's, so a failover may still send the text
-/// through another carrier at once (accepting a rare duplicate: a lost
-/// escalation is worse).
+/// Why 5xx is `MaybeSent`: the core's contract allows `Retryable` and
+/// `CarrierDown` only where the provider guarantees nothing was sent, and
+/// a fault answer does not; so a failover never sends the text through
+/// another carrier (it could arrive twice): the level's timeout covers it.
+/// Its scope is still the carrier's.
+///
+/// The core acts on the kind: `CarrierDown` and `Config` are carrier-wide
+/// ([`SendErrorKind::is_carrier_wide`]: the line's next carrier sends the
+/// same text at once, this one cools off, the recipient is not to blame);
+/// throttling stays `Retryable` (the next carrier is tried; a
+/// `Retry-After` past the failover's bound degrades this one). The
+/// destination-country failures are `Rejected`: this text to this
+/// country through this carrier, neither the recipient's fault nor the
+/// whole carrier's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Failure {
@@ -241,15 +250,15 @@ impl Failure {
         use SendErrorKind::*;
         match self {
             Failure::Throttled => (Retryable, Scope::Carrier, true),
-            Failure::QuotaExceeded => (Retryable, Scope::Carrier, false),
-            Failure::NotSent => (Retryable, Scope::Carrier, true),
+            Failure::QuotaExceeded => (CarrierDown, Scope::Carrier, false),
+            Failure::NotSent => (CarrierDown, Scope::Carrier, true),
             Failure::ServiceFault => (MaybeSent, Scope::Carrier, false),
             Failure::NoAnswer => (MaybeSent, Scope::Carrier, false),
             Failure::MalformedAnswer => (MaybeSent, Scope::Carrier, false),
             Failure::OptedOut => (SendErrorKind::OptedOut, Scope::Recipient, false),
             Failure::DestinationBlocked => (Unreachable, Scope::Recipient, false),
             Failure::InvalidDestination => (Unreachable, Scope::Recipient, false),
-            Failure::DestinationConfig => (Config, Scope::Recipient, false),
+            Failure::DestinationConfig => (Rejected, Scope::Recipient, false),
             Failure::InvalidMessage => (Rejected, Scope::Message, false),
             Failure::AccessDenied => (Config, Scope::Carrier, false),
             Failure::ResourceNotFound => (Config, Scope::Carrier, false),
@@ -454,7 +463,14 @@ mod tests {
             let (kind, scope, retried) = f.row();
             // Only what guarantees nothing was sent is retried.
             if retried {
-                assert_eq!(kind, SendErrorKind::Retryable, "{f:?}");
+                assert!(
+                    matches!(kind, SendErrorKind::Retryable | SendErrorKind::CarrierDown),
+                    "{f:?}"
+                );
+            }
+            // Carrier-wide in the core only with the carrier's scope.
+            if kind.is_carrier_wide() {
+                assert_eq!(scope, Scope::Carrier, "{f:?}");
             }
             // An account or configuration problem never blames the number.
             if scope == Scope::Carrier {

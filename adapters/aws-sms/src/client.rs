@@ -613,7 +613,7 @@ impl SmsProvider for AwsSmsClient {
     async fn send(&self, msg: &OutboundMessage) -> Result<SendReceipt, SendError> {
         self.send_text_message(msg)
             .await
-            .map(|sid| SendReceipt { sid })
+            .map(SendReceipt::new)
             .map_err(|f| f.error)
     }
 
@@ -666,6 +666,8 @@ mod tests {
             from: "+18583354807".parse().expect("number"),
             body: body.to_owned(),
             validity_secs: None,
+            routes: Vec::new(),
+            avoid: Vec::new(),
         }
     }
 

@@ -23,8 +23,8 @@
 //! | `TEXT_UNREACHABLE` (the handset is off or out of coverage) | `undelivered` | `retry_later` | recipient | 903 |
 //! | `TEXT_CARRIER_UNREACHABLE` (a transient error in the recipient's network) | `undelivered` | `retry_later` | recipient | 904 |
 //! | `TEXT_BLOCKED` (the handset or its carrier blocks texts to it) | `undelivered` | `unreachable` | recipient | 905 |
-//! | `TEXT_CARRIER_BLOCKED` (the recipient's carrier refused it as malicious or abusive) | `undelivered` | `filtered` | carrier | 906 |
-//! | `TEXT_SPAM` (the recipient's carrier refused it as unsolicited) | `undelivered` | `filtered` | carrier | 907 |
+//! | `TEXT_CARRIER_BLOCKED` (the recipient's carrier refused it as malicious or abusive) | `undelivered` | `carrier` | carrier | 906 |
+//! | `TEXT_SPAM` (the recipient's carrier refused it as unsolicited) | `undelivered` | `carrier` | carrier | 907 |
 //! | `TEXT_UNKNOWN` (anything else, or no final event within 72 h) | `undelivered` | `unknown` | recipient | 908 |
 //! | `TEXT_TTL_EXPIRED` (not handed off within its `TimeToLive`) | `failed` | `retry_later` | carrier | 909 |
 //! | `TEXT_PROTECT_BLOCKED` (the account's protect configuration blocked it) | `failed` | `unreachable` | recipient | 910 |
@@ -288,12 +288,12 @@ impl EventType {
             EventType::CarrierBlocked => (
                 "TEXT_CARRIER_BLOCKED",
                 S::Undelivered,
-                Some((C::Filtered, Scope::Carrier, 906)),
+                Some((C::Carrier, Scope::Carrier, 906)),
             ),
             EventType::Spam => (
                 "TEXT_SPAM",
                 S::Undelivered,
-                Some((C::Filtered, Scope::Carrier, 907)),
+                Some((C::Carrier, Scope::Carrier, 907)),
             ),
             EventType::Unknown => (
                 "TEXT_UNKNOWN",
@@ -461,6 +461,10 @@ mod tests {
                 // A carrier-wide failure never blames the number.
                 if f.scope == Scope::Carrier {
                     assert_ne!(f.class, ErrorClass::Unreachable, "{t:?}");
+                }
+                // The core fails over only on what is the carrier's.
+                if f.class.is_carrier_wide() {
+                    assert_eq!(f.scope, Scope::Carrier, "{t:?}");
                 }
             }
         }

@@ -21,7 +21,8 @@
 //!   failure) to the core's [`SendErrorKind`](qdn_relay_core::SendErrorKind)
 //!   and a scope: does the failure concern this recipient, this text, or
 //!   every send through this carrier ([`Failure::carrier_wide`])? The core
-//!   acts on the kind today; the scope is for failover between carriers.
+//!   acts on the kind: `Config` and `CarrierDown` are carrier-wide (the
+//!   failover sends the text through the line's next carrier).
 //! - **Inbound texts and delivery events** ([`events`]): the two-way text
 //!   JSON ([`TwoWayMessage`] → [`InboundText`](qdn_relay_core::InboundText))
 //!   and the configuration set's event JSON ([`DeliveryEvent`] →
@@ -53,11 +54,12 @@
 //!
 //! | AWS answer | kind | scope |
 //! |---|---|---|
-//! | throttling, HTTP 429 (retried with backoff), `ServiceQuotaExceededException`, no connection | `Retryable` | carrier |
+//! | throttling, HTTP 429 (retried with backoff) | `Retryable` | carrier |
+//! | `ServiceQuotaExceededException`, no connection (after retries) | `CarrierDown` | carrier |
 //! | `InternalServerException` and any 5xx; a timeout or a broken connection after the request was written | `MaybeSent` | carrier |
 //! | opted out (`ConflictException` `DESTINATION_PHONE_NUMBER_OPTED_OUT`) | `OptedOut` | recipient |
 //! | destination or its country blocked, not a valid number | `Unreachable` | recipient |
-//! | the destination's country needs a registered sender or another identity | `Config` | recipient |
+//! | the destination's country needs a registered sender or another identity | `Rejected` | recipient |
 //! | `AccessDeniedException`, credential and signature errors, `ResourceNotFoundException`, `ConflictException` on the origination identity or configuration | `Config` | carrier |
 //! | this text refused (its body, its parameters), any other 4xx | `Rejected` | message |
 //!
@@ -95,6 +97,10 @@ pub use events::{
     DeliveryEvent, EventError, EventFailure, EventType, SmsNotification, TwoWayMessage,
 };
 pub use sns::{
-    CertCache, CertFetcher, SignatureVersion, SnsError, SnsMessage, SnsType, TransportCertFetcher,
-    check_cert_url, verify,
+    CertCache, CertFetcher, SignatureVersion, SnsError, SnsMessage, SnsType, SubscriptionConfirmer,
+    TransportCertFetcher, TransportConfirmer, check_cert_url, check_subscribe_url,
+    confirm_subscription, verify,
 };
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -282,6 +282,17 @@ impl SnsMessage {
 /// path ending in `.pem`. (A bare `[a-z0-9-]+` region would let
 /// `sns.s3.amazonaws.com`, an S3 bucket's host, through.)
 pub fn check_cert_url(url: &str) -> Result<(), SnsError> {
+    check_sns_url(url, true)
+}
+
+/// Checks a `SubscribeURL` as [`check_cert_url`] checks a certificate's,
+/// but for the path and query (`/?Action=ConfirmSubscription&...`): only
+/// SNS's own HTTPS host is ever called to confirm a subscription.
+pub fn check_subscribe_url(url: &str) -> Result<(), SnsError> {
+    check_sns_url(url, false)
+}
+
+fn check_sns_url(url: &str, pem: bool) -> Result<(), SnsError> {
     let refuse = |reason| {
         Err(SnsError::CertUrl {
             url: url.chars().take(300).collect(),
@@ -311,10 +322,67 @@ pub fn check_cert_url(url: &str) -> Result<(), SnsError> {
     if !sns_host {
         return refuse("not an SNS host (sns.<region>.amazonaws.com or its partition's)");
     }
-    if uri.query().is_some() || !uri.path().ends_with(".pem") {
+    if pem && (uri.query().is_some() || !uri.path().ends_with(".pem")) {
         return refuse("not a .pem file");
     }
     Ok(())
+}
+
+/// Confirms an SNS subscription: a GET of its `SubscribeURL`.
+#[async_trait]
+pub trait SubscriptionConfirmer: Send + Sync {
+    /// GETs `url` (already checked by [`check_subscribe_url`]); `Ok` on
+    /// HTTP 200.
+    async fn confirm(&self, url: &str) -> Result<(), SnsError>;
+}
+
+/// [`SubscriptionConfirmer`] over a [`Transport`], within
+/// [`CERT_FETCH_TIMEOUT`].
+#[derive(Debug, Clone)]
+pub struct TransportConfirmer {
+    http: Arc<dyn Transport>,
+}
+
+impl TransportConfirmer {
+    /// A confirmer over `http`.
+    pub fn new(http: Arc<dyn Transport>) -> Self {
+        Self { http }
+    }
+}
+
+#[async_trait]
+impl SubscriptionConfirmer for TransportConfirmer {
+    async fn confirm(&self, url: &str) -> Result<(), SnsError> {
+        let request = http::Request::get(url)
+            .body(bytes::Bytes::new())
+            .map_err(|e| SnsError::Fetch(format!("{url}: {e}")))?;
+        let answer = self
+            .http
+            .send(request, CERT_FETCH_TIMEOUT)
+            .await
+            .map_err(|e| SnsError::Fetch(e.message))?;
+        if answer.status != http::StatusCode::OK {
+            return Err(SnsError::Fetch(format!(
+                "confirming the subscription answered HTTP {}",
+                answer.status.as_u16()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Confirms the subscription a verified `SubscriptionConfirmation` asks
+/// for: its `SubscribeURL` must be SNS's ([`check_subscribe_url`]).
+pub async fn confirm_subscription(
+    message: &SnsMessage,
+    confirmer: &dyn SubscriptionConfirmer,
+) -> Result<(), SnsError> {
+    let url = message
+        .subscribe_url
+        .as_deref()
+        .ok_or(SnsError::Missing("SubscribeURL"))?;
+    check_subscribe_url(url)?;
+    confirmer.confirm(url).await
 }
 
 /// Whether `s` is shaped like an AWS region: two or more dash-separated
@@ -518,6 +586,20 @@ pub async fn verify(message: &SnsMessage, certs: &CertCache) -> Result<(), SnsEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_sns_hosts_over_https_confirm_subscriptions() {
+        check_subscribe_url("https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:us-west-2:123456789012:MyTopic&Token=2336412f37")
+            .unwrap_or_else(|e| panic!("{e}"));
+        for u in [
+            "http://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription",
+            "https://evil.example/?Action=ConfirmSubscription",
+            "https://sns.us-west-2.amazonaws.com.evil.example/?Action=ConfirmSubscription",
+            "https://sns.us-west-2.amazonaws.com:8443/?Action=ConfirmSubscription",
+        ] {
+            assert!(check_subscribe_url(u).is_err(), "{u}");
+        }
+    }
 
     #[test]
     fn only_sns_hosts_over_https_serve_certificates() {

@@ -15,6 +15,7 @@
 //! | `POST /sms/dispatches/{job_id}/ack`, `/reply`, `/close`, `/escalate` | dashboard | bearer | status JSON |
 //! | `POST /sms/dispatches/{job_id}/link` `{"job_id": "J"}` | dashboard | bearer | status JSON |
 //! | `GET /sms/events` | dashboard (server-sent events) | bearer, or `?access_token=` | `text/event-stream` |
+//! | `POST /sms/aws/sns` | SNS (AWS SMS two-way texts and delivery events, an HTTPS subscription) | SNS signature, topic allow-list | 200 / 204 |
 //! | `GET /health` | load balancers | none | `{"status":"ok"}` |
 //! | `/console/...` (feature `console`) | people, in a browser | session cookie from the dashboard token | HTML (see `qdn_relay_console`) |
 //! | `GET /metrics` | Prometheus | bearer | the text format; 404 without [`AppState::with_metrics`] |
@@ -38,6 +39,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
 use axum::routing::{MethodRouter, get, post};
 use qdn_relay_app::{DynRelay, HttpConfig, HttpConfigError};
+use qdn_relay_aws_sms::{
+    CertCache, SubscriptionConfirmer, TransportCertFetcher, TransportConfirmer,
+};
 use qdn_relay_metrics::{Metrics, Recorder};
 use qdn_relay_twilio::{Secret, SignatureValidator};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -82,6 +86,41 @@ struct Inner {
     retry_budget: std::time::Duration,
     metrics: Option<Arc<Metrics>>,
     recorder: Option<Arc<dyn Recorder>>,
+    sns: Option<SnsIntake>,
+}
+
+/// What `POST /sms/aws/sns` needs to take AWS SMS's messages from SNS: the
+/// topics it accepts (messages from any other are refused), SNS's signing
+/// certificates (fetched only from SNS's own HTTPS host, and cached), and
+/// what confirms a subscription (a GET of its `SubscribeURL`, SNS's host
+/// only). Without it the route answers 404.
+pub struct SnsIntake {
+    topics: Vec<String>,
+    certs: CertCache,
+    confirmer: Arc<dyn SubscriptionConfirmer>,
+}
+
+impl SnsIntake {
+    /// Messages from `topics`, verified with `certs`, subscriptions
+    /// confirmed by `confirmer`.
+    pub fn new(
+        topics: Vec<String>,
+        certs: CertCache,
+        confirmer: Arc<dyn SubscriptionConfirmer>,
+    ) -> Self {
+        Self {
+            topics,
+            certs,
+            confirmer,
+        }
+    }
+
+    /// Messages from `topics`, certificates fetched and subscriptions
+    /// confirmed over `http`.
+    pub fn over(topics: Vec<String>, http: Arc<dyn qdn_relay_twilio::Transport>) -> Self {
+        let certs = CertCache::new(Arc::new(TransportCertFetcher::new(http.clone())));
+        Self::new(topics, certs, Arc::new(TransportConfirmer::new(http)))
+    }
 }
 
 impl AppState {
@@ -109,6 +148,7 @@ impl AppState {
                 retry_budget: WEBHOOK_RETRY_BUDGET,
                 metrics: None,
                 recorder: None,
+                sns: None,
             }),
         })
     }
@@ -131,6 +171,15 @@ impl AppState {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.recorder = Some(Arc::clone(&metrics) as Arc<dyn Recorder>);
             inner.metrics = Some(metrics);
+        }
+        self
+    }
+
+    /// Takes AWS SMS's SNS messages at `POST /sms/aws/sns` (see
+    /// [`SnsIntake`]). Call before the state is shared.
+    pub fn with_sns(mut self, sns: SnsIntake) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.sns = Some(sns);
         }
         self
     }
@@ -210,6 +259,7 @@ fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             post(routes::link),
         ),
         (Method::GET, "/sms/events", get(routes::events)),
+        (Method::POST, "/sms/aws/sns", post(routes::aws_sns)),
         (Method::GET, "/health", get(routes::health)),
         (Method::GET, "/metrics", get(routes::metrics)),
     ]

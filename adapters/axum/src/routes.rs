@@ -12,6 +12,10 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
+use qdn_relay_app::take_sms_notification;
+use qdn_relay_aws_sms::{
+    SmsNotification, SnsError, SnsMessage, SnsType, confirm_subscription, verify,
+};
 use qdn_relay_core::{
     DashboardAction, Dispatch, DispatchId, JobId, JobIdError, JobSyncMode, Keyword, ListFilter,
     Outcome, RelayError,
@@ -201,6 +205,84 @@ fn dispatcher_notice(e: &RelayError) -> Option<String> {
     }
 }
 
+// ----- AWS SMS through SNS ----------------------------------------------------
+
+/// `POST /sms/aws/sns`: an SNS message from one of the configured topics,
+/// its signature verified (403 otherwise, nothing changed). A subscription
+/// confirmation is confirmed (200); a notification carries a two-way text
+/// or a delivery event, taken as a Twilio webhook's would be (204); one the
+/// relay cannot use (an unknown line, a dispatch closed since) is logged
+/// and answered 204, so SNS does not redeliver it; a busy store is 503, so
+/// it does.
+pub(crate) async fn aws_sns(
+    State(s): State<AppState>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let started = std::time::Instant::now();
+    let r = take_aws_sns(&s, b).await;
+    s.observe_webhook("aws_sns", started, &r, false);
+    r
+}
+
+async fn take_aws_sns(s: &AppState, b: Result<Bytes, BytesRejection>) -> ApiResult {
+    let b = b?;
+    let Some(sns) = &s.inner.sns else {
+        return Err(ApiError::not_found(
+            "AWS SMS's SNS messages are not taken here: set QDN_AWS_SMS_NUMBER and QDN_AWS_SMS_SNS_TOPICS",
+        ));
+    };
+    let forbidden = |e: SnsError| {
+        tracing::warn!(error = %e, "SNS message refused");
+        ApiError::new(StatusCode::FORBIDDEN, "invalid_sns_message", e.to_string())
+    };
+    let m = SnsMessage::parse(&b).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    m.check_topic(&sns.topics).map_err(forbidden)?;
+    verify(&m, &sns.certs).await.map_err(forbidden)?;
+    match m.kind {
+        SnsType::SubscriptionConfirmation => {
+            confirm_subscription(&m, sns.confirmer.as_ref())
+                .await
+                .map_err(|e| {
+                    tracing::warn!(topic = %m.topic_arn, error = %e, "could not confirm the subscription");
+                    ApiError::new(StatusCode::BAD_GATEWAY, "not_confirmed", e.to_string())
+                })?;
+            tracing::info!(topic = %m.topic_arn, "SNS subscription confirmed");
+            Ok(Json(json!({"confirmed": m.topic_arn})).into_response())
+        }
+        SnsType::UnsubscribeConfirmation => {
+            tracing::warn!(topic = %m.topic_arn, "SNS unsubscribed this endpoint");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        SnsType::Notification => {
+            let n = match SmsNotification::parse(&m.message) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(message_id = %m.message_id, error = %e, "an SNS notification that is not AWS SMS's");
+                    return Ok(StatusCode::NO_CONTENT.into_response());
+                }
+            };
+            let relay = &s.inner.relay;
+            let r = s
+                .retrying("aws_sns", || take_sms_notification(relay, n.clone()))
+                .await;
+            match r {
+                Ok(outcome) => {
+                    if let Some(o) = outcome {
+                        s.sync_later(&Ok(o));
+                    }
+                    Ok(StatusCode::NO_CONTENT.into_response())
+                }
+                Err(e) if ApiError::relay(&e).status.is_client_error() => {
+                    tracing::warn!(message_id = %m.message_id, error = %e, "an AWS SMS message the relay cannot use");
+                    Ok(StatusCode::NO_CONTENT.into_response())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        _ => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
 // ----- Twilio ----------------------------------------------------------------
 
 pub(crate) async fn inbound(
@@ -240,7 +322,9 @@ impl AppState {
         let reason = match r {
             Ok(_) if duplicate => "duplicate",
             Ok(_) => "ok",
-            Err(e) if e.code == "invalid_signature" => "signature",
+            Err(e) if e.code == "invalid_signature" || e.code == "invalid_sns_message" => {
+                "signature"
+            }
             Err(e)
                 if matches!(
                     e.status,

@@ -65,7 +65,7 @@ impl SmsProvider for NoopProvider {
         let sid = format!("SM{n:032x}")
             .parse()
             .expect("SM and 32 hex digits is a sid");
-        Ok(SendReceipt { sid })
+        Ok(SendReceipt::new(sid))
     }
 
     fn name(&self) -> &str {

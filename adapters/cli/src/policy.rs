@@ -102,6 +102,37 @@ fn level_name(policy: &Policy, i: usize) -> String {
 
 type Periods = Vec<(Timestamp, Timestamp)>;
 
+/// The line's carriers, in order, and which may reply to the customer.
+fn carriers(policy: &Policy) -> String {
+    let list = policy.carriers();
+    if list.is_empty() {
+        return "  carriers: every configured carrier, from the business line\n".to_owned();
+    }
+    let order: Vec<String> = list.iter().map(ToString::to_string).collect();
+    let mut out = format!("  carriers, in order: {}\n", order.join(", then "));
+    out.push_str(
+        "    a carrier that fails carrier-wide is passed over for the next at once; \
+         texts to any of these numbers are the line's\n",
+    );
+    // The business line is Twilio's number (the wiring checks it is
+    // QDN_TWILIO_NUMBER); replies to the customer go only from it.
+    let line = list
+        .iter()
+        .find(|c| c.carrier == "twilio")
+        .unwrap_or(&list[0])
+        .number;
+    let replies: Vec<&str> = list
+        .iter()
+        .filter(|c| c.number == line)
+        .map(|c| c.carrier.as_str())
+        .collect();
+    out.push_str(&format!(
+        "    replies to the customer: from {line} only ({})\n",
+        replies.join(", ")
+    ));
+    out
+}
+
 /// The whole report.
 pub fn preview(policy: &Policy, path: &str, from: Timestamp, to: Timestamp) -> String {
     let zone = policy.time_zone();
@@ -148,6 +179,7 @@ pub fn preview(policy: &Policy, path: &str, from: Timestamp, to: Timestamp) -> S
         )),
         None => out.push_str("  repeated texts are not suppressed\n"),
     }
+    out.push_str(&carriers(policy));
     if !policy.relay_lines().is_empty() {
         let lines: Vec<String> = policy
             .relay_lines()
@@ -277,5 +309,26 @@ mod tests {
         // Hold mode: Monday 00:00–07:00 sam is on duty (weekend until 00:00
         // Denver = 23:00 LA Sunday; weekday nights from Mon 17:00 LA)...
         assert!(text.contains("held until"), "{text}");
+        assert!(
+            text.contains("carriers: every configured carrier, from the business line"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_two_carrier_example_shows_its_carriers_in_order() {
+        let src = include_str!("../../../examples/two-carriers.toml");
+        let policy = Policy::from_toml(src).expect("valid");
+        let from = Timestamp::from_millis(1_767_603_600_000);
+        let to = from.plus(std::time::Duration::from_secs(86_400));
+        let text = preview(&policy, "examples/two-carriers.toml", from, to);
+        assert!(
+            text.contains("carriers, in order: twilio +16195550000, then aws-sms +16195550900"),
+            "{text}"
+        );
+        assert!(
+            text.contains("replies to the customer: from +16195550000 only (twilio)"),
+            "{text}"
+        );
     }
 }

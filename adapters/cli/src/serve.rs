@@ -337,8 +337,21 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     }
     let relay = wiring.build();
     let dashboard_token = http.dashboard_token.as_ref().map(|t| t.expose().to_owned());
-    let state =
+    let mut state =
         AppState::new(relay.clone(), validator, hub, http)?.with_metrics(Arc::clone(&metrics));
+    // AWS SMS's two-way texts and delivery events, from its SNS topics.
+    if let Some(aws) = settings
+        .aws_sms
+        .as_ref()
+        .filter(|a| !a.sns_topics.is_empty())
+    {
+        let https = qdn_relay_twilio::ReqwestTransport::new(aws.config.connect_timeout)
+            .map_err(|e| anyhow::anyhow!("AWS SMS: {}", e.message))?;
+        state = state.with_sns(qdn_relay_axum::SnsIntake::over(
+            aws.sns_topics.clone(),
+            std::sync::Arc::new(https),
+        ));
+    }
     if let Some(addr) = &a.metrics_listen {
         let addr: SocketAddr = addr
             .parse()

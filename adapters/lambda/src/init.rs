@@ -187,9 +187,22 @@ pub fn http_app(
     // The URL is rebuilt per request (public_url::rebuild), base included.
     http.public_url = None;
     let emf = qdn_relay_metrics::EmfSink::stdout(relay.provider().name());
-    let state =
+    let mut state =
         qdn_relay_axum::AppState::new(relay, validator, qdn_relay_axum::EventHub::default(), http)?
             .with_recorder(Arc::new(emf));
+    // AWS SMS's two-way texts and delivery events: SNS posts them to
+    // /sms/aws/sns (the stack's HTTPS subscription).
+    if let Some(aws) = settings
+        .aws_sms
+        .as_ref()
+        .filter(|a| !a.sns_topics.is_empty())
+    {
+        let https = Arc::new(HttpsClient::new(aws.config.connect_timeout));
+        state = state.with_sns(qdn_relay_axum::SnsIntake::over(
+            aws.sns_topics.clone(),
+            https,
+        ));
+    }
     Ok(crate::http::HttpApp::new(state, base))
 }
 

@@ -378,12 +378,17 @@ fn snake<T: serde::Serialize + ?Sized>(v: &T) -> String {
 }
 
 /// What one relay event counts for; `carrier` names the provider that
-/// sent the dispatch's texts (its [`qdn_relay_core::SmsProvider::name`]).
+/// sent the dispatch's texts (its [`qdn_relay_core::SmsProvider::name`]),
+/// unless the event says which carrier a text went through (a
+/// [`qdn_relay_core::Via`], with several carriers on a line).
 pub fn observations(event: &RelayEvent, carrier: &str) -> Vec<Observation> {
     let one = |def, labels: &[&str]| vec![Observation::new(def, labels, 1.0)];
     match &event.kind {
         EventKind::Opened { .. } => one(OPENED, &[]),
-        EventKind::Sent { .. } => one(TEXTS, &[carrier, "accepted"]),
+        EventKind::Sent { via, .. } => {
+            let carrier = via.as_ref().map_or(carrier, |v| v.carrier.as_str());
+            one(TEXTS, &[carrier, "accepted"])
+        }
         EventKind::SendFailed { kind, code, .. } => {
             let kind = snake(kind);
             let code = code.map_or_else(|| "none".to_owned(), |c| c.to_string());

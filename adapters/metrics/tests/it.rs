@@ -73,6 +73,7 @@ async fn events_are_counted_with_their_labels() {
         EventKind::Sent {
             leg: 0,
             sid: "SM0123456789abcdef0123456789abcdef".parse().expect("sid"),
+            via: None,
         },
         EventKind::SendFailed {
             leg: 1,

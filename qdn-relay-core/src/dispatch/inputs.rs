@@ -7,14 +7,16 @@ use super::legs::{MAX_SEND_ATTEMPTS, retry_backoff};
 use super::text::with_media;
 use super::timer::Timer;
 use super::{Dispatch, Fx, InputError};
+use crate::carrier::CarrierHold;
 use crate::event::{EscalationReason, EventKind};
 use crate::input::{
     Actor, Command, DashboardAction, DeliveryError, DeliveryReport, DeliveryStatus, ErrorClass,
     InboundText, RouteReason, SendError, SendErrorKind, SkipReason,
 };
 use crate::policy::OverLimit;
+use crate::ports::SendReceipt;
 use crate::record::{AckVia, Direction, Purpose, State, ThreadEntry};
-use crate::types::{PhoneNumber, ProviderMessageId, Tag, Timestamp};
+use crate::types::{PhoneNumber, Tag, Timestamp};
 
 impl Dispatch {
     /// What every received text is checked for first: `true` for a text
@@ -233,6 +235,16 @@ impl Dispatch {
                 let to = self.legs[i].to;
                 self.opted_out_by_failure(now, to, code, fx);
             }
+            if let Some(c) = class.filter(|c| c.is_carrier_wide()) {
+                let kind = if c == ErrorClass::Config {
+                    SendErrorKind::Config
+                } else {
+                    SendErrorKind::CarrierDown
+                };
+                if self.resend_elsewhere(now, i, kind, code, fx) {
+                    return Ok(());
+                }
+            }
             let unreachable = opted_out || class == Some(ErrorClass::Unreachable);
             self.after_leg_failed(now, i, unreachable, fx);
         }
@@ -270,6 +282,7 @@ impl Dispatch {
                 EventKind::Sent {
                     leg,
                     sid: r.sid.clone(),
+                    via: None,
                 },
             );
         }
@@ -280,29 +293,51 @@ impl Dispatch {
         &mut self,
         now: Timestamp,
         leg: u32,
-        result: Result<ProviderMessageId, SendError>,
+        result: Result<SendReceipt, SendError>,
         fx: &mut Fx<'_>,
     ) -> Result<(), InputError> {
         let i = leg as usize;
-        let l = self.legs.get_mut(i).ok_or(InputError::UnknownLeg(leg))?;
+        let l = self.legs.get(i).ok_or(InputError::UnknownLeg(leg))?;
+        let fresh = match &result {
+            Ok(_) => l.sid.is_none(),
+            Err(_) => l.status == DeliveryStatus::Pending,
+        };
+        if !fresh {
+            return Ok(());
+        }
+        let skipped = match &result {
+            Ok(r) => &r.skipped,
+            Err(e) => &e.skipped,
+        };
+        for skip in skipped.clone() {
+            self.emit(now, fx, EventKind::CarrierSkipped { leg, skip });
+        }
         match result {
-            Ok(sid) => {
-                if l.sid.is_some() {
-                    return Ok(());
-                }
-                l.sid = Some(sid.clone());
+            Ok(receipt) => {
+                let l = &mut self.legs[i];
+                l.held = false;
+                l.sid = Some(receipt.sid.clone());
                 l.sent_at = Some(now);
                 l.retry_at = None;
                 l.updated_at = now;
+                l.via = receipt.via.clone();
                 if l.status.rank() < DeliveryStatus::Queued.rank() {
                     l.status = DeliveryStatus::Queued;
                 }
-                self.emit(now, fx, EventKind::Sent { leg, sid });
+                self.emit(
+                    now,
+                    fx,
+                    EventKind::Sent {
+                        leg,
+                        sid: receipt.sid,
+                        via: receipt.via,
+                    },
+                );
             }
+            Err(e) if e.kind.is_carrier_wide() => self.carriers_down(now, i, e, fx),
             Err(e) => {
-                if l.status != DeliveryStatus::Pending {
-                    return Ok(());
-                }
+                let l = &mut self.legs[i];
+                l.held = false;
                 l.updated_at = now;
                 l.error_code = e.code;
                 let will_retry =
@@ -320,7 +355,6 @@ impl Dispatch {
                         SendErrorKind::Unreachable => ErrorClass::Unreachable,
                         SendErrorKind::OptedOut => ErrorClass::OptedOut,
                         SendErrorKind::Filtered => ErrorClass::Filtered,
-                        SendErrorKind::Config => ErrorClass::Config,
                         SendErrorKind::Retryable => ErrorClass::RetryLater,
                         _ => ErrorClass::Unknown,
                     });
@@ -348,6 +382,82 @@ impl Dispatch {
             }
         }
         Ok(())
+    }
+
+    /// Every carrier that may send leg `i` failed carrier-wide: the leg
+    /// stays pending and is tried again with backoff (the try is not
+    /// counted: it is never given up for this), the dispatch holds, and a
+    /// forward whose step has sent nothing yet stops its level's clock. The
+    /// recipient is not at fault: nothing marks them unreachable.
+    fn carriers_down(&mut self, now: Timestamp, i: usize, e: SendError, fx: &mut Fx<'_>) {
+        let l = &mut self.legs[i];
+        let leg = l.index;
+        l.attempts = l.attempts.saturating_sub(1);
+        l.carrier_waits = l.carrier_waits.saturating_add(1);
+        l.error_code = e.code;
+        l.updated_at = now;
+        let retry_at = now.plus(retry_backoff(
+            self.id,
+            leg,
+            l.carrier_waits,
+            e.retry_after_ms,
+        ));
+        l.retry_at = Some(retry_at);
+        l.held = true;
+        if self.carrier_hold.is_none() {
+            self.carrier_hold = Some(CarrierHold {
+                since: now,
+                leg,
+                kind: e.kind,
+                code: e.code,
+            });
+        }
+        self.emit(
+            now,
+            fx,
+            EventKind::CarriersDown {
+                leg,
+                kind: e.kind,
+                code: e.code,
+                retry_at,
+            },
+        );
+    }
+
+    /// After every change: a carrier hold ends when no pending leg waits
+    /// for a carrier any more (one was sent, or given up for another
+    /// reason), and an open dispatch's level clock runs unless its current
+    /// step's forward waits for a carrier with nothing of the step sent.
+    pub(super) fn settle_carriers(&mut self, now: Timestamp, fx: &mut Fx<'_>) {
+        let waiting = |l: &crate::record::Leg| l.held && l.status == DeliveryStatus::Pending;
+        if let Some(hold) = &self.carrier_hold
+            && !self.legs.iter().any(waiting)
+        {
+            let leg = hold.leg;
+            let via = self.legs.get(leg as usize).and_then(|l| l.via.clone());
+            self.carrier_hold = None;
+            self.emit(now, fx, EventKind::CarriersRecovered { leg, via });
+        }
+        if self.state != State::Open || self.holding_until.is_some() {
+            return;
+        }
+        let current = Purpose::Forward {
+            round: self.round,
+            level: self.level,
+        };
+        let mut step = self.legs.iter().filter(|l| l.purpose == current).peekable();
+        let step_waits = step.peek().is_some()
+            && step.clone().any(waiting)
+            && step.all(|l| l.sid.is_none() && l.status != DeliveryStatus::Unknown);
+        if step_waits {
+            // Nobody was told yet: the level's timeout starts when a
+            // carrier takes the forward.
+            self.level_deadline = None;
+        } else if self.level_deadline.is_none()
+            && let Some(spec) = self.policy.levels().get(self.level as usize)
+        {
+            self.level_deadline = Some(now.plus(spec.timeout));
+        }
     }
 
     /// Acts on the timers expired at `now` (see `timer.rs`): the outbox's
@@ -467,5 +577,373 @@ impl Dispatch {
         self.opted_out.remove(pos);
         self.emit(now, fx, EventKind::OptedIn { number: n });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod carrier_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::super::fixture::{T0, opened};
+    use crate::carrier::{CarrierNumber, CarrierSkip, Via};
+    use crate::event::{Effect, EventKind};
+    use crate::input::{DeliveryStatus, Input, SendError, SendErrorKind};
+    use crate::policy::Policy;
+    use crate::ports::SendReceipt;
+    use crate::record::{Purpose, State};
+    use crate::types::{DispatchId, PhoneNumber, Timestamp};
+    use crate::{Dispatch, InboundText, MAX_SEND_ATTEMPTS};
+
+    const LEVEL: Duration = Duration::from_secs(900);
+
+    fn n(s: &str) -> PhoneNumber {
+        s.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn ok(d: &mut Dispatch, now: Timestamp, input: Input) -> Vec<Effect> {
+        d.handle(now, input).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn down(kind: SendErrorKind, code: u32) -> Input {
+        Input::SendOutcome {
+            leg: 0,
+            result: Err(SendError::new(kind, "carrier says no").with_code(code)),
+        }
+    }
+
+    fn kinds(fx: &[Effect]) -> Vec<&'static str> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Publish(ev) => Some(ev.kind.name()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_account_error_holds_the_dispatch_and_never_marks_the_recipient_unreachable() {
+        let mut d = opened(LEVEL);
+        let fx = ok(&mut d, T0, down(SendErrorKind::Config, 20003));
+        assert_eq!(kinds(&fx), ["carriers_down"]);
+        let l = &d.legs()[0];
+        assert_eq!(l.status, DeliveryStatus::Pending);
+        assert!(d.unreachable().is_empty());
+        let hold = d.carrier_hold().unwrap_or_else(|| panic!("holding"));
+        assert_eq!((hold.leg, hold.code), (0, Some(20003)));
+        assert_eq!(
+            d.level_deadline(),
+            None,
+            "the level's clock waits for the forward"
+        );
+        assert_eq!(d.status().carrier_hold.as_ref(), Some(hold));
+
+        // Far more tries than a send is allowed: it never fails, never
+        // escalates, and backs off.
+        let mut now = T0;
+        let mut gaps = Vec::new();
+        for _ in 0..(3 * MAX_SEND_ATTEMPTS) {
+            let due = d
+                .next_deadline()
+                .unwrap_or_else(|| panic!("a retry is due"));
+            gaps.push(due.since(now));
+            now = due;
+            let fx = ok(&mut d, now, Input::Timeout);
+            assert!(
+                fx.iter()
+                    .any(|e| matches!(e, Effect::Send(m) if m.leg == 0)),
+                "the same leg again"
+            );
+            ok(&mut d, now, down(SendErrorKind::CarrierDown, 30007));
+            assert_eq!(d.state(), State::Open);
+            assert_eq!(d.level(), 0);
+            assert_eq!(d.legs().len(), 1);
+        }
+        assert!(d.unreachable().is_empty());
+        assert!(gaps[0] >= Duration::from_secs(5), "{gaps:?}");
+        assert!(gaps[5] > gaps[0] * 8, "backs off: {gaps:?}");
+        assert!(
+            gaps.iter().all(|g| *g <= Duration::from_secs(375)),
+            "capped: {gaps:?}"
+        );
+
+        // A carrier takes it: the hold ends and the level's clock starts.
+        let via = Via {
+            carrier: "aws-sms".into(),
+            from: n("+16195550900"),
+        };
+        let mut receipt = SendReceipt::new("SMok".parse().unwrap_or_else(|e| panic!("{e}")));
+        receipt.via = Some(via.clone());
+        let fx = ok(
+            &mut d,
+            now,
+            Input::SendOutcome {
+                leg: 0,
+                result: Ok(receipt),
+            },
+        );
+        assert_eq!(kinds(&fx), ["sent", "carriers_recovered"]);
+        assert_eq!(d.carrier_hold(), None);
+        assert_eq!(d.level_deadline(), Some(now.plus(LEVEL)));
+        assert_eq!(d.legs()[0].via.as_ref(), Some(&via));
+        let json = serde_json::to_value(d.status()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(json["legs"][0]["via"]["carrier"], "aws-sms");
+        assert_eq!(json["legs"][0]["via"]["from"], "+16195550900");
+    }
+
+    #[test]
+    fn a_per_recipient_error_still_fails_the_leg_and_escalates() {
+        let mut d = opened(LEVEL);
+        let fx = ok(&mut d, T0, down(SendErrorKind::Unreachable, 21211));
+        assert!(kinds(&fx).contains(&"escalated"));
+        assert_eq!(d.unreachable(), [n("+16195550101")]);
+        assert_eq!(d.carrier_hold(), None);
+    }
+
+    #[test]
+    fn skipped_carriers_are_events_on_the_leg() {
+        let mut d = opened(LEVEL);
+        let mut receipt = SendReceipt::new("SMok".parse().unwrap_or_else(|e| panic!("{e}")));
+        receipt.via = Some(Via {
+            carrier: "aws-sms".into(),
+            from: n("+16195550900"),
+        });
+        receipt.skipped = vec![CarrierSkip {
+            carrier: "twilio".into(),
+            kind: SendErrorKind::CarrierDown,
+            code: Some(30007),
+            degraded_until: Some(T0.plus(Duration::from_secs(300))),
+        }];
+        let fx = ok(
+            &mut d,
+            T0,
+            Input::SendOutcome {
+                leg: 0,
+                result: Ok(receipt),
+            },
+        );
+        assert_eq!(kinds(&fx), ["carrier_skipped", "sent"]);
+        let skipped = d.events().iter().find_map(|e| match &e.kind {
+            EventKind::CarrierSkipped { leg: 0, skip } => Some(skip.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            skipped.map(|s| (s.carrier, s.code)),
+            Some(("twilio".into(), Some(30007)))
+        );
+        let json = serde_json::to_value(d.events()).unwrap_or_else(|e| panic!("{e}"));
+        let ev = json
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["type"] == "carrier_skipped"))
+            .unwrap_or_else(|| panic!("in the status events: {json}"));
+        assert_eq!(ev["carrier"], "twilio");
+        assert_eq!(ev["kind"], "carrier_down");
+        assert_eq!(d.level_deadline(), Some(T0.plus(LEVEL)), "not paused");
+    }
+
+    #[test]
+    fn replies_to_the_customer_go_only_through_the_business_line_carriers() {
+        let line = n("+16195550000");
+        let policy = Policy::simple(n("+16195550101"), n("+18583354807"), LEVEL)
+            .and_then(|p| {
+                p.with_carriers(vec![
+                    CarrierNumber {
+                        carrier: "twilio".into(),
+                        number: line,
+                    },
+                    CarrierNumber {
+                        carrier: "aws-sms".into(),
+                        number: n("+16195550900"),
+                    },
+                ])
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = InboundText {
+            sid: "SMin1".parse().unwrap_or_else(|e| panic!("{e}")),
+            from: n("+16195550100"),
+            to: line,
+            body: "hello".into(),
+            media: Vec::new(),
+        };
+        let id = DispatchId::new(T0, 1);
+        let tag = "K7".parse().unwrap_or_else(|e| panic!("{e}"));
+        let (mut d, fx) =
+            Dispatch::open(id, tag, Arc::new(policy), text, T0).unwrap_or_else(|e| panic!("{e}"));
+        let forward = fx
+            .iter()
+            .find_map(|e| match e {
+                Effect::Send(m) => Some(m.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("a forward"));
+        assert_eq!(
+            forward.routes.len(),
+            2,
+            "a dispatcher may get either number"
+        );
+        let reply = InboundText {
+            sid: "SMin2".parse().unwrap_or_else(|e| panic!("{e}")),
+            from: n("+16195550101"),
+            to: line,
+            body: "on my way".into(),
+            media: Vec::new(),
+        };
+        let fx = ok(
+            &mut d,
+            T0,
+            Input::DispatcherText {
+                text: reply,
+                route: crate::RouteReason::Only,
+            },
+        );
+        let to_customer = fx
+            .iter()
+            .find_map(|e| match e {
+                Effect::Send(m) if m.to == n("+16195550100") => Some(m.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("a reply"));
+        assert_eq!(to_customer.routes.len(), 1);
+        assert_eq!(to_customer.routes[0].number, line);
+        assert_eq!(d.legs()[1].purpose, Purpose::Reply);
+    }
+
+    fn two_carrier_dispatch() -> Dispatch {
+        let line = n("+16195550000");
+        let policy = Policy::simple(n("+16195550101"), n("+18583354807"), LEVEL)
+            .and_then(|p| {
+                p.with_carriers(vec![
+                    CarrierNumber {
+                        carrier: "twilio".into(),
+                        number: line,
+                    },
+                    CarrierNumber {
+                        carrier: "aws-sms".into(),
+                        number: n("+16195550900"),
+                    },
+                ])
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = InboundText {
+            sid: "SMin1".parse().unwrap_or_else(|e| panic!("{e}")),
+            from: n("+16195550100"),
+            to: line,
+            body: "hello".into(),
+            media: Vec::new(),
+        };
+        let id = DispatchId::new(T0, 1);
+        let tag = "K7".parse().unwrap_or_else(|e| panic!("{e}"));
+        let (d, _) =
+            Dispatch::open(id, tag, Arc::new(policy), text, T0).unwrap_or_else(|e| panic!("{e}"));
+        d
+    }
+
+    #[test]
+    fn a_carrier_wide_delivery_failure_resends_the_text_through_another_carrier_once() {
+        use crate::input::{DeliveryError, DeliveryReport, ErrorClass};
+        let mut d = two_carrier_dispatch();
+        let mut receipt = SendReceipt::new("SMtw1".parse().unwrap_or_else(|e| panic!("{e}")));
+        receipt.via = Some(Via {
+            carrier: "twilio".into(),
+            from: n("+16195550000"),
+        });
+        ok(
+            &mut d,
+            T0,
+            Input::SendOutcome {
+                leg: 0,
+                result: Ok(receipt),
+            },
+        );
+        let filtered = |sid: &str| {
+            Input::Delivery(DeliveryReport {
+                sid: sid.parse().unwrap_or_else(|e| panic!("{e}")),
+                status: DeliveryStatus::Undelivered,
+                error: Some(DeliveryError {
+                    code: 30007,
+                    class: ErrorClass::Carrier,
+                }),
+            })
+        };
+        let fx = ok(&mut d, T0, filtered("SMtw1"));
+        assert_eq!(kinds(&fx), ["delivery", "carrier_skipped"]);
+        let again = fx
+            .iter()
+            .find_map(|e| match e {
+                Effect::Send(m) => Some(m.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("sent again"));
+        assert_eq!((again.leg, again.to), (1, n("+16195550101")));
+        assert_eq!(again.avoid, ["twilio"]);
+        assert_eq!(again.routes.len(), 1);
+        assert_eq!(again.routes[0].carrier, "aws-sms");
+        assert!(d.unreachable().is_empty());
+        assert_eq!(
+            d.level(),
+            0,
+            "no escalation: the same step, another carrier"
+        );
+
+        // The AWS copy fails alike: no carrier is left, so the step
+        // escalates as for any failed text, still blaming nobody.
+        let mut receipt = SendReceipt::new("SMaws1".parse().unwrap_or_else(|e| panic!("{e}")));
+        receipt.via = Some(Via {
+            carrier: "aws-sms".into(),
+            from: n("+16195550900"),
+        });
+        ok(
+            &mut d,
+            T0,
+            Input::SendOutcome {
+                leg: 1,
+                result: Ok(receipt),
+            },
+        );
+        let fx = ok(&mut d, T0, filtered("SMaws1"));
+        assert!(kinds(&fx).contains(&"escalated"), "{:?}", kinds(&fx));
+        assert!(d.unreachable().is_empty());
+        assert_eq!(d.level(), 1);
+        // A duplicate of the first report changes nothing.
+        assert!(ok(&mut d, T0, filtered("SMtw1")).is_empty());
+    }
+
+    #[test]
+    fn bad_carrier_lists_are_refused_with_their_field() {
+        let base = Policy::simple(n("+16195550101"), n("+18583354807"), LEVEL)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = |carrier: &str, number: &str| CarrierNumber {
+            carrier: carrier.into(),
+            number: n(number),
+        };
+        for (list, field) in [
+            (vec![c("Twilio!", "+16195550000")], "carriers[0]"),
+            (
+                vec![c("twilio", "+16195550000"), c("twilio", "+16195550900")],
+                "carriers[1]",
+            ),
+            (
+                vec![c("twilio", "+16195550000"), c("aws-sms", "+16195550000")],
+                "carriers[1]",
+            ),
+            (vec![c("twilio", "+16195550101")], "carriers[0]"),
+        ] {
+            let e = base
+                .clone()
+                .with_carriers(list)
+                .expect_err("a bad carrier list");
+            assert_eq!(e.field(), field, "{e}");
+        }
+        let toml = "[[carriers]]\ncarrier = \"twilio\"\nnumber = \"+16195550000\"\n\
+                    [[carriers]]\ncarrier = \"aws-sms\"\nnumber = \"+16195550900\"\n\
+                    [[levels]]\ntargets = [\"+16195550101\"]\n";
+        let p = Policy::from_toml(toml).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.carriers().len(), 2);
+        assert_eq!(p.carriers()[1].to_string(), "aws-sms +16195550900");
+        let e = Policy::from_toml(
+            "[[carriers]]\ncarrier = \"twilio\"\n[[levels]]\ntargets = [\"+16195550101\"]\n",
+        )
+        .expect_err("no number");
+        assert_eq!(e.field, "carriers[0].number");
     }
 }

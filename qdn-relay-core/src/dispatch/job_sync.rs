@@ -580,12 +580,13 @@ mod tests {
         let job: JobId = "J-1".parse().unwrap_or_else(|e| panic!("{e}"));
         handle(&mut d, Input::LinkJob { job, sync: true });
         let leg = 0;
-        let sid = "SMout1".parse().unwrap_or_else(|e| panic!("{e}"));
+        let sid: crate::types::ProviderMessageId =
+            "SMout1".parse().unwrap_or_else(|e| panic!("{e}"));
         d.handle(
             T0,
             Input::SendOutcome {
                 leg,
-                result: Ok(sid),
+                result: Ok(sid.into()),
             },
         )
         .unwrap_or_else(|e| panic!("{e}"));

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::{Dispatch, Fx};
+use crate::carrier::CarrierSkip;
 use crate::event::{Effect, EventKind, OutboundMessage};
 use crate::input::{DeliveryStatus, SendErrorKind, SkipReason, body_len};
 use crate::policy::OverLimit;
@@ -110,10 +111,95 @@ impl Dispatch {
             skipped: None,
             deferrals: 0,
             after_thread: Some(self.thread.len() as u32),
+            via: None,
+            carrier_waits: 0,
+            held: false,
+            avoid: Vec::new(),
         });
         let msg = self.outbound(index as usize);
         fx.out.push(Effect::Send(msg));
         Some(index)
+    }
+
+    /// Leg `i` failed carrier-wide after it was accepted (a delivery report
+    /// of class [`crate::ErrorClass::is_carrier_wide`]): the same text goes
+    /// to the same number as a new leg that avoids that carrier, if another
+    /// of the line's carriers may send it and the leg still matters (a
+    /// forward of the current step, or any other text while the dispatch
+    /// is open). Returns whether it did.
+    pub(super) fn resend_elsewhere(
+        &mut self,
+        now: Timestamp,
+        i: usize,
+        kind: SendErrorKind,
+        code: Option<u32>,
+        fx: &mut Fx<'_>,
+    ) -> bool {
+        let l = &self.legs[i];
+        let Some(via) = &l.via else {
+            return false;
+        };
+        let mut avoid = l.avoid.clone();
+        avoid.push(via.carrier.clone());
+        let another = self.policy.carriers().iter().any(|c| {
+            !avoid.contains(&c.carrier) && (l.purpose != Purpose::Reply || c.number == self.line)
+        });
+        let current = Purpose::Forward {
+            round: self.round,
+            level: self.level,
+        };
+        let matters = match l.purpose {
+            Purpose::Forward { .. } => self.state == State::Open && l.purpose == current,
+            _ => self.state.is_open(),
+        };
+        if !another || !matters || self.why_not(l.to).is_some() {
+            return false;
+        }
+        let (old, to, purpose, body, carrier) = (
+            l.index,
+            l.to,
+            l.purpose,
+            l.body.clone(),
+            via.carrier.clone(),
+        );
+        let index = self.legs.len() as u32;
+        self.legs.push(Leg {
+            index,
+            to,
+            purpose,
+            body,
+            created_at: now,
+            attempts: 1,
+            status: DeliveryStatus::Pending,
+            retry_at: Some(now.plus(OUTBOX_GRACE)),
+            sid: None,
+            sent_at: None,
+            updated_at: now,
+            error_code: None,
+            error_class: None,
+            skipped: None,
+            deferrals: 0,
+            after_thread: self.legs[i].after_thread,
+            via: None,
+            carrier_waits: 0,
+            held: false,
+            avoid,
+        });
+        for e in &mut self.thread {
+            if e.leg == Some(old) {
+                e.leg = Some(index);
+            }
+        }
+        let skip = CarrierSkip {
+            carrier,
+            kind,
+            code,
+            degraded_until: None,
+        };
+        self.emit(now, fx, EventKind::CarrierSkipped { leg: old, skip });
+        let msg = self.outbound(index as usize);
+        fx.out.push(Effect::Send(msg));
+        true
     }
 
     /// Marks a pending leg skipped: it is never sent.
@@ -269,6 +355,16 @@ impl Dispatch {
                 .map(|s| s.timeout.as_secs().clamp(1, 36_000) as u32),
             _ => None,
         };
+        // The customer sees the business line only: replies go through the
+        // carriers that send from it.
+        let routes = self
+            .policy
+            .carriers()
+            .iter()
+            .filter(|c| l.purpose != Purpose::Reply || c.number == self.line)
+            .filter(|c| !l.avoid.contains(&c.carrier))
+            .cloned()
+            .collect();
         OutboundMessage {
             dispatch: self.id,
             leg: l.index,
@@ -276,6 +372,8 @@ impl Dispatch {
             from: self.line,
             body: l.body.clone(),
             validity_secs,
+            routes,
+            avoid: l.avoid.clone(),
         }
     }
 

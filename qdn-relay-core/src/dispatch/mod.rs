@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::carrier::CarrierHold;
 use crate::event::{Effect, EventKind, RelayEvent};
 use crate::input::{Actor, InboundText, Input};
 use crate::policy::Policy;
@@ -146,6 +147,8 @@ pub struct Dispatch {
     opted_out: Vec<PhoneNumber>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     holding_until: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    carrier_hold: Option<CarrierHold>,
     events: Vec<RelayEvent>,
     #[serde(default)]
     events_dropped: u32,
@@ -200,6 +203,7 @@ impl Dispatch {
             unreachable: Vec::new(),
             opted_out: Vec::new(),
             holding_until: None,
+            carrier_hold: None,
             events: Vec::with_capacity(4),
             events_dropped: 0,
             outbox_at: None,
@@ -279,7 +283,8 @@ impl Dispatch {
                 return Ok(out);
             }
         }
-        if !out.is_empty() {
+        if !fx.out.is_empty() {
+            self.settle_carriers(now, &mut fx);
             self.finish(now);
         }
         Ok(out)
@@ -413,6 +418,12 @@ impl Dispatch {
         } else {
             None
         }
+    }
+    /// While every carrier that may send one of its texts is down: since
+    /// when and why (the text waits with backoff; a forward's level
+    /// timeout starts once it is sent).
+    pub fn carrier_hold(&self) -> Option<&CarrierHold> {
+        self.carrier_hold.as_ref()
     }
     /// Its recent events (at most [`MAX_KEPT_EVENTS`]).
     pub fn events(&self) -> &[RelayEvent] {

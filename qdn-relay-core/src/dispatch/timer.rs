@@ -81,12 +81,13 @@ mod tests {
     fn waiting() -> Dispatch {
         let mut d = opened(LEVEL);
         assert_eq!(d.next_deadline(), Some(T0.plus(OUTBOX_GRACE)), "the outbox");
-        let sid = "SMout1".parse().unwrap_or_else(|e| panic!("{e}"));
+        let sid: crate::types::ProviderMessageId =
+            "SMout1".parse().unwrap_or_else(|e| panic!("{e}"));
         let fx = d.handle(
             T0,
             Input::SendOutcome {
                 leg: 0,
-                result: Ok(sid),
+                result: Ok(sid.into()),
             },
         );
         assert!(!fx.unwrap_or_else(|e| panic!("{e}")).is_empty());

@@ -114,7 +114,10 @@ fn accept_all(d: &mut Dispatch, at_s: i64) -> u64 {
         let s = sid(&format!("SMleg{}-{leg}", d.id().as_u128() & 0xffff_ffff));
         d.handle(
             Timestamp::from_millis(T0 + at_s * 1000),
-            Input::SendOutcome { leg, result: Ok(s) },
+            Input::SendOutcome {
+                leg,
+                result: Ok(s.into()),
+            },
         )
         .unwrap_or_else(|e| panic!("{e}"));
     }

@@ -126,7 +126,7 @@ impl SmsProvider for RecordingProvider {
             message: msg.clone(),
             result: result.clone(),
         });
-        result.map(|sid| SendReceipt { sid })
+        result.map(SendReceipt::new)
     }
 
     fn name(&self) -> &str {

@@ -307,8 +307,29 @@ fn describe(ev: &RelayEvent) -> String {
             None => format!("#{tag} {from} replied (routed by {route:?})"),
         },
         EventKind::Replied { by } => format!("#{tag} reply from {by} queued to the customer"),
-        EventKind::Sent { leg, sid } => {
-            format!("#{tag} leg {leg} accepted by the provider ({sid})")
+        EventKind::Sent { leg, sid, via } => match via {
+            Some(v) => format!(
+                "#{tag} leg {leg} accepted by {} from {} ({sid})",
+                v.carrier, v.from
+            ),
+            None => format!("#{tag} leg {leg} accepted by the provider ({sid})"),
+        },
+        EventKind::CarrierSkipped { leg, skip } => format!(
+            "#{tag} leg {leg}: carrier {} passed over ({:?}{})",
+            skip.carrier,
+            skip.kind,
+            skip.code.map(|c| format!(" {c}")).unwrap_or_default()
+        ),
+        EventKind::CarriersDown {
+            leg,
+            kind,
+            retry_at,
+            ..
+        } => {
+            format!("#{tag} leg {leg}: every carrier down ({kind:?}); holding, retry at {retry_at}")
+        }
+        EventKind::CarriersRecovered { leg, .. } => {
+            format!("#{tag} leg {leg} sent: a carrier is back")
         }
         EventKind::SendFailed {
             leg,

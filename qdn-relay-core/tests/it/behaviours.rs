@@ -950,7 +950,7 @@ fn b2_a_callback_that_overtakes_the_send_answer_is_kept_and_the_answer_is_a_no_o
             now,
             Input::SendOutcome {
                 leg: 0,
-                result: Ok(sid.clone()),
+                result: Ok(sid.clone().into()),
             },
         )
         .expect("ok");
@@ -1234,9 +1234,9 @@ impl qdn_relay_core::SmsProvider for Overlapping {
         self.in_flight.fetch_sub(1, SeqCst);
         let mut sent = self.sent.lock().expect("lock");
         sent.push(msg.clone());
-        Ok(qdn_relay_core::SendReceipt {
-            sid: format!("SMov{:030}", sent.len()).parse().expect("sid"),
-        })
+        Ok(qdn_relay_core::SendReceipt::new(
+            format!("SMov{:030}", sent.len()).parse().expect("sid"),
+        ))
     }
     fn name(&self) -> &str {
         "overlapping"

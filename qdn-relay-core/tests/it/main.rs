@@ -1,6 +1,7 @@
 //! The integration tests of qdn-relay-core (one binary).
 
 mod behaviours;
+mod carriers;
 mod jobs;
 mod memory_contract;
 mod policies;

@@ -1206,9 +1206,10 @@ impl ReferenceStateMachine for RelayModel {
                 SendErrorKind::Unreachable,
                 SendErrorKind::OptedOut,
                 SendErrorKind::Filtered,
-                SendErrorKind::Config,
                 SendErrorKind::Rejected,
             ];
+            // Carrier-wide kinds (Config, CarrierDown) are about the
+            // carrier, not a recipient: `carriers.rs` drives them.
             arms.push((
                 1,
                 (select(healthy), select(kinds))
@@ -1502,7 +1503,7 @@ impl Sut {
                     reason: SkipReason::OptedOut,
                 }
             } else {
-                let result = self.block(self.sim.provider.send(&msg)).map(|r| r.sid);
+                let result = self.block(self.sim.provider.send(&msg));
                 Input::SendOutcome {
                     leg: msg.leg,
                     result,

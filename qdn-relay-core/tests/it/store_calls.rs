@@ -183,9 +183,9 @@ impl SmsProvider for AckingProvider {
             d.set_version(expected + 1);
             self.store.inner.save(&d, expected).await.expect("saved");
         }
-        Ok(SendReceipt {
-            sid: format!("SM{i:032x}").parse().expect("a sid"),
-        })
+        Ok(SendReceipt::new(
+            format!("SM{i:032x}").parse().expect("a sid"),
+        ))
     }
 
     fn name(&self) -> &str {

@@ -173,7 +173,7 @@ async fn twilio_error_bodies_are_classified() {
             status: 400,
             code: 30007,
             message: "Message filtered",
-            kind: Filtered,
+            kind: CarrierDown,
         },
         ErrorCase {
             status: 400,
@@ -324,7 +324,7 @@ async fn refused_connections_log_each_retry() {
         .send(&message("hi"))
         .await
         .expect_err("refused");
-    assert_eq!(err.kind, SendErrorKind::Retryable);
+    assert_eq!(err.kind, SendErrorKind::CarrierDown);
     let text = logs.text();
     assert_eq!(
         text.matches("twilio send not made, retrying").count(),
@@ -344,7 +344,7 @@ async fn retries_stop_at_the_time_budget() {
     c.timeout = Duration::from_secs(2);
     let started = Instant::now();
     let err = client(c).send(&message("hi")).await.expect_err("refused");
-    assert_eq!(err.kind, SendErrorKind::Retryable);
+    assert_eq!(err.kind, SendErrorKind::CarrierDown);
     let took = started.elapsed();
     assert!(took < Duration::from_secs(3), "{took:?}");
     assert!(

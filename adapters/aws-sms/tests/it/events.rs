@@ -64,7 +64,7 @@ fn events_carry_the_context_the_client_sent_and_their_class() {
         (
             "TEXT_SPAM",
             DeliveryStatus::Undelivered,
-            Some((ErrorClass::Filtered, Scope::Carrier, 907)),
+            Some((ErrorClass::Carrier, Scope::Carrier, 907)),
         ),
         (
             "TEXT_TTL_EXPIRED",

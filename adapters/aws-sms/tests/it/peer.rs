@@ -127,6 +127,8 @@ fn message(to: PhoneNumber, body: &str) -> OutboundMessage {
         from: LINE.parse().expect("line"),
         body: body.to_owned(),
         validity_secs: None,
+        routes: Vec::new(),
+        avoid: Vec::new(),
     }
 }
 
@@ -228,7 +230,7 @@ async fn every_failure_class_maps_as_the_table_says() {
         Case {
             fault: json!({"error": "ServiceQuotaExceededException", "reason": "MONTHLY_SPEND_LIMIT_REACHED_FOR_TEXT"}),
             failure: QuotaExceeded,
-            kind: K::Retryable,
+            kind: K::CarrierDown,
             scope: Scope::Carrier,
             attempts: 1,
             says: "[reason MONTHLY_SPEND_LIMIT_REACHED_FOR_TEXT]",
@@ -292,7 +294,7 @@ async fn every_failure_class_maps_as_the_table_says() {
         Case {
             fault: json!({"error": "ValidationException", "reason": "INVALID_IDENTITY_FOR_DESTINATION_COUNTRY"}),
             failure: DestinationConfig,
-            kind: K::Config,
+            kind: K::Rejected,
             scope: Scope::Recipient,
             attempts: 1,
             says: "[reason INVALID_IDENTITY_FOR_DESTINATION_COUNTRY]",
@@ -438,7 +440,7 @@ async fn refused_connections_are_not_sent_and_retried() {
         .await
         .expect_err("refused");
     assert_eq!(e.failure, Failure::NotSent);
-    assert_eq!(e.error.kind, SendErrorKind::Retryable);
+    assert_eq!(e.error.kind, SendErrorKind::CarrierDown);
     assert!(e.carrier_wide());
     assert!(
         e.error.message.contains("could not connect"),

@@ -57,7 +57,18 @@ fn build_app(config: HttpConfig, jobs: Option<Arc<MemoryJobs>>) -> App {
     )
 }
 
+mod sns;
+
 fn build_app_with(config: HttpConfig, jobs: Option<Arc<dyn Jobs>>, mode: JobSyncMode) -> App {
+    build_app_full(config, jobs, mode, None)
+}
+
+fn build_app_full(
+    config: HttpConfig,
+    jobs: Option<Arc<dyn Jobs>>,
+    mode: JobSyncMode,
+    sns: Option<(qdn_relay_axum::SnsIntake, Policy)>,
+) -> App {
     let dir = tempfile::tempdir().expect("tempdir");
     let maintenance = dir.path().join("maintenance.json");
     let store = Arc::new(MemoryStore::new());
@@ -68,7 +79,13 @@ fn build_app_with(config: HttpConfig, jobs: Option<Arc<dyn Jobs>>, mode: JobSync
         Box::new(hub.clone()),
         Box::new(MaintenanceSink::new(maintenance.clone())),
     ]);
-    let policy = Policy::simple(n(PRIMARY), n(BACKUP), Duration::from_secs(900)).expect("policy");
+    let (sns, policy) = match sns {
+        Some((intake, policy)) => (Some(intake), policy),
+        None => (
+            None,
+            Policy::simple(n(PRIMARY), n(BACKUP), Duration::from_secs(900)).expect("policy"),
+        ),
+    };
     let mut builder = Relay::<dyn Store, dyn SmsProvider, dyn Clock>::builder(
         store.clone() as Arc<dyn Store>,
         provider.clone() as Arc<dyn SmsProvider>,
@@ -89,6 +106,10 @@ fn build_app_with(config: HttpConfig, jobs: Option<Arc<dyn Jobs>>, mode: JobSync
         config,
     )
     .expect("state");
+    let state = match sns {
+        Some(intake) => state.with_sns(intake),
+        None => state,
+    };
     App {
         router: router(state),
         store,

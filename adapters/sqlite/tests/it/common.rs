@@ -117,7 +117,7 @@ pub fn sent(n_id: u128, tag: &str, customer: &str, in_sid: &str, leg_sid: &str) 
         d.opened_at().plus(std::time::Duration::from_secs(1)),
         Input::SendOutcome {
             leg,
-            result: Ok(sid(leg_sid)),
+            result: Ok(sid(leg_sid).into()),
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));
