@@ -122,7 +122,7 @@ struct Shard {
 }
 
 /// Follows a table's stream and publishes the events of every dispatch
-/// saved in it (see the [module docs](self)). Made by
+/// saved in it (see the module's docs). Made by
 /// [`DynamoStore::change_feed`]; run with [`ChangeFeed::run`].
 pub struct ChangeFeed {
     http: Arc<dyn Transport>,
