@@ -38,7 +38,7 @@ pub struct CallStats {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), qdn_relay_core::StoreError> {
-/// use qdn_relay_core::counting::CountingStore;
+/// use qdn_relay_core::testing::CountingStore;
 /// use qdn_relay_core::{ListFilter, MemoryStore, Store};
 /// let store = CountingStore::new(MemoryStore::new());
 /// assert!(store.list(ListFilter::Open, 10).await?.is_empty());
