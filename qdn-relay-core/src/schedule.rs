@@ -99,6 +99,35 @@ impl Zone {
         self.resolve(date, 0)
     }
 
+    /// The instant the local wall-clock `hour` (0–23) starts on the local
+    /// date of `day`, or `None` when that date has no such hour (the
+    /// clocks went forward through it) or `hour` is not one. An hour the
+    /// clocks went back through happens twice; this is its first
+    /// occurrence.
+    pub fn hour_of_day(&self, day: Timestamp, hour: u8) -> Option<Timestamp> {
+        if hour > 23 {
+            return None;
+        }
+        let dt = self.local_date(day).at(hour as i8, 0, 0, 0);
+        let ambiguous = self.tz.to_ambiguous_timestamp(dt);
+        if matches!(ambiguous.offset(), jiff::tz::AmbiguousOffset::Gap { .. }) {
+            return None;
+        }
+        Some(Timestamp::from_jiff(ambiguous.earlier().ok()?))
+    }
+
+    /// Whether the local wall-clock `hour` (0–23) happens twice on the
+    /// local date of `day` (the clocks went back through it).
+    pub fn hour_repeats(&self, day: Timestamp, hour: u8) -> bool {
+        hour <= 23
+            && matches!(
+                self.tz
+                    .to_ambiguous_timestamp(self.local_date(day).at(hour as i8, 0, 0, 0))
+                    .offset(),
+                jiff::tz::AmbiguousOffset::Fold { .. }
+            )
+    }
+
     fn local_date(&self, t: Timestamp) -> Date {
         t.to_jiff().to_zoned_datetime(self.tz.clone()).date()
     }
@@ -574,6 +603,33 @@ mod tests {
 
     fn z(s: &str) -> Zone {
         Zone::get(s).unwrap()
+    }
+
+    #[test]
+    fn a_days_wall_clock_hours_skip_the_gap_and_take_a_repeated_hour_once() {
+        let la = z("America/Los_Angeles");
+        // 2026-03-08: clocks go forward at 02:00 PST to 03:00 PDT.
+        let spring = t("2026-03-08T12:00:00Z");
+        assert_eq!(la.hour_of_day(spring, 1), Some(t("2026-03-08T09:00:00Z")));
+        assert_eq!(la.hour_of_day(spring, 2), None, "02:00 does not happen");
+        assert_eq!(la.hour_of_day(spring, 3), Some(t("2026-03-08T10:00:00Z")));
+        assert_eq!(la.hour_of_day(spring, 23), Some(t("2026-03-09T06:00:00Z")));
+        assert!((0..24).all(|h| !la.hour_repeats(spring, h)));
+        // 2026-11-01: clocks go back at 02:00 PDT to 01:00 PST.
+        let autumn = t("2026-11-01T12:00:00Z");
+        assert_eq!(
+            la.hour_of_day(autumn, 1),
+            Some(t("2026-11-01T08:00:00Z")),
+            "the first 01:00"
+        );
+        assert!(la.hour_repeats(autumn, 1));
+        assert!(!la.hour_repeats(autumn, 2));
+        assert_eq!(la.hour_of_day(autumn, 2), Some(t("2026-11-01T10:00:00Z")));
+        assert_eq!(la.hour_of_day(autumn, 23), Some(t("2026-11-02T07:00:00Z")));
+        assert_eq!(la.hour_of_day(autumn, 24), None);
+        // An ordinary day: every hour once.
+        let plain = t("2026-06-01T12:00:00Z");
+        assert!((0..24).all(|h| la.hour_of_day(plain, h).is_some() && !la.hour_repeats(plain, h)));
     }
 
     #[test]

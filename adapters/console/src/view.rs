@@ -667,10 +667,17 @@ fn on_call_line(f: &Frame<'_>, line: &str, policy: &Arc<Policy>) -> Markup {
         days.push((midnight, next));
         midnight = next;
     }
-    let hour = |d: usize, h: u64| days[d].0.plus(Duration::from_secs(h * 3600));
+    // Rows are wall-clock hours: on the day the clocks go forward one hour
+    // does not happen (its cell says so), on the day they go back one
+    // happens twice (its cell shows the first and says so).
+    let hour = |d: usize, h: u64| zone.hour_of_day(days[d].0, h as u8);
     // What a text arriving at each hour does first, by the state machine.
     let first: Vec<Vec<Option<Step>>> = (0..days.len())
-        .map(|d| (0..24).map(|h| first_step(policy, hour(d, h))).collect())
+        .map(|d| {
+            (0..24)
+                .map(|h| hour(d, h).and_then(|t| first_step(policy, t)))
+                .collect()
+        })
         .collect();
     let week_end = days.last().map_or(f.now, |d| d.1);
     html! {
@@ -693,16 +700,21 @@ fn on_call_line(f: &Frame<'_>, line: &str, policy: &Arc<Policy>) -> Markup {
                                 tr {
                                     th scope="row" { (format!("{h:02}")) }
                                     @for d in 0..days.len() {
-                                        @let t = hour(d, h);
+                                        @if let Some(t) = hour(d, h) {
                                         @let on: Vec<_> = l.targets.iter().copied().filter(|&n| policy.on_duty(i, n, t)).collect();
                                         @let step = &first[d][h as usize];
                                         @let held = matches!(step, Some(Step::Hold { .. }));
                                         @let here = matches!(step, Some(Step::Forward { level, .. }) if *level as usize == i);
                                         @let cls = match (held, here) { (true, _) => "held", (_, true) => "first", _ => "" };
-                                        td class=[(!cls.is_empty()).then_some(cls)] {
+                                        @let twice = zone.hour_repeats(days[d].0, h as u8);
+                                        td class=[(!cls.is_empty()).then_some(cls)] title=[twice.then_some("The clocks go back: this hour happens twice; shown as the first time")] {
                                             @if here { "★ " }
                                             @if held { "held " }
                                             @if on.is_empty() { "—" } @else { (short_names(policy, &on)) }
+                                            @if twice { " (twice)" }
+                                        }
+                                        } @else {
+                                            td.gap { "no such hour (clocks go forward)" }
                                         }
                                     }
                                 }

@@ -545,6 +545,67 @@ windows = ["mon-sun 07:00-19:00"]
     assert!(html.contains("class=\"first\""), "on-duty hours marked");
 }
 
+/// The on-call grid's rows are wall-clock hours, also in the weeks the
+/// clocks change: the hour that does not happen says so, the hour that
+/// happens twice says so, and every day keeps its 24 rows.
+#[tokio::test]
+async fn the_on_call_grid_reads_in_wall_clock_hours_across_a_clock_change() {
+    let policy = Policy::from_toml(
+        r#"
+time_zone = "America/Los_Angeles"
+when_closed = "hold"
+[[levels]]
+targets = ["+16195550101"]
+windows = ["mon-sun 07:00-19:00"]
+"#,
+    )
+    .expect("policy");
+    let app = app_with(policy).await;
+    let cookie = app.sign_in("ana").await;
+    let gap = "no such hour (clocks go forward)";
+    // An ordinary week (the app's clock: 2026-01-05): no note.
+    let (html, _) = app.page("/console/on-call", &cookie).await;
+    assert!(!html.contains(gap) && !html.contains("(twice)"), "{html}");
+    assert_eq!(html.matches("<th scope=\"row\">").count(), 24);
+    // Friday 2026-03-06: the week holds Sunday 8 March, when 02:00 is skipped.
+    app.clock.set("2026-03-06T18:00:00Z".parse().expect("time"));
+    let cookie = app.sign_in("ana").await; // a session expires
+    let (html, _) = app.page("/console/on-call", &cookie).await;
+    assert_eq!(html.matches(gap).count(), 1, "one hour skipped: {html}");
+    assert!(!html.contains("(twice)"));
+    assert_eq!(html.matches("<th scope=\"row\">").count(), 24);
+    let row = |h: &str| {
+        let start = html
+            .find(&format!("<th scope=\"row\">{h}</th>"))
+            .unwrap_or_else(|| panic!("row {h}: {html}"));
+        let end = html[start..].find("</tr>").expect("row end") + start;
+        html[start..end].to_owned()
+    };
+    assert!(row("02").contains(gap), "the gap is in the 02 row");
+    // 07:00 is still the first on-duty hour on that Sunday: every column of
+    // row 07 marks the level, and row 06 marks none.
+    assert_eq!(
+        row("07").matches("class=\"first\"").count(),
+        7,
+        "{}",
+        row("07")
+    );
+    assert_eq!(
+        row("06").matches("class=\"first\"").count(),
+        0,
+        "{}",
+        row("06")
+    );
+    // Friday 2026-10-30: the week holds Sunday 1 November, when 01:00
+    // happens twice.
+    app.clock.set("2026-10-30T18:00:00Z".parse().expect("time"));
+    let cookie = app.sign_in("ana").await;
+    let (html, _) = app.page("/console/on-call", &cookie).await;
+    assert_eq!(html.matches("(twice)").count(), 1, "one hour twice: {html}");
+    assert!(!html.contains(gap));
+    assert_eq!(html.matches("<th scope=\"row\">").count(), 24);
+}
+
 #[tokio::test]
 async fn an_old_open_dispatch_is_listed_however_many_newer_ones_closed() {
     let app = app().await;
