@@ -318,28 +318,39 @@ serde_via_str!(DispatchId, "dispatch id");
 // Tag
 
 /// A short human tag for a dispatch, like `K7`: one letter (no `I` or `O`)
-/// and a number from 1 to 9999 (short ones first; longer ones only when the
-/// short ones are taken). Unique among open dispatches, so a dispatcher
-/// can write `#K7 on my way`. Parsing ignores case and a leading `#`.
+/// and a number from 1 to 9999, short ones first; when those are crowded,
+/// two letters and a number, like `KA7` (5,759,424 more, so a relay can
+/// hold millions of open dispatches). Unique among open dispatches, so a
+/// dispatcher can write `#K7 on my way`. Parsing ignores case and a
+/// leading `#`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tag {
     letter: u8,
+    /// The second letter, or 0 for a one-letter tag.
+    second: u8,
     number: u16,
 }
 
 const TAG_LETTERS: &[u8; 24] = b"ABCDEFGHJKLMNPQRSTUVWXYZ";
 
+/// Candidates from the one-letter space; the rest are two-letter tags.
+const ONE_LETTER_ATTEMPTS: u32 = 24;
+
 /// Why a string is not a tag.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid tag {0:?}: expected a letter and a number from 1 to 9999, like K7")]
+#[error(
+    "invalid tag {0:?}: expected one or two letters (not I or O) and a number from 1 to 9999, like K7 or KA7"
+)]
 pub struct TagError(String);
 
 impl Tag {
     /// The `attempt`-th candidate tag for a new dispatch, drawn from `seed`.
     ///
     /// Early attempts come from the two-character space (`K7`, 216 tags);
-    /// later ones widen to three, four and five characters (240,000 tags in
-    /// all) so a crowded relay still finds a free tag quickly.
+    /// later ones widen to three, four and five characters (239,976
+    /// one-letter tags in all), and from attempt 24 on to two letters and
+    /// a number (`KA7` … `ZZ9999`, 5,759,424 more), so a crowded relay
+    /// still finds a free tag quickly.
     pub fn candidate(seed: u64, attempt: u32) -> Tag {
         let mut x = seed ^ (u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         x = splitmix(x);
@@ -351,7 +362,18 @@ impl Tag {
             8..=11 => 100 + r % 900,
             _ => 1000 + r % 9000,
         };
-        Tag { letter, number }
+        if attempt < ONE_LETTER_ATTEMPTS {
+            return Tag {
+                letter,
+                second: 0,
+                number,
+            };
+        }
+        Tag {
+            letter,
+            second: TAG_LETTERS[((x >> 24) % 24) as usize],
+            number: 1 + ((x >> 32) % 9999) as u16,
+        }
     }
 
     /// Finds a tag inside a dispatcher's text: a leading `#K7` (or `[#K7]`).
@@ -381,7 +403,15 @@ pub(crate) fn splitmix(mut x: u64) -> u64 {
 
 impl fmt::Display for Tag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.letter as char, self.number)
+        if self.second == 0 {
+            write!(f, "{}{}", self.letter as char, self.number)
+        } else {
+            write!(
+                f,
+                "{}{}{}",
+                self.letter as char, self.second as char, self.number
+            )
+        }
     }
 }
 
@@ -397,12 +427,15 @@ impl FromStr for Tag {
         let err = || TagError(s.to_owned());
         let t = s.trim();
         let t = t.strip_prefix('#').unwrap_or(t);
-        let mut chars = t.chars();
-        let letter = chars.next().ok_or_else(err)?.to_ascii_uppercase();
-        if !letter.is_ascii() || !TAG_LETTERS.contains(&(letter as u8)) {
-            return Err(err());
-        }
-        let digits = chars.as_str();
+        let letter_at = |i: usize| {
+            t.as_bytes()
+                .get(i)
+                .map(u8::to_ascii_uppercase)
+                .filter(|b| TAG_LETTERS.contains(b))
+        };
+        let letter = letter_at(0).ok_or_else(err)?;
+        let second = letter_at(1).unwrap_or(0);
+        let digits = &t[if second == 0 { 1 } else { 2 }..];
         if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err());
         }
@@ -411,7 +444,8 @@ impl FromStr for Tag {
         }
         let number: u16 = digits.parse().map_err(|_| err())?;
         Ok(Tag {
-            letter: letter as u8,
+            letter,
+            second,
             number,
         })
     }
@@ -607,6 +641,48 @@ mod tests {
             let c = Tag::candidate(42, attempt);
             assert_eq!(c.to_string().parse::<Tag>().unwrap(), c);
         }
+    }
+
+    #[test]
+    fn two_letter_tags_widen_the_space_after_the_short_ones() {
+        let t: Tag = "#ka7".parse().unwrap();
+        assert_eq!(t.to_string(), "KA7");
+        assert_ne!(t, "K7".parse::<Tag>().unwrap());
+        assert_eq!("ZZ9999".parse::<Tag>().unwrap().to_string(), "ZZ9999");
+        for bad in [
+            "KI7", "OK7", "KA0", "KA10000", "KAB7", "KA", "K", "KA07", "K A7", "KÄ7",
+        ] {
+            assert!(bad.parse::<Tag>().is_err(), "{bad}");
+        }
+        let (tag, rest) = Tag::strip_prefix("#KA9999 on my way").unwrap();
+        assert_eq!((tag.to_string().as_str(), rest), ("KA9999", "on my way"));
+        let (tag, rest) = Tag::strip_prefix("[#bc12]: ACK").unwrap();
+        assert_eq!((tag.to_string().as_str(), rest), ("BC12", "ACK"));
+        // Short ones first: the one-letter space for the first 24 attempts,
+        // two letters after; over many seeds every two-letter candidate is
+        // valid, and they spread over the space.
+        let mut seen = std::collections::HashSet::new();
+        for seed in 0..2_000u64 {
+            for attempt in 0..32 {
+                let c = Tag::candidate(seed, attempt);
+                let s = c.to_string();
+                let letters = s.bytes().take_while(u8::is_ascii_alphabetic).count();
+                assert_eq!(
+                    letters,
+                    if attempt < 24 { 1 } else { 2 },
+                    "{s} at {attempt}"
+                );
+                assert_eq!(s.parse::<Tag>().unwrap(), c);
+                if attempt >= 24 {
+                    seen.insert(c);
+                }
+            }
+        }
+        assert!(
+            seen.len() > 15_000,
+            "two-letter candidates spread: {}",
+            seen.len()
+        );
     }
 
     #[test]
