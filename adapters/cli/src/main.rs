@@ -18,6 +18,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: glibc's malloc returning
+/// memory from its per-thread arenas (`madvise`, with TLB shootdowns to the
+/// other cores) was about 5% of the server's CPU under load (BENCHMARKS.md,
+/// "HTTP server").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A cascading SMS relay with escalation on a Twilio number.
 #[derive(Parser, Debug)]
 #[command(name = "qdn-relay", version, about, long_about = None)]
