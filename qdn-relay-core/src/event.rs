@@ -7,6 +7,7 @@ use crate::carrier::{CarrierNumber, CarrierSkip, Via};
 use crate::input::{
     Actor, Command, DeliveryStatus, ErrorClass, RouteReason, SendErrorKind, SkipReason,
 };
+use crate::record::Purpose;
 use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
 
 /// Something the driver must do after it saved a transition.
@@ -177,6 +178,10 @@ pub enum EventKind {
         /// The carrier and number it went through, when the provider said.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         via: Option<Via>,
+        /// Why the text was sent (the leg's purpose); absent in events
+        /// recorded before it was.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        purpose: Option<Purpose>,
     },
     /// A carrier was passed over for a leg: it failed carrier-wide (or
     /// was cooling off) and the leg went on to the next carrier.
@@ -220,6 +225,10 @@ pub enum EventKind {
         code: Option<u32>,
         /// Whether it will be retried.
         will_retry: bool,
+        /// Why the text was sent (the leg's purpose); absent in events
+        /// recorded before it was.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        purpose: Option<Purpose>,
     },
     /// A delivery report moved a leg forward.
     Delivery {
@@ -301,6 +310,10 @@ pub enum EventKind {
         to: PhoneNumber,
         /// Why.
         reason: SkipReason,
+        /// Why the text was sent (the leg's purpose); absent in events
+        /// recorded before it was.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        purpose: Option<Purpose>,
     },
     /// Delayed texts to one number were merged into one (throttle digest).
     Merged {

@@ -261,12 +261,28 @@ fn a_cascade_on_a_real_server_shows_in_its_metrics() {
         sent >= 2,
         "the primary and the backup were texted:\n{logged}"
     );
+    // Every text counted, by purpose: the two forwards (the primary, then
+    // the backup), and whatever notices and replies the cascade sent.
+    let accepted: f64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("qdn_relay_texts_total{")
+                && l.contains("carrier=\"dry-run\"")
+                && l.contains("outcome=\"accepted\"")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(accepted, sent as f64, "{m}");
     assert_eq!(
         count(
             "qdn_relay_texts_total",
-            &[("carrier", "dry-run"), ("outcome", "accepted")]
+            &[
+                ("carrier", "dry-run"),
+                ("purpose", "forward"),
+                ("outcome", "accepted")
+            ]
         ),
-        Some(sent as f64),
+        Some(2.0),
         "{m}"
     );
     let fired = logged.matches("deadline fired").count();

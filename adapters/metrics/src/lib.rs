@@ -119,10 +119,10 @@ def!(
     TEXTS,
     "qdn_relay_texts",
     Counter,
-    ["carrier", "outcome"],
+    ["carrier", "purpose", "outcome"],
     &[],
     "Count",
-    "Texts the relay tried to send, by carrier and outcome class (accepted, skipped, or the send error's kind)."
+    "Texts the relay tried to send, by carrier, purpose (forward, follow_up, reply, notice) and outcome class (accepted, skipped, or the send error's kind)."
 );
 def!(
     DELIVERIES,
@@ -377,6 +377,19 @@ fn snake<T: serde::Serialize + ?Sized>(v: &T) -> String {
     }
 }
 
+/// A text's purpose as a label value (`unknown` for events recorded
+/// before they carried it).
+fn purpose_label(purpose: Option<qdn_relay_core::Purpose>) -> &'static str {
+    use qdn_relay_core::Purpose;
+    match purpose {
+        Some(Purpose::Forward { .. }) => "forward",
+        Some(Purpose::FollowUp) => "follow_up",
+        Some(Purpose::Reply) => "reply",
+        Some(Purpose::Notice) => "notice",
+        None => "unknown",
+    }
+}
+
 /// What one relay event counts for; `carrier` names the provider that
 /// sent the dispatch's texts (its [`qdn_relay_core::SmsProvider::name`]),
 /// unless the event says which carrier a text went through (a
@@ -385,21 +398,33 @@ pub fn observations(event: &RelayEvent, carrier: &str) -> Vec<Observation> {
     let one = |def, labels: &[&str]| vec![Observation::new(def, labels, 1.0)];
     match &event.kind {
         EventKind::Opened { .. } => one(OPENED, &[]),
-        EventKind::Sent { via, .. } => {
+        EventKind::Sent { via, purpose, .. } => {
             let carrier = via.as_ref().map_or(carrier, |v| v.carrier.as_str());
-            one(TEXTS, &[carrier, "accepted"])
+            one(TEXTS, &[carrier, purpose_label(*purpose), "accepted"])
         }
-        EventKind::SendFailed { kind, code, .. } => {
+        EventKind::SendFailed {
+            kind,
+            code,
+            purpose,
+            ..
+        } => {
             let kind = snake(kind);
             let code = code.map_or_else(|| "none".to_owned(), |c| c.to_string());
             vec![
-                Observation::new(TEXTS, &[carrier, &kind], 1.0),
+                Observation::new(TEXTS, &[carrier, purpose_label(*purpose), &kind], 1.0),
                 Observation::new(PROVIDER_ERRORS, &[carrier, "send", &kind, &code], 1.0),
             ]
         }
-        EventKind::Skipped { reason, .. } => {
-            one(TEXTS, &[carrier, &format!("skipped_{}", snake(reason))])
-        }
+        EventKind::Skipped {
+            reason, purpose, ..
+        } => one(
+            TEXTS,
+            &[
+                carrier,
+                purpose_label(*purpose),
+                &format!("skipped_{}", snake(reason)),
+            ],
+        ),
         EventKind::Delivery {
             status,
             code,

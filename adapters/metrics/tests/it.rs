@@ -74,12 +74,14 @@ async fn events_are_counted_with_their_labels() {
             leg: 0,
             sid: "SM0123456789abcdef0123456789abcdef".parse().expect("sid"),
             via: None,
+            purpose: Some(qdn_relay_core::Purpose::Forward { round: 0, level: 0 }),
         },
         EventKind::SendFailed {
             leg: 1,
             kind: SendErrorKind::Unreachable,
             code: Some(21614),
             will_retry: false,
+            purpose: Some(qdn_relay_core::Purpose::Reply),
         },
         EventKind::Escalated {
             from_level: 0,
@@ -96,11 +98,15 @@ async fn events_are_counted_with_their_labels() {
     let text = m.render();
     assert!(line(&text, "qdn_relay_texts_total{").contains("carrier=\"twilio\""));
     assert!(
-        text.contains("qdn_relay_texts_total{carrier=\"twilio\",outcome=\"accepted\"} 1"),
+        text.contains(
+            "qdn_relay_texts_total{carrier=\"twilio\",purpose=\"forward\",outcome=\"accepted\"} 1"
+        ),
         "{text}"
     );
     assert!(
-        text.contains("qdn_relay_texts_total{carrier=\"twilio\",outcome=\"unreachable\"} 1"),
+        text.contains(
+            "qdn_relay_texts_total{carrier=\"twilio\",purpose=\"reply\",outcome=\"unreachable\"} 1"
+        ),
         "{text}"
     );
     assert!(text.contains(

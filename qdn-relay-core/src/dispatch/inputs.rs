@@ -276,6 +276,7 @@ impl Dispatch {
             l.retry_at = None;
             l.updated_at = now;
             l.status = DeliveryStatus::Queued;
+            let purpose = l.purpose;
             self.emit(
                 now,
                 fx,
@@ -283,6 +284,7 @@ impl Dispatch {
                     leg,
                     sid: r.sid.clone(),
                     via: None,
+                    purpose: Some(purpose),
                 },
             );
         }
@@ -315,6 +317,7 @@ impl Dispatch {
         match result {
             Ok(receipt) => {
                 let l = &mut self.legs[i];
+                let purpose = l.purpose;
                 l.held = false;
                 l.sid = Some(receipt.sid.clone());
                 l.sent_at = Some(now);
@@ -331,6 +334,7 @@ impl Dispatch {
                         leg,
                         sid: receipt.sid,
                         via: receipt.via,
+                        purpose: Some(purpose),
                     },
                 );
             }
@@ -368,6 +372,7 @@ impl Dispatch {
                         kind: e.kind,
                         code: e.code,
                         will_retry,
+                        purpose: Some(self.legs[i].purpose),
                     },
                 );
                 if failed {

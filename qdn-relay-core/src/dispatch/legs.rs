@@ -35,7 +35,7 @@ impl Dispatch {
                 l.status = DeliveryStatus::Failed;
                 l.retry_at = None;
                 l.updated_at = now;
-                let leg = l.index;
+                let (leg, purpose) = (l.index, l.purpose);
                 self.emit(
                     now,
                     fx,
@@ -44,6 +44,7 @@ impl Dispatch {
                         kind: SendErrorKind::Retryable,
                         code: None,
                         will_retry: false,
+                        purpose: Some(purpose),
                     },
                 );
                 self.after_leg_failed(now, i, false, fx);
@@ -215,8 +216,17 @@ impl Dispatch {
         l.skipped = Some(reason);
         l.retry_at = None;
         l.updated_at = now;
-        let (leg, to) = (l.index, l.to);
-        self.emit(now, fx, EventKind::Skipped { leg, to, reason });
+        let (leg, to, purpose) = (l.index, l.to, Some(l.purpose));
+        self.emit(
+            now,
+            fx,
+            EventKind::Skipped {
+                leg,
+                to,
+                reason,
+                purpose,
+            },
+        );
     }
 
     /// Whether an identical text went to `to` within the policy's

@@ -307,7 +307,7 @@ fn describe(ev: &RelayEvent) -> String {
             None => format!("#{tag} {from} replied (routed by {route:?})"),
         },
         EventKind::Replied { by } => format!("#{tag} reply from {by} queued to the customer"),
-        EventKind::Sent { leg, sid, via } => match via {
+        EventKind::Sent { leg, sid, via, .. } => match via {
             Some(v) => format!(
                 "#{tag} leg {leg} accepted by {} from {} ({sid})",
                 v.carrier, v.from
@@ -336,6 +336,7 @@ fn describe(ev: &RelayEvent) -> String {
             kind,
             code,
             will_retry,
+            ..
         } => format!(
             "#{tag} leg {leg} send failed ({kind:?}{}){}",
             code.map(|c| format!(" {c}")).unwrap_or_default(),
@@ -371,7 +372,9 @@ fn describe(ev: &RelayEvent) -> String {
         EventKind::Deferred { leg, until } => {
             format!("#{tag} leg {leg} over the rate limit: sent at {until}")
         }
-        EventKind::Skipped { leg, to, reason } => {
+        EventKind::Skipped {
+            leg, to, reason, ..
+        } => {
             format!("#{tag} leg {leg} not sent: {to} {}", reason.describe())
         }
         EventKind::Merged { into, legs } => {
