@@ -514,10 +514,10 @@ async fn a_failure_reads_in_words_and_the_escalation_it_caused_is_in_the_timelin
     );
 }
 
-#[tokio::test]
-async fn a_dispatch_held_for_a_window_says_until_when_in_the_policy_zone() {
-    // 2026-01-05 09:00 UTC is 01:00 in Los Angeles: nobody on duty until 07:00.
-    let policy = Policy::from_toml(
+/// One level on duty 07:00–19:00 every day in Los Angeles; texts outside
+/// those hours wait.
+fn day_shift_in_los_angeles() -> Policy {
+    Policy::from_toml(
         r#"
 time_zone = "America/Los_Angeles"
 when_closed = "hold"
@@ -526,8 +526,13 @@ targets = ["+16195550101"]
 windows = ["mon-sun 07:00-19:00"]
 "#,
     )
-    .expect("policy");
-    let app = app_with(policy).await;
+    .expect("policy")
+}
+
+#[tokio::test]
+async fn a_dispatch_held_for_a_window_says_until_when_in_the_policy_zone() {
+    // 2026-01-05 09:00 UTC is 01:00 in Los Angeles: nobody on duty until 07:00.
+    let app = app_with(day_shift_in_los_angeles()).await;
     let d = app.text(1, "Gate is locked").await;
     assert!(d.holding_until().is_some());
     let cookie = app.sign_in("ana").await;
@@ -550,17 +555,7 @@ windows = ["mon-sun 07:00-19:00"]
 /// happens twice says so, and every day keeps its 24 rows.
 #[tokio::test]
 async fn the_on_call_grid_reads_in_wall_clock_hours_across_a_clock_change() {
-    let policy = Policy::from_toml(
-        r#"
-time_zone = "America/Los_Angeles"
-when_closed = "hold"
-[[levels]]
-targets = ["+16195550101"]
-windows = ["mon-sun 07:00-19:00"]
-"#,
-    )
-    .expect("policy");
-    let app = app_with(policy).await;
+    let app = app_with(day_shift_in_los_angeles()).await;
     let cookie = app.sign_in("ana").await;
     let gap = "no such hour (clocks go forward)";
     // An ordinary week (the app's clock: 2026-01-05): no note.
