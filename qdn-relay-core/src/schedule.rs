@@ -105,27 +105,27 @@ impl Zone {
     /// clocks went back through happens twice; this is its first
     /// occurrence.
     pub fn hour_of_day(&self, day: Timestamp, hour: u8) -> Option<Timestamp> {
-        if hour > 23 {
+        let at = self.wall_hour(day, hour)?;
+        if matches!(at.offset(), jiff::tz::AmbiguousOffset::Gap { .. }) {
             return None;
         }
-        let dt = self.local_date(day).at(hour as i8, 0, 0, 0);
-        let ambiguous = self.tz.to_ambiguous_timestamp(dt);
-        if matches!(ambiguous.offset(), jiff::tz::AmbiguousOffset::Gap { .. }) {
-            return None;
-        }
-        Some(Timestamp::from_jiff(ambiguous.earlier().ok()?))
+        Some(Timestamp::from_jiff(at.earlier().ok()?))
     }
 
     /// Whether the local wall-clock `hour` (0–23) happens twice on the
     /// local date of `day` (the clocks went back through it).
     pub fn hour_repeats(&self, day: Timestamp, hour: u8) -> bool {
-        hour <= 23
-            && matches!(
-                self.tz
-                    .to_ambiguous_timestamp(self.local_date(day).at(hour as i8, 0, 0, 0))
-                    .offset(),
-                jiff::tz::AmbiguousOffset::Fold { .. }
-            )
+        self.wall_hour(day, hour)
+            .is_some_and(|at| matches!(at.offset(), jiff::tz::AmbiguousOffset::Fold { .. }))
+    }
+
+    /// `hour`:00 on the local date of `day`, with however many instants it
+    /// names here (none in a gap, two in a fold).
+    fn wall_hour(&self, day: Timestamp, hour: u8) -> Option<jiff::tz::AmbiguousTimestamp> {
+        (hour <= 23).then(|| {
+            self.tz
+                .to_ambiguous_timestamp(self.local_date(day).at(hour as i8, 0, 0, 0))
+        })
     }
 
     fn local_date(&self, t: Timestamp) -> Date {

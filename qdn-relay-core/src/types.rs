@@ -355,6 +355,13 @@ impl Tag {
         let mut x = seed ^ (u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         x = splitmix(x);
         let letter = TAG_LETTERS[(x % 24) as usize];
+        if attempt >= ONE_LETTER_ATTEMPTS {
+            return Tag {
+                letter,
+                second: TAG_LETTERS[((x >> 24) % 24) as usize],
+                number: 1 + ((x >> 32) % 9999) as u16,
+            };
+        }
         let r = (x >> 8) as u16;
         let number = match attempt {
             0..=3 => 1 + r % 9,
@@ -362,17 +369,10 @@ impl Tag {
             8..=11 => 100 + r % 900,
             _ => 1000 + r % 9000,
         };
-        if attempt < ONE_LETTER_ATTEMPTS {
-            return Tag {
-                letter,
-                second: 0,
-                number,
-            };
-        }
         Tag {
             letter,
-            second: TAG_LETTERS[((x >> 24) % 24) as usize],
-            number: 1 + ((x >> 32) % 9999) as u16,
+            second: 0,
+            number,
         }
     }
 

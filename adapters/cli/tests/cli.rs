@@ -109,12 +109,15 @@ fn get(addr: &str, path: &str, bearer: Option<&str>) -> (String, String) {
     )
 }
 
-/// The value of the series `name` whose labels include every pair given
-/// (`None` when there is no such series).
-fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+/// The values of the series `name` whose labels include every pair given.
+fn matching<'a>(
+    text: &'a str,
+    name: &'a str,
+    labels: &'a [(&'a str, &'a str)],
+) -> impl Iterator<Item = f64> + 'a {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find(|l| {
+        .filter(move |l| {
             let (key, _) = l.rsplit_once(' ').unwrap_or((l, ""));
             let (n, rest) = key.split_once('{').unwrap_or((key, ""));
             n == name
@@ -122,7 +125,13 @@ fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
                     .iter()
                     .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
         })
-        .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+}
+
+/// The value of the series `name` whose labels include every pair given
+/// (`None` when there is no such series).
+fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    matching(text, name, labels).next()
 }
 
 struct Server(std::process::Child);
@@ -263,15 +272,12 @@ fn a_cascade_on_a_real_server_shows_in_its_metrics() {
     );
     // Every text counted, by purpose: the two forwards (the primary, then
     // the backup), and whatever notices and replies the cascade sent.
-    let accepted: f64 = m
-        .lines()
-        .filter(|l| {
-            l.starts_with("qdn_relay_texts_total{")
-                && l.contains("carrier=\"dry-run\"")
-                && l.contains("outcome=\"accepted\"")
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
+    let accepted: f64 = matching(
+        &m,
+        "qdn_relay_texts_total",
+        &[("carrier", "dry-run"), ("outcome", "accepted")],
+    )
+    .sum();
     assert_eq!(accepted, sent as f64, "{m}");
     assert_eq!(
         count(

@@ -701,18 +701,18 @@ fn on_call_line(f: &Frame<'_>, line: &str, policy: &Arc<Policy>) -> Markup {
                                     th scope="row" { (format!("{h:02}")) }
                                     @for d in 0..days.len() {
                                         @if let Some(t) = hour(d, h) {
-                                        @let on: Vec<_> = l.targets.iter().copied().filter(|&n| policy.on_duty(i, n, t)).collect();
-                                        @let step = &first[d][h as usize];
-                                        @let held = matches!(step, Some(Step::Hold { .. }));
-                                        @let here = matches!(step, Some(Step::Forward { level, .. }) if *level as usize == i);
-                                        @let cls = match (held, here) { (true, _) => "held", (_, true) => "first", _ => "" };
-                                        @let twice = zone.hour_repeats(days[d].0, h as u8);
-                                        td class=[(!cls.is_empty()).then_some(cls)] title=[twice.then_some("The clocks go back: this hour happens twice; shown as the first time")] {
-                                            @if here { "★ " }
-                                            @if held { "held " }
-                                            @if on.is_empty() { "—" } @else { (short_names(policy, &on)) }
-                                            @if twice { " (twice)" }
-                                        }
+                                            @let on: Vec<_> = l.targets.iter().copied().filter(|&n| policy.on_duty(i, n, t)).collect();
+                                            @let step = &first[d][h as usize];
+                                            @let held = matches!(step, Some(Step::Hold { .. }));
+                                            @let here = matches!(step, Some(Step::Forward { level, .. }) if *level as usize == i);
+                                            @let cls = match (held, here) { (true, _) => "held", (_, true) => "first", _ => "" };
+                                            @let twice = zone.hour_repeats(days[d].0, h as u8);
+                                            td class=[(!cls.is_empty()).then_some(cls)] title=[twice.then_some("The clocks go back: this hour happens twice; shown as the first time")] {
+                                                @if here { "★ " }
+                                                @if held { "held " }
+                                                @if on.is_empty() { "—" } @else { (short_names(policy, &on)) }
+                                                @if twice { " (twice)" }
+                                            }
                                         } @else {
                                             td.gap { "no such hour (clocks go forward)" }
                                         }
