@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use qdn_relay_twilio::{Secret, SignatureValidator};
 use serde_json::Value;
 
+mod carriers;
 mod container;
 mod scale;
 mod soak;
@@ -69,10 +70,23 @@ struct Server {
 
 impl Server {
     async fn start(db: &Path, port: u16, ack_timeout: &str) -> Server {
+        Self::start_with(db, port, ack_timeout, &prism_url(), &[]).await
+    }
+
+    /// Starts the binary with Twilio's REST API at `twilio_api` and `extra`
+    /// variables on top of the common ones.
+    async fn start_with(
+        db: &Path,
+        port: u16,
+        ack_timeout: &str,
+        twilio_api: &str,
+        extra: &[(&str, String)],
+    ) -> Server {
         let url = format!("http://127.0.0.1:{port}");
         let log = db.with_extension(format!("{port}.log"));
         let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -87,12 +101,12 @@ impl Server {
             .env("RELAY_DEV_FILE", db.with_extension("dev.json"))
             .env("TWILIO_ACCOUNT_SID", ACCOUNT)
             .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
-            .env("TWILIO_API_BASE", prism_url())
+            .env("TWILIO_API_BASE", twilio_api)
             .env("RUST_LOG", "info")
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .spawn()
-            .expect("start qdn-relay");
+            .stderr(out);
+        let child = command.spawn().expect("start qdn-relay");
         let server = Server { child, url, log };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
