@@ -114,6 +114,22 @@ pub enum RelayError {
 }
 
 impl RelayError {
+    /// Whether the input was refused for what it says or names (not a
+    /// business line, a loop, no such dispatch or message, a state that
+    /// does not take it): no retry of the same input can succeed, unlike
+    /// a store's failure.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            RelayError::UnknownLine(_)
+                | RelayError::Loop(_)
+                | RelayError::NotFound(_)
+                | RelayError::NoOpenDispatch { .. }
+                | RelayError::UnknownMessage(_)
+                | RelayError::Input(_)
+        )
+    }
+
     /// Whether trying the same input again later may succeed (the store was
     /// busy or unreachable, or writers collided).
     pub fn is_retryable(&self) -> bool {

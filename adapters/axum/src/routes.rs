@@ -272,7 +272,7 @@ async fn take_aws_sns(s: &AppState, b: Result<Bytes, BytesRejection>) -> ApiResu
                     }
                     Ok(StatusCode::NO_CONTENT.into_response())
                 }
-                Err(e) if ApiError::relay(&e).status.is_client_error() => {
+                Err(e) if e.is_refusal() => {
                     tracing::warn!(message_id = %m.message_id, error = %e, "an AWS SMS message the relay cannot use");
                     Ok(StatusCode::NO_CONTENT.into_response())
                 }

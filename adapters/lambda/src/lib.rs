@@ -11,7 +11,10 @@
 //! - **Tick** (`qdn-relay-tick`): an EventBridge schedule (every minute)
 //!   invokes it; it runs [`Relay::sweep`](qdn_relay_core::Relay::sweep)
 //!   once ([`tick()`]), firing due timeouts and finishing sends a crash
-//!   left pending. A failed sweep fails the invocation.
+//!   left pending. A failed sweep fails the invocation. The same binary
+//!   takes the SQS timer queue's batches ([`timers`]) and, as the stack's
+//!   SMS events function, AWS SMS's messages from its SNS topic
+//!   ([`sns`]).
 //!
 //! Both read the same environment variables as the server
 //! ([`RelaySettings`](qdn_relay_app::RelaySettings)), plus
@@ -40,6 +43,7 @@ pub mod https;
 pub mod init;
 pub mod public_url;
 pub mod secrets;
+pub mod sns;
 pub mod tick;
 #[cfg(feature = "timers")]
 pub mod timers;
@@ -49,4 +53,5 @@ pub use http::{HttpApp, restore};
 pub use https::HttpsClient;
 pub use init::{Env, InitError};
 pub use public_url::{PublicBase, Rebuilt, RequestFacts, rebuild};
+pub use sns::{SnsEvent, SnsReport, SnsSource, SnsSourceError, handle_sns, is_sns_event};
 pub use tick::{TickError, TickEvent, TickReport, tick};

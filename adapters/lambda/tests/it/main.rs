@@ -9,6 +9,8 @@
 //! - `transport_conformance`: the transport conformance suite (the Twilio
 //!   REST client's scenarios) over that HTTP client;
 //! - `sdk_http`: the AWS SDK (DynamoDB) over that HTTP client;
+//! - `sns`: AWS SMS's texts and delivery events with SNS as the event
+//!   source (Lambda's SNS event JSON, signed with a test certificate);
 //! - `timers`: SQS timers on moto's SQS, and the tick function's handling
 //!   of duplicated, re-ordered, stale and early timer messages.
 
@@ -17,5 +19,6 @@ mod fixtures;
 mod handlers;
 mod sdk_http;
 mod secrets;
+mod sns;
 mod timers;
 mod transport_conformance;
