@@ -46,12 +46,18 @@ pub const THROTTLE_BOUND: Duration = Duration::from_secs(30);
 ///   once.
 /// - `Retryable` (nothing was sent): the next carrier is tried; the
 ///   carrier stays in service.
-/// - Anything else (`MaybeSent`, per-recipient errors): final. A
-///   `MaybeSent` is never sent again through another carrier, which could
-///   deliver it twice.
+/// - `MaybeSent` (a 5xx or a timeout after the request went out: the
+///   carrier failed, and may or may not have sent it): the carrier is
+///   degraded, as for an outage, and the same text goes to the next
+///   carrier at once. Reaching the dispatcher beats the risk of a second
+///   copy through another carrier; it is never sent again through the
+///   carrier that may have sent it, and when no other carrier takes it the
+///   answer stays `MaybeSent`, so the core sends it nowhere again.
+/// - Anything else (per-recipient errors): final.
 ///
 /// When every carrier failed, the last error is returned (with the skipped
-/// carriers), as [`SendErrorKind::CarrierDown`] if it was `Retryable` and
+/// carriers), as [`SendErrorKind::MaybeSent`] if any carrier may have sent
+/// it, else as [`SendErrorKind::CarrierDown`] if it was `Retryable` and
 /// another carrier is down; no carrier at all fails every send with
 /// [`SendErrorKind::Config`].
 ///
@@ -151,6 +157,7 @@ impl Failover {
 /// [`Failover`].
 fn degrades(e: &SendError) -> bool {
     e.kind.is_carrier_wide()
+        || e.kind == SendErrorKind::MaybeSent
         || (e.kind == SendErrorKind::Retryable
             && e.retry_after_ms
                 .is_some_and(|ms| ms > THROTTLE_BOUND.as_millis() as u64))
@@ -163,6 +170,7 @@ impl SmsProvider for Failover {
         let plan = self.plan(msg, now);
         let mut skipped = Vec::new();
         let mut last = SendError::new(SendErrorKind::Config, "no carrier may send this text");
+        let mut maybe_sent = None;
         for (i, route) in plan {
             let p = &self.providers[i];
             let mut one = msg.clone();
@@ -201,6 +209,9 @@ impl SmsProvider for Failover {
                         code: e.code,
                         degraded_until,
                     });
+                    if e.kind == SendErrorKind::MaybeSent {
+                        maybe_sent = Some(e.clone());
+                    }
                     last = e;
                 }
                 Err(mut e) => {
@@ -210,8 +221,16 @@ impl SmsProvider for Failover {
                 }
             }
         }
-        // Every carrier failed. If any is down, so is the text's way out:
-        // the dispatch holds instead of spending its tries.
+        // Every carrier failed. One that may have sent it makes the answer
+        // "maybe sent": never sent again.
+        if let Some(first) = maybe_sent
+            && last.kind != SendErrorKind::MaybeSent
+        {
+            last.kind = SendErrorKind::MaybeSent;
+            last.message = format!("{}; before that, {}", last.message, first.message);
+        }
+        // If any is down, so is the text's way out: the dispatch holds
+        // instead of spending its tries.
         if last.kind == SendErrorKind::Retryable
             && skipped.iter().any(|s| s.degraded_until.is_some())
         {
@@ -334,13 +353,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn maybe_sent_is_final_and_never_resent_elsewhere() {
-        let (a, _) = carrier("a", vec![err(SendErrorKind::MaybeSent)]);
+    async fn maybe_sent_goes_to_the_next_carrier_once_and_degrades_the_first() {
+        let (a, a_sent) = carrier("a", vec![err(SendErrorKind::MaybeSent)]);
         let (b, b_sent) = carrier("b", vec![]);
         let (f, _) = failover(vec![a, b]);
+        let r = f.send(&msg(&[])).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.via.as_ref().map(|v| v.carrier.as_str()), Some("b"));
+        assert_eq!((count(&a_sent), count(&b_sent)), (1, 1));
+        assert_eq!(r.skipped.len(), 1);
+        assert_eq!(r.skipped[0].kind, SendErrorKind::MaybeSent);
+        assert!(r.skipped[0].degraded_until.is_some());
+        assert_eq!(f.degraded(T0).len(), 1, "the 5xx carrier cools off");
+    }
+
+    #[tokio::test]
+    async fn maybe_sent_stays_maybe_sent_when_no_other_carrier_takes_it() {
+        // The only carrier: final, as with one carrier.
+        let (a, _) = carrier("a", vec![err(SendErrorKind::MaybeSent)]);
+        let (f, _) = failover(vec![a]);
         let e = f.send(&msg(&[])).await.expect_err("maybe sent");
         assert_eq!(e.kind, SendErrorKind::MaybeSent);
-        assert_eq!(count(&b_sent), 0);
+        // The next one down as well: still "maybe sent", so the core never
+        // sends it again (through the first carrier, which may have).
+        let (a, _) = carrier("a", vec![err(SendErrorKind::MaybeSent)]);
+        let (b, _) = carrier("b", vec![err(SendErrorKind::Retryable)]);
+        let (f, _) = failover(vec![a, b]);
+        let e = f.send(&msg(&[])).await.expect_err("maybe sent");
+        assert_eq!(e.kind, SendErrorKind::MaybeSent, "{e}");
+        assert_eq!(e.skipped.len(), 1, "a, skipped");
     }
 
     #[tokio::test]

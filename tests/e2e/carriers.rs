@@ -84,6 +84,8 @@ enum Twilio {
     Down,
     /// 401 with error 20003: the account's credentials are refused.
     AuthFails,
+    /// 500: Twilio failed, and may or may not have sent it.
+    Errors,
 }
 
 /// A create's form fields, in order.
@@ -175,6 +177,10 @@ impl FakeTwilio {
             Twilio::Down => json_answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"code": 20503, "message": "Service Unavailable", "status": 503}),
+            ),
+            Twilio::Errors => json_answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"code": 20500, "message": "Internal Server Error", "status": 500}),
             ),
             Twilio::AuthFails => json_answer(
                 StatusCode::UNAUTHORIZED,
@@ -334,6 +340,11 @@ struct TwoCarriers {
 
 impl TwoCarriers {
     async fn start(twilio: Twilio, ack_timeout: &str) -> Self {
+        Self::start_cooling(twilio, ack_timeout, "10m").await
+    }
+
+    /// [`Self::start`] with a carrier's cooling-off period of `cooling_off`.
+    async fn start_cooling(twilio: Twilio, ack_timeout: &str, cooling_off: &str) -> Self {
         peer(
             reqwest::Method::POST,
             "/_peer/credentials",
@@ -358,7 +369,7 @@ impl TwoCarriers {
             ("AWS_SECRET_ACCESS_KEY", AWS_SECRET.to_owned()),
             ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
             ("AWS_ENDPOINT_URL_PINPOINT_SMS_VOICE_V2", peer_url()),
-            ("RELAY_CARRIER_COOLING_OFF", "10m".to_owned()),
+            ("RELAY_CARRIER_COOLING_OFF", cooling_off.to_owned()),
             ("HTTPS_PROXY", sns.proxy.clone()),
             ("NO_PROXY", "127.0.0.1,localhost".to_owned()),
             ("SSL_CERT_FILE", sns.ca_file.display().to_string()),
@@ -713,4 +724,56 @@ async fn a_twilio_30007_filtering_callback_sends_the_same_forward_through_aws() 
         v["unreachable"].as_array().is_none_or(Vec::is_empty),
         "filtering of the sending number is not the dispatcher's: {v:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_twilio_500_fails_over_to_aws_and_twilio_is_back_after_the_probe() {
+    let t = TwoCarriers::start_cooling(Twilio::Errors, "10m", "3s").await;
+    let first = sid(0x0c_a004);
+    let (code, body) = t.server.text(&first, CUSTOMER, "Truck blocked").await;
+    assert_eq!(code, 200, "{body}");
+    let v = t
+        .server
+        .wait_for(&first, "the forward through AWS", |v| {
+            legs(v, &t.primary)
+                .iter()
+                .any(|l| via(l).0 == Some("aws-sms"))
+        })
+        .await;
+    let forwards = legs(&v, &t.primary);
+    assert_eq!(forwards.len(), 1, "{v:#}");
+    let sends = t.wait_aws_sends(&t.primary, 1).await;
+    check_aws_send(&sends[0], &v, forwards[0]);
+    // Twilio may have sent it: it is never asked again for this text, and
+    // is passed over for the next one while it cools off.
+    t.twilio.set(Twilio::Accepts);
+    let second = sid(0x0c_a005);
+    let (code, body) = t.server.text(&second, "+16195550188", "Also blocked").await;
+    assert_eq!(code, 200, "{body}");
+    t.wait_aws_sends(&t.primary, 2).await;
+    assert_eq!(
+        t.twilio.creates_to(&t.primary).len(),
+        1,
+        "one try through Twilio, for the first text only"
+    );
+
+    // After the cooling-off period the next text tries Twilio first (the
+    // probe); it answers, so Twilio is back in service.
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    let third = sid(0x0c_a006);
+    let (code, body) = t.server.text(&third, "+16195550189", "Now?").await;
+    assert_eq!(code, 200, "{body}");
+    let v = t
+        .server
+        .wait_for(&third, "the probe through Twilio", |v| {
+            legs(v, &t.primary).iter().any(|l| super::accepted(l))
+        })
+        .await;
+    assert_eq!(
+        via(legs(&v, &t.primary)[0]),
+        (Some("twilio"), Some(LINE)),
+        "{v:#}"
+    );
+    assert_eq!(t.twilio.creates_to(&t.primary).len(), 2);
+    assert_eq!(aws_sends(&t.primary).await.len(), 2, "nothing more to AWS");
 }

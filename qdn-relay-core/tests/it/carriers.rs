@@ -3,9 +3,9 @@
 //! (outage, account error, a lost answer) and per-recipient errors.
 //!
 //! Properties:
-//! 1. no leg is handed over twice: at most one carrier accepted it (or
-//!    may have: a lost answer), and after a lost answer it is never sent
-//!    again anywhere;
+//! 1. no leg is sent twice through the same carrier, and none is sent
+//!    anywhere after a carrier accepted it: a lost answer (a carrier that
+//!    may have sent it) is followed at most by the other carrier, at once;
 //! 2. no carrier-wide error marks a recipient unreachable: only numbers
 //!    the script made unreachable are;
 //! 3. no dispatch fails while a dispatcher it has not tried is reachable,
@@ -240,14 +240,24 @@ impl Sut {
 
     fn check(&self) {
         let w = self.world.lock().expect("lock");
-        // 1. one hand-over per leg; nothing after a lost answer.
-        let mut handed: BTreeMap<(DispatchId, u32), Answer> = BTreeMap::new();
+        // 1. a leg is never handed to the same carrier twice, and never
+        // sent anywhere after a carrier accepted it (a carrier that lost
+        // its answer may be followed by the other carrier, not by itself).
+        let mut accepted: BTreeSet<(DispatchId, u32)> = BTreeSet::new();
+        let mut handed: BTreeMap<(DispatchId, u32, &str), Answer> = BTreeMap::new();
         for (d, leg, carrier, answer) in &w.sends {
-            if let Some(before) = handed.get(&(*d, *leg)) {
-                panic!("leg {leg} of {d} sent again through {carrier} after {before:?}");
+            assert!(
+                !accepted.contains(&(*d, *leg)),
+                "leg {leg} of {d} sent again through {carrier} after it was accepted"
+            );
+            if let Some(before) = handed.get(&(*d, *leg, *carrier)) {
+                panic!("leg {leg} of {d} sent twice through {carrier}, after {before:?}");
+            }
+            if *answer == Answer::Accepted {
+                accepted.insert((*d, *leg));
             }
             if matches!(answer, Answer::Accepted | Answer::MaybeSent) {
-                handed.insert((*d, *leg), answer.clone());
+                handed.insert((*d, *leg, *carrier), answer.clone());
             }
         }
         for d in self.store.all() {
