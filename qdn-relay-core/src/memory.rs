@@ -63,6 +63,28 @@ impl MemoryStore {
         self.read().due.first().map(|(t, _)| *t)
     }
 
+    /// Installs `d` as another store already committed it, for a store
+    /// that mirrors a durable one in memory: the record and its index
+    /// entries replace the ones held, with no version or uniqueness check
+    /// (the durable store made them). A version older than the one held is
+    /// ignored, so mirrors applied out of order keep the newest; index
+    /// entries another dispatch owns meanwhile are left to it.
+    pub fn apply(&self, d: &Dispatch) {
+        let id = d.id();
+        let mut g = self.write();
+        if g.by_id
+            .get(&id)
+            .is_some_and(|held| held.version() >= d.version())
+        {
+            return;
+        }
+        if let Some(old) = g.by_id.remove(&id) {
+            g.unindex(&old);
+        }
+        g.index(d);
+        g.by_id.insert(id, Box::new(d.clone()));
+    }
+
     /// Every dispatch, newest first (a snapshot for tests).
     pub fn all(&self) -> Vec<Dispatch> {
         let g = self.read();

@@ -108,6 +108,26 @@ impl Backend {
         Ok(Self::sqlite(store))
     }
 
+    /// Opens the SQLite database at `path` (`RELAY_DB`) for this process
+    /// alone, mirrored in memory (`qdn_relay_sqlite::MirroredStore`):
+    /// reads never touch the file, saves are committed to it before memory
+    /// changes, and another process's mirror on the same file is refused.
+    /// Opt-outs are kept in the file and mirrored too.
+    #[cfg(feature = "sqlite")]
+    pub async fn open_sqlite_exclusive(
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Self, WiringError> {
+        let path = path.as_ref();
+        let store = qdn_relay_sqlite::MirroredStore::open(path)
+            .await
+            .map_err(|e| WiringError::Store {
+                var: "RELAY_DB",
+                message: format!("cannot open {}: {e}", path.display()),
+            })?;
+        let store = Arc::new(store);
+        Ok(Self::new(store.clone()).with_opt_outs(store))
+    }
+
     /// The DynamoDB store (feature `dynamo`), which also keeps opt-outs
     /// and the rate-limit history in its table: a `STOP` and a throttle
     /// hold across every process on the table.

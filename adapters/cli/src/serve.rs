@@ -39,6 +39,12 @@ pub struct ServeArgs {
     /// The SQLite database file (unless RELAY_DYNAMO_TABLE is set).
     #[arg(long, env = "RELAY_DB", default_value = "qdn-relay.db")]
     db: PathBuf,
+    /// How this server uses the SQLite file: `exclusive` (it owns the
+    /// file: every dispatch is also held in memory, so no read touches the
+    /// file, and a second server on the same file is refused) or `shared`
+    /// (every read from the file; other processes may write it).
+    #[arg(long, env = "RELAY_DB_MODE", default_value = "exclusive", value_parser = ["exclusive", "shared"])]
+    db_mode: String,
     /// A DynamoDB table instead of the SQLite file: several servers can
     /// share it (needs a build with the `dynamo` feature). Its layout
     /// comes from RELAY_DYNAMO_KEYS, RELAY_DYNAMO_KEY_PREFIX,
@@ -188,9 +194,14 @@ async fn open_backend(a: &ServeArgs) -> anyhow::Result<Opened> {
         .lookup("RELAY_DYNAMO_TABLE")
         .filter(|t| !t.trim().is_empty());
     match table {
-        None => Ok(Opened {
+        None if a.db_mode == "shared" => Ok(Opened {
             backend: Backend::open_sqlite(&a.db).await?,
-            name: format!("sqlite {}", a.db.display()),
+            name: format!("sqlite {} (shared)", a.db.display()),
+            follow: None,
+        }),
+        None => Ok(Opened {
+            backend: Backend::open_sqlite_exclusive(&a.db).await?,
+            name: format!("sqlite {} (exclusive, mirrored in memory)", a.db.display()),
             follow: None,
         }),
         Some(table) => open_dynamo(a, table).await,

@@ -10,6 +10,28 @@ use rusqlite::ErrorCode;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
+    /// Another process's mirror owns the file
+    /// ([`MirroredStore`](crate::MirroredStore)).
+    #[error(
+        "{} is in use by another qdn-relay process (one server per database file; stop it, or give this one its own RELAY_DB)",
+        path.display()
+    )]
+    InUse {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file's lock could not be taken.
+    #[error("cannot lock {}: {source}", path.display())]
+    Lock {
+        /// The file.
+        path: PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored dispatch or opt-out could not be loaded into memory.
+    #[error("cannot load the database into memory: {0}")]
+    Load(#[source] qdn_relay_core::StoreError),
     /// The database file could not be opened or created.
     #[error("cannot open the sqlite database {}: {source}", path.display())]
     Open {

@@ -57,6 +57,14 @@
 //! (most of the file, over time) out of every open-only lookup, and
 //! dispatches with nothing pending out of the due index.
 //!
+//! ## One owner: [`MirroredStore`]
+//!
+//! A process that is the file's only user (`qdn-relay serve`) opens it as
+//! a [`MirroredStore`]: every dispatch and opt-out is also held in memory,
+//! so no read starts a transaction; saves go through the writer below
+//! first and reach memory once committed. An exclusive lock on the file
+//! refuses a second owner.
+//!
 //! ## Concurrency
 //!
 //! SQLite calls block, and the [`Store`](qdn_relay_core::Store) port is
@@ -128,11 +136,13 @@
 //! codes, never by their text.
 
 mod error;
+mod mirror;
 mod pool;
 mod schema;
 mod store;
 
 pub use error::OpenError;
+pub use mirror::MirroredStore;
 pub use schema::SCHEMA_VERSION;
 pub use store::{SqliteOptions, SqliteStore};
 

@@ -797,6 +797,43 @@ impl Store for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Every dispatch in the file, oldest first (a mirror's load).
+    pub(crate) async fn load_all(&self) -> Result<Vec<Dispatch>, StoreError> {
+        self.read(|c| {
+            dispatches(
+                c,
+                "SELECT id, version, record FROM dispatches ORDER BY id",
+                [],
+            )
+        })
+        .await
+    }
+
+    /// Every opted-out number (a mirror's load).
+    pub(crate) async fn load_opt_outs(&self) -> Result<Vec<PhoneNumber>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare("SELECT number FROM opt_outs")
+                .map_err(error::map)?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, i64>(0))
+                .map_err(error::map)?;
+            let mut out = Vec::new();
+            for n in rows {
+                let n = n.map_err(error::map)?;
+                let number = u64::try_from(n)
+                    .ok()
+                    .and_then(PhoneNumber::from_u64)
+                    .ok_or_else(|| StoreError::Corrupt(format!("opt_outs: {n} is not a number")))?;
+                out.push(number);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Opt-outs: the numbers that texted STOP, durable across restarts and shared
 // by every process on the file.

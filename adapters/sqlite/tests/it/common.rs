@@ -10,9 +10,27 @@ use qdn_relay_sqlite::{SqliteOptions, SqliteStore};
 use tempfile::TempDir;
 
 /// A store in a file of its own temporary directory, removed on drop.
-pub struct FileStore {
-    pub store: SqliteStore,
+pub struct FileStore<S = SqliteStore> {
+    pub store: S,
     pub dir: TempDir,
+}
+
+impl FileStore<qdn_relay_sqlite::MirroredStore> {
+    /// A fresh, empty file owned by a mirror.
+    pub async fn mirrored() -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let store = qdn_relay_sqlite::MirroredStore::open(dir.path().join("relay.db"))
+            .await
+            .unwrap_or_else(|e| panic!("open: {e}"));
+        Self { store, dir }
+    }
+}
+
+impl<S> FileStore<S> {
+    /// The database file.
+    pub fn file(&self) -> std::path::PathBuf {
+        self.dir.path().join("relay.db")
+    }
 }
 
 impl FileStore {
@@ -37,7 +55,7 @@ impl FileStore {
 }
 
 #[async_trait]
-impl Store for FileStore {
+impl<S: Store> Store for FileStore<S> {
     async fn get(&self, id: DispatchId) -> Result<Option<Dispatch>, StoreError> {
         self.store.get(id).await
     }

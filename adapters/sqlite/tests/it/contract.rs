@@ -1,4 +1,5 @@
-//! The core's Store contract suite, against a file and in memory.
+//! The core's Store contract suite, against a file, a file mirrored in
+//! memory, and in memory.
 
 mod file {
     qdn_relay_core::store_contract_tests!(async { crate::common::FileStore::fresh().await });
@@ -18,4 +19,8 @@ mod memory {
             .await
             .unwrap_or_else(|e| panic!("{e}"))
     });
+}
+
+mod mirrored {
+    qdn_relay_core::store_contract_tests!(async { crate::common::FileStore::mirrored().await });
 }

@@ -1,0 +1,251 @@
+//! [`MirroredStore`]: the SQLite store with every dispatch and opt-out
+//! also held in memory, for the one process that owns the file
+//! (`qdn-relay serve`).
+//!
+//! - **Reads start no transaction.** Every query of the [`Store`] port
+//!   (by id, customer, tag, dispatcher, inbound and leg ids, due
+//!   deadlines, job, the lists) and the opt-out check are answered from
+//!   memory: a [`MemoryStore`] and a set of opted-out numbers, loaded from
+//!   the file at open.
+//! - **The file stays the truth.** A save goes to the SQLite writer first,
+//!   in its group commit, where the version check and the uniqueness rules
+//!   hold exactly as without the mirror; only once it is committed is the
+//!   dispatch applied to memory ([`MemoryStore::apply`]), before the save
+//!   returns. A save the file refuses changes nothing in memory either.
+//!   Opt-outs and opt-ins likewise.
+//! - **One owner.** Memory is right only while nothing else writes the
+//!   file, so the mirror holds an exclusive lock on it (`flock`) for its
+//!   life: a second mirror on the same file is refused at open
+//!   ([`OpenError::InUse`]); the lock goes with the process, even on
+//!   `kill -9`. Plain [`SqliteStore`]s, which several processes may share,
+//!   take no such lock: do not write the file with one while a mirror owns
+//!   it.
+//!
+//! Memory grows with the file: every dispatch, open or closed, is held
+//! (about 2 KiB each, see BENCHMARKS.md).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use qdn_relay_core::{
+    Dispatch, DispatchId, Due, InboundLookup, JobId, ListFilter, MemoryStore, OptOuts, PhoneNumber,
+    ProviderMessageId, SafetyError, Store, StoreError, Tag, Timestamp,
+};
+
+use crate::{OpenError, SqliteOptions, SqliteStore};
+
+/// The SQLite store mirrored in memory (see the module docs).
+pub struct MirroredStore {
+    sqlite: SqliteStore,
+    memory: MemoryStore,
+    opted_out: RwLock<HashSet<PhoneNumber>>,
+    /// The open file whose exclusive lock says this process owns it.
+    _owner: Arc<File>,
+}
+
+impl std::fmt::Debug for MirroredStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirroredStore")
+            .field("sqlite", &self.sqlite)
+            .field("dispatches", &self.memory.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MirroredStore {
+    /// Opens the file at `path` as [`SqliteStore::open_with`] does, takes
+    /// its exclusive lock, and loads every dispatch and opt-out into
+    /// memory.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::InUse`] when another mirror owns the file; what
+    /// [`SqliteStore::open_with`] refuses; [`OpenError::Load`] when a
+    /// stored dispatch cannot be read back.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<Self, OpenError> {
+        let path = path.as_ref().to_owned();
+        let sqlite = SqliteStore::open_with(&path, options).await?;
+        let owner = File::options()
+            .read(true)
+            .open(&path)
+            .map_err(|e| OpenError::Lock {
+                path: path.clone(),
+                source: e,
+            })?;
+        match owner.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(OpenError::InUse { path });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(OpenError::Lock { path, source: e });
+            }
+        }
+        let memory = MemoryStore::new();
+        for d in sqlite.load_all().await.map_err(OpenError::Load)? {
+            memory.apply(&d);
+        }
+        let opted_out = sqlite
+            .load_opt_outs()
+            .await
+            .map_err(OpenError::Load)?
+            .into_iter()
+            .collect();
+        Ok(Self {
+            sqlite,
+            memory,
+            opted_out: RwLock::new(opted_out),
+            _owner: Arc::new(owner),
+        })
+    }
+
+    /// [`MirroredStore::open_with`] with the default options.
+    ///
+    /// # Errors
+    ///
+    /// As [`MirroredStore::open_with`].
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// The SQLite store underneath (its file is this mirror's).
+    pub fn sqlite(&self) -> &SqliteStore {
+        &self.sqlite
+    }
+
+    /// How many dispatches memory holds (every one in the file).
+    pub fn len(&self) -> usize {
+        self.memory.len()
+    }
+
+    /// Whether the file holds no dispatch.
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_empty()
+    }
+
+    fn opted_out(&self) -> std::sync::RwLockReadGuard<'_, HashSet<PhoneNumber>> {
+        self.opted_out.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn opted_out_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<PhoneNumber>> {
+        self.opted_out.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for MirroredStore {
+    async fn get(&self, id: DispatchId) -> Result<Option<Dispatch>, StoreError> {
+        self.memory.get(id).await
+    }
+
+    async fn save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
+        self.sqlite.save(d, expected).await?;
+        self.memory.apply(d);
+        Ok(())
+    }
+
+    async fn by_inbound_sid(
+        &self,
+        sid: &ProviderMessageId,
+    ) -> Result<Option<Dispatch>, StoreError> {
+        self.memory.by_inbound_sid(sid).await
+    }
+
+    async fn by_leg_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError> {
+        self.memory.by_leg_sid(sid).await
+    }
+
+    async fn open_for_customer(
+        &self,
+        line: PhoneNumber,
+        customer: PhoneNumber,
+    ) -> Result<Option<Dispatch>, StoreError> {
+        self.memory.open_for_customer(line, customer).await
+    }
+
+    async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError> {
+        self.memory.open_by_tag(tag).await
+    }
+
+    async fn first_free_tag(&self, candidates: &[Tag]) -> Result<Option<Tag>, StoreError> {
+        self.memory.first_free_tag(candidates).await
+    }
+
+    async fn inbound_lookup(
+        &self,
+        line: PhoneNumber,
+        from: PhoneNumber,
+        sid: &ProviderMessageId,
+    ) -> Result<InboundLookup, StoreError> {
+        self.memory.inbound_lookup(line, from, sid).await
+    }
+
+    async fn open_for_dispatcher(
+        &self,
+        dispatcher: PhoneNumber,
+        limit: usize,
+    ) -> Result<Vec<Dispatch>, StoreError> {
+        self.memory.open_for_dispatcher(dispatcher, limit).await
+    }
+
+    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Due>, StoreError> {
+        self.memory.due(now, limit).await
+    }
+
+    async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
+        self.memory.list(filter, limit).await
+    }
+
+    async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
+        self.memory.by_job(job, limit).await
+    }
+}
+
+#[async_trait]
+impl OptOuts for MirroredStore {
+    async fn opt_out(&self, number: PhoneNumber, at: Timestamp) -> Result<(), SafetyError> {
+        self.sqlite.opt_out(number, at).await?;
+        self.opted_out_mut().insert(number);
+        Ok(())
+    }
+
+    async fn opt_in(&self, number: PhoneNumber) -> Result<(), SafetyError> {
+        self.sqlite.opt_in(number).await?;
+        self.opted_out_mut().remove(&number);
+        Ok(())
+    }
+
+    async fn is_opted_out(&self, number: PhoneNumber) -> Result<bool, SafetyError> {
+        Ok(self.opted_out().contains(&number))
+    }
+
+    async fn opted_out_among(
+        &self,
+        numbers: &[PhoneNumber],
+    ) -> Result<Vec<PhoneNumber>, SafetyError> {
+        let set = self.opted_out();
+        Ok(numbers
+            .iter()
+            .copied()
+            .filter(|n| set.contains(n))
+            .collect())
+    }
+
+    async fn keyword_taken(&self, sid: &ProviderMessageId) -> Result<bool, SafetyError> {
+        self.sqlite.keyword_taken(sid).await
+    }
+
+    async fn take_keyword(
+        &self,
+        sid: &ProviderMessageId,
+        at: Timestamp,
+    ) -> Result<(), SafetyError> {
+        self.sqlite.take_keyword(sid, at).await
+    }
+}
