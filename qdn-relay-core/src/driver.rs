@@ -157,6 +157,53 @@ struct Step {
     saved: Option<Dispatch>,
 }
 
+/// An input taken and saved, with what follows the save (its sends, their
+/// outcomes, its events, the inline job sync) not yet carried out: see
+/// [`Relay::inbound_durable`]. [`Relay::finish`] carries it out. Dropped
+/// unfinished, its sends are left in the dispatch's outbox, which the
+/// sweep sends once [`crate::OUTBOX_GRACE`] has passed.
+#[must_use = "finish it (Relay::finish), or its sends wait for the sweep"]
+pub struct Taken {
+    outcome: Outcome,
+    rest: Option<(DispatchId, Step)>,
+}
+
+impl std::fmt::Debug for Taken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Taken")
+            .field("outcome", &self.outcome)
+            .field("to_finish", &self.rest.is_some())
+            .finish()
+    }
+}
+
+impl From<Outcome> for Taken {
+    /// An input carried out whole: nothing left to finish.
+    fn from(outcome: Outcome) -> Self {
+        Self::done(outcome)
+    }
+}
+
+impl Taken {
+    /// Nothing left to do.
+    fn done(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            rest: None,
+        }
+    }
+
+    /// What the input did (already durable).
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// Whether nothing is left to carry out.
+    pub fn is_done(&self) -> bool {
+        self.rest.is_none()
+    }
+}
+
 /// Where a transition's input comes from.
 enum Source<'a> {
     /// An input known up front (cloned for each attempt).
@@ -376,17 +423,29 @@ where
     /// line's policy or was texted about an open dispatch; else a
     /// customer's.
     pub async fn inbound(&self, text: InboundText) -> Result<Outcome, RelayError> {
+        let taken = self.inbound_durable(text).await?;
+        Ok(self.finish(taken).await)
+    }
+
+    /// [`Relay::inbound`] up to the save: returns once the text's
+    /// transition (the dispatch with its pending sends, the outbox) is
+    /// durable, leaving the sends for [`Relay::finish`]. A server answers
+    /// the webhook then and finishes in the background; a crash in between
+    /// is what the outbox covers. A keyword text is carried out whole.
+    pub async fn inbound_durable(&self, text: InboundText) -> Result<Taken, RelayError> {
         let text = self.to_line(text);
         let policy = self.line_policy(&text)?;
         match Keyword::parse(&text.body) {
-            Some(Keyword::OptOut) => return self.keyword(text, Keyword::OptOut).await,
+            Some(Keyword::OptOut) => {
+                return self.keyword(text, Keyword::OptOut).await.map(Taken::done);
+            }
             Some(Keyword::OptIn) if self.is_opted_out(text.from).await => {
-                return self.keyword(text, Keyword::OptIn).await;
+                return self.keyword(text, Keyword::OptIn).await.map(Taken::done);
             }
             _ => {}
         }
         if policy.is_target(text.from) {
-            return self.dispatcher_text(text).await;
+            return self.dispatcher_text_after(text, None).await;
         }
         // One store call: dispatcher? repeated? an open dispatch to join?
         let found = self
@@ -496,7 +555,35 @@ where
     /// A customer's text: joins their open dispatch on the line, or opens
     /// one (behaviour B1). The same message id twice does nothing (B2).
     pub async fn customer_text(&self, text: InboundText) -> Result<Outcome, RelayError> {
-        self.customer_text_after(self.to_line(text), None).await
+        let taken = self.customer_text_after(self.to_line(text), None).await?;
+        Ok(self.finish(taken).await)
+    }
+
+    /// Carries out what follows a durable input ([`Relay::inbound_durable`],
+    /// [`Relay::dispatcher_text_durable`]): its events, its sends and their
+    /// outcomes, the inline job sync. Returns what the input did.
+    pub async fn finish(&self, taken: Taken) -> Outcome {
+        match taken.rest {
+            Some((id, step)) => self.follow(id, step).await,
+            None => taken.outcome,
+        }
+    }
+
+    /// A transition of dispatch `id` by `input`, saved, its effects not yet
+    /// carried out.
+    async fn take(
+        &self,
+        id: DispatchId,
+        start: Option<Dispatch>,
+        input: Input,
+    ) -> Result<Taken, RelayError> {
+        let step = self
+            .transition(id, start, None, Source::Input(&input))
+            .await?;
+        Ok(Taken {
+            outcome: step.outcome,
+            rest: Some((id, step)),
+        })
     }
 
     /// [`Relay::customer_text`], starting from what
@@ -506,7 +593,7 @@ where
         &self,
         text: InboundText,
         mut found: Option<InboundLookup>,
-    ) -> Result<Outcome, RelayError> {
+    ) -> Result<Taken, RelayError> {
         let policy = Arc::clone(self.line_policy(&text)?);
         for _ in 0..MAX_CONFLICT_RETRIES {
             let (repeated, open) = match found.take() {
@@ -520,12 +607,12 @@ where
                 },
             };
             if let Some(d) = repeated {
-                return Ok(Outcome::Unchanged(d.id()));
+                return Ok(Taken::done(Outcome::Unchanged(d.id())));
             }
             if let Some(d) = open {
                 // Joins it, starting from the copy found.
                 match self
-                    .apply(d.id(), Some(d), None, Input::CustomerText(text.clone()))
+                    .take(d.id(), Some(d), Input::CustomerText(text.clone()))
                     .await
                 {
                     Err(RelayError::Input(InputError::NotOpen(_))) => continue,
@@ -547,7 +634,10 @@ where
                     policy: Arc::clone(&policy),
                     saved: Some(d),
                 };
-                return Ok(self.follow(id, step).await);
+                return Ok(Taken {
+                    outcome: step.outcome,
+                    rest: Some((id, step)),
+                });
             }
         }
         Err(RelayError::ContendedOpen(text.from))
@@ -556,6 +646,13 @@ where
     /// A dispatcher's text, routed by tag, else to their only open dispatch,
     /// else to their most recent one (behaviour B5).
     pub async fn dispatcher_text(&self, text: InboundText) -> Result<Outcome, RelayError> {
+        let taken = self.dispatcher_text_durable(text).await?;
+        Ok(self.finish(taken).await)
+    }
+
+    /// [`Relay::dispatcher_text`] up to the save, as
+    /// [`Relay::inbound_durable`].
+    pub async fn dispatcher_text_durable(&self, text: InboundText) -> Result<Taken, RelayError> {
         self.dispatcher_text_after(self.to_line(text), None).await
     }
 
@@ -567,14 +664,14 @@ where
         &self,
         text: InboundText,
         found: Option<InboundLookup>,
-    ) -> Result<Outcome, RelayError> {
+    ) -> Result<Taken, RelayError> {
         self.line_policy(&text)?;
         let repeated = match found {
             Some(f) => f.repeated,
             None => self.store.by_inbound_sid(&text.sid).await?,
         };
         if let Some(d) = repeated {
-            return Ok(Outcome::Unchanged(d.id()));
+            return Ok(Taken::done(Outcome::Unchanged(d.id())));
         }
         let from = text.from;
         let (target, route) = match Tag::strip_prefix(&text.body) {
@@ -602,7 +699,7 @@ where
             }
         };
         let input = Input::DispatcherText { text, route };
-        self.apply(target.id(), Some(target), None, input).await
+        self.take(target.id(), Some(target), input).await
     }
 
     /// A status callback (behaviours B2, B6).

@@ -60,6 +60,7 @@ pub use dispatch::{
 };
 pub use driver::{
     DEFAULT_SWEEP_CONCURRENCY, JobSyncMode, Outcome, Relay, RelayBuilder, RelayError, SweepReport,
+    Taken,
 };
 pub use event::{Effect, EscalationReason, EventKind, OutboundMessage, RelayEvent};
 pub use failover::{DEFAULT_COOLING_OFF, Failover, THROTTLE_BOUND};

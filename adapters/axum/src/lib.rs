@@ -87,6 +87,10 @@ struct Inner {
     metrics: Option<Arc<Metrics>>,
     recorder: Option<Arc<dyn Recorder>>,
     sns: Option<SnsIntake>,
+    /// When set, a text's webhook is answered once its dispatch is durable
+    /// and its sends finish in a task tracked here (see
+    /// [`AppState::answer_before_sends`]).
+    background: Option<tokio_util::task::TaskTracker>,
 }
 
 /// What `POST /sms/aws/sns` needs to take AWS SMS's messages from SNS: the
@@ -149,6 +153,7 @@ impl AppState {
                 metrics: None,
                 recorder: None,
                 sns: None,
+                background: None,
             }),
         })
     }
@@ -173,6 +178,28 @@ impl AppState {
             inner.metrics = Some(metrics);
         }
         self
+    }
+
+    /// Answers a text's webhook as soon as its dispatch, with the texts
+    /// it must send (the outbox), is durable, and sends them after the
+    /// answer, in tasks tracked by [`AppState::background`] (a server
+    /// waits for them when it stops). Twilio's answer then waits for one
+    /// save, not for the provider and a second save; a crash between the
+    /// answer and the sends is what the outbox covers (the sweep sends
+    /// them). Not for Lambda, which may freeze the process once it has
+    /// answered. Call before the state is shared.
+    pub fn answer_before_sends(mut self) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.background = Some(tokio_util::task::TaskTracker::new());
+        }
+        self
+    }
+
+    /// The sends left to finish after their webhooks' answers, with
+    /// [`AppState::answer_before_sends`]: wait for them before stopping
+    /// ([`ServeOptions::background`]).
+    pub fn background(&self) -> Option<tokio_util::task::TaskTracker> {
+        self.inner.background.clone()
     }
 
     /// Takes AWS SMS's SNS messages at `POST /sms/aws/sns` (see

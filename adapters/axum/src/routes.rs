@@ -18,7 +18,7 @@ use qdn_relay_aws_sms::{
 };
 use qdn_relay_core::{
     DashboardAction, Dispatch, DispatchId, JobId, JobIdError, JobSyncMode, Keyword, ListFilter,
-    Outcome, RelayError,
+    Outcome, RelayError, Taken,
 };
 use qdn_relay_twilio::{
     Form, InboundWebhook, OptOutType, StatusCallback, twiml_empty, twiml_message,
@@ -101,17 +101,30 @@ impl AppState {
             _ => None,
         };
         let route = if dispatcher { "reply" } else { "inbound" };
-        self.retrying(route, || {
-            let text = text.clone();
-            async move {
-                match keyword {
-                    Some(k) => relay.keyword(text, k).await,
-                    None if dispatcher => relay.dispatcher_text(text).await,
-                    None => relay.inbound(text).await,
+        let taken = self
+            .retrying(route, || {
+                let text = text.clone();
+                async move {
+                    match keyword {
+                        Some(k) => relay.keyword(text, k).await.map(Taken::from),
+                        None if dispatcher => relay.dispatcher_text_durable(text).await,
+                        None => relay.inbound_durable(text).await,
+                    }
                 }
+            })
+            .await?;
+        match &self.inner.background {
+            // Answered now; the sends follow in the background.
+            Some(tracker) if !taken.is_done() => {
+                let outcome = taken.outcome();
+                let relay = Arc::clone(relay);
+                tracker.spawn(async move {
+                    relay.finish(taken).await;
+                });
+                Ok(outcome)
             }
-        })
-        .await
+            _ => Ok(relay.finish(taken).await),
+        }
     }
 
     /// In [`JobSyncMode::Background`], brings the job system up to date

@@ -51,6 +51,10 @@ pub struct ServeOptions {
     /// Where the sweeper records how late each deadline fired (the
     /// escalation lateness histogram), if anywhere.
     pub metrics: Option<Arc<Metrics>>,
+    /// The sends webhooks left to finish after their answers
+    /// ([`crate::AppState::background`]): waited for when stopping, after
+    /// the connections (at most [`ServeOptions::drain_timeout`] more).
+    pub background: Option<tokio_util::task::TaskTracker>,
 }
 
 impl ServeOptions {
@@ -62,7 +66,15 @@ impl ServeOptions {
             request_timeout: REQUEST_TIMEOUT,
             drain_timeout: DRAIN_TIMEOUT,
             metrics: None,
+            background: None,
         }
+    }
+
+    /// Waiting for `background` (the sends left after answers) when
+    /// stopping.
+    pub fn background(mut self, background: Option<tokio_util::task::TaskTracker>) -> Self {
+        self.background = background;
+        self
     }
 
     /// With the sweep's lateness recorded into `metrics`.
@@ -181,6 +193,18 @@ pub async fn serve_with(
         tracing::warn!(
             "connections still open after the drain timeout (event streams); stopping anyway"
         );
+    }
+    if let Some(background) = options.background {
+        background.close();
+        if tokio::time::timeout(options.drain_timeout, background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = background.len(),
+                "sends still under way after the drain timeout; the outbox sends them after a restart"
+            );
+        }
     }
     let _ = sweeper.await;
     tracing::info!("stopped");

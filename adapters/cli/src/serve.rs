@@ -348,8 +348,12 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     }
     let relay = wiring.build();
     let dashboard_token = http.dashboard_token.as_ref().map(|t| t.expose().to_owned());
-    let mut state =
-        AppState::new(relay.clone(), validator, hub, http)?.with_metrics(Arc::clone(&metrics));
+    // A text's webhook is answered once its dispatch and the texts it must
+    // send are durable; the sends follow the answer (the outbox covers a
+    // crash in between).
+    let mut state = AppState::new(relay.clone(), validator, hub, http)?
+        .with_metrics(Arc::clone(&metrics))
+        .answer_before_sends();
     // AWS SMS's two-way texts and delivery events, from its SNS topics.
     if let Some(aws) = settings
         .aws_sms
@@ -430,7 +434,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
 
     // The server and its sweeper; both stop on SIGTERM / Ctrl-C, requests
     // in flight finishing first.
-    let options = ServeOptions::new(l.sweep_every).metrics(metrics);
+    let options = ServeOptions::new(l.sweep_every)
+        .metrics(metrics)
+        .background(state.background());
     qdn_relay_axum::serve_with(listener, router(state), relay, options, shutdown_signal())
         .await
         .context("server failed")?;

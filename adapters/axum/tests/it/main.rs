@@ -57,6 +57,7 @@ fn build_app(config: HttpConfig, jobs: Option<Arc<MemoryJobs>>) -> App {
     )
 }
 
+mod deferred;
 mod sns;
 
 fn build_app_with(config: HttpConfig, jobs: Option<Arc<dyn Jobs>>, mode: JobSyncMode) -> App {
