@@ -14,6 +14,14 @@ use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Times
 // ---------------------------------------------------------------------------
 // MemoryStore
 
+/// The dispatchers a dispatch notified, each with when last.
+fn notified_at(d: &Dispatch) -> Vec<(PhoneNumber, Timestamp)> {
+    d.notified()
+        .into_iter()
+        .filter_map(|n| d.last_notified_at(n).map(|at| (n, at)))
+        .collect()
+}
+
 /// A [`Store`] in memory. Every lookup goes through an index; the due query
 /// reads an ordered set of `(deadline, id)` and never looks at dispatches
 /// that are not due.
@@ -78,11 +86,49 @@ impl MemoryStore {
         {
             return;
         }
-        if let Some(old) = g.by_id.remove(&id) {
-            g.unindex(&old);
+        g.install(d);
+    }
+
+    /// Checks that every index holds exactly the entries the dispatches
+    /// held give (as if each were indexed afresh): the incremental
+    /// re-indexing of saves must never drift. For tests.
+    ///
+    /// # Errors
+    ///
+    /// Names the first index that differs.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn check_indexes(&self) -> Result<(), String> {
+        let g = self.read();
+        let mut fresh = Inner::default();
+        for d in g.by_id.values() {
+            fresh.index(d);
         }
-        g.index(d);
-        g.by_id.insert(id, Box::new(d.clone()));
+        let differs = |name: &str| Err(format!("the {name} index differs from a fresh one"));
+        if g.inbound != fresh.inbound {
+            return differs("inbound id");
+        }
+        if g.legs != fresh.legs {
+            return differs("leg id");
+        }
+        if g.open_customer != fresh.open_customer {
+            return differs("open customer");
+        }
+        if g.open_tag != fresh.open_tag {
+            return differs("open tag");
+        }
+        if g.open_dispatcher != fresh.open_dispatcher {
+            return differs("dispatcher");
+        }
+        if g.due != fresh.due {
+            return differs("due");
+        }
+        if g.all != fresh.all || g.open != fresh.open {
+            return differs("all or open");
+        }
+        if g.jobs != fresh.jobs {
+            return differs("job");
+        }
+        Ok(())
     }
 
     /// Every dispatch, newest first (a snapshot for tests).
@@ -145,6 +191,22 @@ impl Inner {
         }
     }
 
+    /// Puts `d` in place of the version held (if any), its index entries
+    /// moved with it.
+    fn install(&mut self, d: &Dispatch) {
+        let id = d.id();
+        match self.by_id.get_mut(&id) {
+            Some(held) => {
+                let old = std::mem::replace(&mut **held, d.clone());
+                self.reindex(&old, d);
+            }
+            None => {
+                self.index(d);
+                self.by_id.insert(id, Box::new(d.clone()));
+            }
+        }
+    }
+
     fn index(&mut self, d: &Dispatch) {
         let id = d.id();
         for s in d.inbound_sids() {
@@ -173,6 +235,120 @@ impl Inner {
             self.jobs.entry(job.clone()).or_default().insert(id);
         }
         self.all.insert(id);
+    }
+
+    /// Moves the index entries of `old` to those of `new` (the same
+    /// dispatch, a later version), touching only what differs: after a send
+    /// outcome that is one leg id and the due entry. Falls back to a full
+    /// unindex and index unless the thread is `old`'s with entries appended
+    /// and the legs are `old`'s with ids only added (as the state machine
+    /// always leaves them).
+    fn reindex(&mut self, old: &Dispatch, new: &Dispatch) {
+        let id = new.id();
+        let (old_thread, new_thread) = (old.thread(), new.thread());
+        let appended = old_thread.len() <= new_thread.len()
+            && old_thread
+                .iter()
+                .zip(new_thread)
+                .all(|(a, b)| a.sid == b.sid);
+        let (old_legs, new_legs) = (old.legs(), new.legs());
+        let legs_kept = old_legs.len() <= new_legs.len()
+            && old_legs
+                .iter()
+                .zip(new_legs)
+                .all(|(a, b)| a.sid.is_none() || a.sid == b.sid);
+        if !appended || !legs_kept || old.line() != new.line() || old.customer() != new.customer() {
+            self.unindex(old);
+            self.index(new);
+            return;
+        }
+        for e in &new_thread[old_thread.len()..] {
+            if let Some(s) = &e.sid {
+                self.inbound.insert(s.clone(), id);
+            }
+        }
+        for (i, l) in new_legs.iter().enumerate() {
+            if let Some(s) = &l.sid
+                && old_legs.get(i).is_none_or(|o| o.sid.is_none())
+            {
+                self.legs.insert(s.clone(), id);
+            }
+        }
+        let (was_open, is_open) = (old.state().is_open(), new.state().is_open());
+        if was_open
+            && (!is_open || old.tag() != new.tag())
+            && self.open_tag.get(&old.tag()) == Some(&id)
+        {
+            self.open_tag.remove(&old.tag());
+        }
+        if was_open && !is_open {
+            if self.open_customer.get(&(old.line(), old.customer())) == Some(&id) {
+                self.open_customer.remove(&(old.line(), old.customer()));
+            }
+            self.open.remove(&id);
+        }
+        if is_open {
+            if !was_open {
+                self.open_customer.insert((new.line(), new.customer()), id);
+                self.open.insert(id);
+            }
+            if !was_open || old.tag() != new.tag() {
+                self.open_tag.insert(new.tag(), id);
+            }
+        }
+        // Who was notified, and when last: only while open.
+        let old_notified = if was_open {
+            notified_at(old)
+        } else {
+            Vec::new()
+        };
+        let new_notified = if is_open {
+            notified_at(new)
+        } else {
+            Vec::new()
+        };
+        if old_notified != new_notified {
+            for (n, at) in &old_notified {
+                if !new_notified.contains(&(*n, *at))
+                    && let Some(set) = self.open_dispatcher.get_mut(n)
+                {
+                    set.remove(&(Reverse(*at), Reverse(id)));
+                    if set.is_empty() {
+                        self.open_dispatcher.remove(n);
+                    }
+                }
+            }
+            for (n, at) in &new_notified {
+                if !old_notified.contains(&(*n, *at)) {
+                    self.open_dispatcher
+                        .entry(*n)
+                        .or_default()
+                        .insert((Reverse(*at), Reverse(id)));
+                }
+            }
+        }
+        let (old_due, new_due) = (old.next_deadline(), new.next_deadline());
+        if old_due != new_due {
+            if let Some(t) = old_due {
+                self.due.remove(&(t, id));
+            }
+            if let Some(t) = new_due {
+                self.due.insert((t, id));
+            }
+        }
+        if old.job_id() != new.job_id() {
+            if let Some(job) = old.job_id()
+                && let Some(set) = self.jobs.get_mut(job)
+            {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.jobs.remove(job);
+                }
+            }
+            if let Some(job) = new.job_id() {
+                self.jobs.entry(job.clone()).or_default().insert(id);
+            }
+        }
     }
 
     fn check_unique(&self, d: &Dispatch) -> Result<(), ConflictReason> {
@@ -231,11 +407,7 @@ impl Store for MemoryStore {
         }
         g.check_unique(d)
             .map_err(|reason| StoreError::Conflict { id, reason })?;
-        if let Some(old) = g.by_id.remove(&id) {
-            g.unindex(&old);
-        }
-        g.index(d);
-        g.by_id.insert(id, Box::new(d.clone()));
+        g.install(d);
         Ok(())
     }
 

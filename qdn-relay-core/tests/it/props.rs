@@ -2236,6 +2236,9 @@ impl<const STRICT: bool> StateMachineTest for RelayTest<STRICT> {
     fn check_invariants(sut: &Sut, m: &Model) {
         sut.check_properties(m);
         sut.check_model(m);
+        if let Err(e) = sut.sim.store.check_indexes() {
+            panic!("{e}");
+        }
     }
 }
 
