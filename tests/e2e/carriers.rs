@@ -728,8 +728,11 @@ async fn a_twilio_30007_filtering_callback_sends_the_same_forward_through_aws() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_twilio_500_fails_over_to_aws_and_twilio_is_back_after_the_probe() {
-    let t = TwoCarriers::start_cooling(Twilio::Errors, "10m", "3s").await;
+    // Long enough that the second text surely comes while Twilio cools
+    // off, on a loaded machine too.
+    let t = TwoCarriers::start_cooling(Twilio::Errors, "10m", "8s").await;
     let first = sid(0x0c_a004);
+    let sent_first = Instant::now();
     let (code, body) = t.server.text(&first, CUSTOMER, "Truck blocked").await;
     assert_eq!(code, 200, "{body}");
     let v = t
@@ -759,7 +762,7 @@ async fn a_twilio_500_fails_over_to_aws_and_twilio_is_back_after_the_probe() {
 
     // After the cooling-off period the next text tries Twilio first (the
     // probe); it answers, so Twilio is back in service.
-    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    tokio::time::sleep_until((sent_first + Duration::from_millis(9_500)).into()).await;
     let third = sid(0x0c_a006);
     let (code, body) = t.server.text(&third, "+16195550189", "Now?").await;
     assert_eq!(code, 200, "{body}");
