@@ -243,7 +243,16 @@ pub async fn handle_timers(
             Ok(m) => {
                 let outcome = handle_timer(relay, timers, m, now).await;
                 if outcome == Ok(TimerOutcome::Fired) {
-                    late.push(now.since(m.deadline));
+                    let lateness = now.since(m.deadline);
+                    late.push(lateness);
+                    // As the server logs its sweep's (how late the
+                    // dispatch's due work started).
+                    tracing::debug!(
+                        message_id = %r.message_id,
+                        dispatch = %m.dispatch,
+                        lateness_ms = u64::try_from(lateness.as_millis()).unwrap_or(u64::MAX),
+                        "deadline fired"
+                    );
                 }
                 outcome
             }
