@@ -243,7 +243,16 @@ pub async fn handle_timers(
             Ok(m) => {
                 let outcome = handle_timer(relay, timers, m, now).await;
                 if outcome == Ok(TimerOutcome::Fired) {
-                    late.push(now.since(m.deadline));
+                    let lateness = now.since(m.deadline);
+                    late.push(lateness);
+                    // As the server logs its sweep's (how late the
+                    // dispatch's due work started).
+                    tracing::debug!(
+                        message_id = %r.message_id,
+                        dispatch = %m.dispatch,
+                        lateness_ms = u64::try_from(lateness.as_millis()).unwrap_or(u64::MAX),
+                        "deadline fired"
+                    );
                 }
                 outcome
             }
@@ -314,6 +323,93 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&r).expect("json"),
             serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m-1"}]})
+        );
+    }
+
+    /// Log lines captured by a test's subscriber.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fired_deadline_logs_its_lateness() {
+        use qdn_relay_core::testing::RecordingProvider;
+        use qdn_relay_core::{
+            Clock, InboundText, ManualClock, MemoryStore, Outcome, Policy, Relay, SmsProvider,
+            Store,
+        };
+        let n = |s: &str| s.parse().expect("number");
+        let level = Duration::from_secs(900);
+        let clock = Arc::new(ManualClock::new(T));
+        let provider = Arc::new(RecordingProvider::with_clock(clock.clone()));
+        let relay: DynRelay = Relay::<dyn Store, dyn SmsProvider, dyn Clock>::builder(
+            Arc::new(MemoryStore::new()) as Arc<dyn Store>,
+            provider.clone() as Arc<dyn SmsProvider>,
+            clock.clone() as Arc<dyn Clock>,
+        )
+        .line(
+            n("+16195550000"),
+            Policy::simple(n("+16195550101"), n("+18583354807"), level).expect("policy"),
+        )
+        .seed(3)
+        .build();
+        let opened = relay
+            .inbound(InboundText {
+                sid: "SM0123456789abcdef0123456789abcdef".parse().expect("sid"),
+                from: n("+16195550100"),
+                to: n("+16195550000"),
+                body: "the bin is on fire".into(),
+                media: Vec::new(),
+            })
+            .await
+            .expect("opened");
+        let Outcome::Opened(id) = opened else {
+            panic!("{opened:?}")
+        };
+        clock.set(T.plus(level).plus(Duration::from_millis(1234)));
+        let body = serde_json::to_string(&TimerMessage {
+            dispatch: id,
+            deadline: T.plus(level),
+        })
+        .expect("json");
+        let batch: SqsBatch = serde_json::from_value(serde_json::json!({"Records": [
+            {"messageId": "m-1", "body": body, "eventSource": "aws:sqs"}
+        ]}))
+        .expect("batch");
+
+        let logs = Capture::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || writer.clone())
+            .finish();
+        let out = {
+            let _guard = tracing::subscriber::set_default(subscriber);
+            handle_timers(&relay, None, batch).await
+        };
+        assert_eq!(out, BatchResponse::default());
+        assert_eq!(
+            provider.accepted_to(n("+18583354807")).len(),
+            1,
+            "escalated"
+        );
+        let logs = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8");
+        assert!(
+            logs.contains(&format!(
+                "deadline fired message_id=m-1 dispatch={id} lateness_ms=1234"
+            )),
+            "{logs}"
         );
     }
 }
