@@ -235,22 +235,25 @@ pub async fn handle_timers(
     timers: Option<&SqsTimers>,
     batch: SqsBatch,
 ) -> BatchResponse {
-    let mut out = BatchResponse::default();
-    let mut late = Vec::new();
-    for r in batch.records {
+    // The batch's messages at once: each fires its own dispatch (two
+    // messages for one dispatch race as any two inputs do: one wins, the
+    // other finds nothing due), so a message does not wait behind the
+    // ones before it.
+    let handled = futures_util::future::join_all(batch.records.into_iter().map(|r| async move {
         let now = relay.clock().now();
+        let mut lateness = None;
         let result = match serde_json::from_str::<TimerMessage>(&r.body) {
             Ok(m) => {
                 let outcome = handle_timer(relay, timers, m, now).await;
                 if outcome == Ok(TimerOutcome::Fired) {
-                    let lateness = now.since(m.deadline);
-                    late.push(lateness);
+                    let late = now.since(m.deadline);
+                    lateness = Some(late);
                     // As the server logs its sweep's (how late the
                     // dispatch's due work started).
                     tracing::debug!(
                         message_id = %r.message_id,
                         dispatch = %m.dispatch,
-                        lateness_ms = u64::try_from(lateness.as_millis()).unwrap_or(u64::MAX),
+                        lateness_ms = u64::try_from(late.as_millis()).unwrap_or(u64::MAX),
                         "deadline fired"
                     );
                 }
@@ -258,14 +261,21 @@ pub async fn handle_timers(
             }
             Err(e) => Err(format!("not a timer message: {e}")),
         };
+        (r.message_id, result, lateness)
+    }))
+    .await;
+    let mut out = BatchResponse::default();
+    let mut late = Vec::new();
+    for (message_id, result, lateness) in handled {
+        late.extend(lateness);
         match result {
             Ok(outcome) => {
-                tracing::debug!(message = %r.message_id, ?outcome, "timer");
+                tracing::debug!(message = %message_id, ?outcome, "timer");
             }
             Err(e) => {
-                tracing::warn!(message = %r.message_id, error = %e, "timer failed; SQS delivers it again");
+                tracing::warn!(message = %message_id, error = %e, "timer failed; SQS delivers it again");
                 out.batch_item_failures.push(ItemFailure {
-                    item_identifier: r.message_id,
+                    item_identifier: message_id,
                 });
             }
         }
