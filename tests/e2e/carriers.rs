@@ -442,6 +442,18 @@ impl TwoCarriers {
         self.sns(id, &e).await
     }
 
+    /// Waits until a forward of dispatch `key` to the primary went out
+    /// through AWS; the status then.
+    async fn forwarded_through_aws(&self, key: &str) -> Value {
+        self.server
+            .wait_for(key, "a forward through AWS", |v| {
+                legs(v, &self.primary)
+                    .iter()
+                    .any(|l| via(l).0 == Some("aws-sms"))
+            })
+            .await
+    }
+
     /// Waits until the peer has `n` sends to `to`.
     async fn wait_aws_sends(&self, to: &str, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -501,14 +513,7 @@ async fn twilio_down_sends_the_forward_through_aws_and_a_reply_over_sns_reaches_
     assert_eq!(code, 200, "{body}");
 
     // Twilio answered 503: the same forward goes out through AWS at once.
-    let v = t
-        .server
-        .wait_for(&first, "the forward through AWS", |v| {
-            legs(v, &t.primary)
-                .iter()
-                .any(|l| via(l).0 == Some("aws-sms"))
-        })
-        .await;
+    let v = t.forwarded_through_aws(&first).await;
     let forwards = legs(&v, &t.primary);
     assert_eq!(forwards.len(), 1, "one forward, not one per carrier: {v:#}");
     assert_eq!(via(forwards[0]), (Some("aws-sms"), Some(AWS_NUMBER)));
@@ -601,14 +606,7 @@ async fn an_account_error_fails_over_and_an_aws_delivery_failure_reaches_the_bac
     assert_eq!(code, 200, "{body}");
 
     // 20003 is the account's problem, not the primary's: AWS sends it.
-    let v = t
-        .server
-        .wait_for(&first, "the forward through AWS", |v| {
-            legs(v, &t.primary)
-                .iter()
-                .any(|l| via(l).0 == Some("aws-sms"))
-        })
-        .await;
+    let v = t.forwarded_through_aws(&first).await;
     assert!(
         v["unreachable"].as_array().is_none_or(Vec::is_empty),
         "an account error never makes a dispatcher unreachable: {v:#}"
@@ -706,14 +704,7 @@ async fn a_twilio_30007_filtering_callback_sends_the_same_forward_through_aws() 
         .await;
     assert_eq!(code, 204, "{body}");
     let sends = t.wait_aws_sends(&t.primary, 1).await;
-    let v = t
-        .server
-        .wait_for(&first, "the forward again through AWS", |v| {
-            legs(v, &t.primary)
-                .iter()
-                .any(|l| via(l).0 == Some("aws-sms"))
-        })
-        .await;
+    let v = t.forwarded_through_aws(&first).await;
     let forwards = legs(&v, &t.primary);
     assert_eq!(forwards.len(), 2, "{v:#}");
     assert_eq!(forwards[0]["error_code"], 30007);
@@ -735,14 +726,7 @@ async fn a_twilio_500_fails_over_to_aws_and_twilio_is_back_after_the_probe() {
     let sent_first = Instant::now();
     let (code, body) = t.server.text(&first, CUSTOMER, "Truck blocked").await;
     assert_eq!(code, 200, "{body}");
-    let v = t
-        .server
-        .wait_for(&first, "the forward through AWS", |v| {
-            legs(v, &t.primary)
-                .iter()
-                .any(|l| via(l).0 == Some("aws-sms"))
-        })
-        .await;
+    let v = t.forwarded_through_aws(&first).await;
     let forwards = legs(&v, &t.primary);
     assert_eq!(forwards.len(), 1, "{v:#}");
     let sends = t.wait_aws_sends(&t.primary, 1).await;

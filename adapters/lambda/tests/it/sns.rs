@@ -84,6 +84,17 @@ fn harness() -> Harness {
     }
 }
 
+impl Harness {
+    /// The dispatch `d` as the store holds it now.
+    async fn now(&self, d: &qdn_relay_core::Dispatch) -> qdn_relay_core::Dispatch {
+        self.relay
+            .find(&d.id().to_string())
+            .await
+            .expect("find")
+            .expect("dispatch")
+    }
+}
+
 fn n(s: &str) -> PhoneNumber {
     s.parse().expect("number")
 }
@@ -158,12 +169,7 @@ async fn a_dispatchers_text_to_the_aws_number_acks_and_reaches_the_customer_once
             ..SnsReport::default()
         }
     );
-    let after = h
-        .relay
-        .find(&d.id().to_string())
-        .await
-        .expect("find")
-        .expect("dispatch");
+    let after = h.now(&d).await;
     assert_eq!(after.state(), State::Acked);
     let replies = h.provider.accepted_to(n(CUSTOMER));
     assert_eq!(replies.len(), 1);
@@ -176,12 +182,7 @@ async fn a_dispatchers_text_to_the_aws_number_acks_and_reaches_the_customer_once
 
     // SNS delivers at least once: the same event again changes nothing.
     run(&h, e).await.expect("a duplicate is taken");
-    let again = h
-        .relay
-        .find(&d.id().to_string())
-        .await
-        .expect("find")
-        .expect("dispatch");
+    let again = h.now(&d).await;
     assert_eq!(again.version(), after.version());
     assert_eq!(h.provider.accepted_to(n(CUSTOMER)).len(), 1);
     assert_eq!(h.certs.fetches().len(), 1, "cached");
@@ -203,12 +204,7 @@ async fn a_delivery_failure_placed_by_its_context_reaches_the_backup_at_once() {
         .await
         .expect("taken");
     assert_eq!(report.taken, 1, "{report:?}");
-    let after = h
-        .relay
-        .find(&d.id().to_string())
-        .await
-        .expect("find")
-        .expect("dispatch");
+    let after = h.now(&d).await;
     assert_eq!(after.legs()[0].status, DeliveryStatus::Undelivered);
     assert_eq!(
         h.provider.accepted_to(n(BACKUP)).len(),
@@ -240,12 +236,7 @@ async fn forged_and_foreign_messages_are_refused_and_change_nothing() {
         assert_eq!(report.refused, 1, "{report:?}");
         assert_eq!(report.taken, 0);
     }
-    let after = h
-        .relay
-        .find(&d.id().to_string())
-        .await
-        .expect("find")
-        .expect("dispatch");
+    let after = h.now(&d).await;
     assert_eq!(after.version(), d.version(), "nothing changed");
     assert!(h.provider.accepted_to(n(CUSTOMER)).is_empty());
     assert!(
