@@ -94,6 +94,12 @@ impl MemoryStore {
         g.install(d);
     }
 
+    /// Calls `f` with dispatch `id` as held, without copying it; `None`
+    /// when it is not held.
+    pub fn peek<R>(&self, id: DispatchId, f: impl FnOnce(&Dispatch) -> R) -> Option<R> {
+        self.read().by_id.get(&id).map(|d| f(d))
+    }
+
     /// Checks that every index holds exactly the entries the dispatches
     /// held give (as if each were indexed afresh): the incremental
     /// re-indexing of saves must never drift. For tests.

@@ -145,7 +145,15 @@ impl Store for MirroredStore {
     }
 
     async fn save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
-        self.sqlite.save(d, expected).await?;
+        // What memory holds at `expected` is what the file holds (memory
+        // only ever installs committed saves): the writer need not read
+        // it back. Any other version is left to the file's checks.
+        let before = self.memory.peek(d.id(), |held| {
+            (held.version() == expected).then(|| crate::store::Before::of(held))
+        });
+        self.sqlite
+            .save_after(d, expected, before.flatten())
+            .await?;
         self.memory.apply(d);
         Ok(())
     }

@@ -277,6 +277,41 @@ pub(crate) struct Row {
     legs: Vec<String>,
     /// (dispatcher, last notified at); empty unless open.
     notified: Vec<(String, i64)>,
+    /// What the file holds for this dispatch at version `expected`, when
+    /// the caller knows it (a mirror does): the checks and the side
+    /// tables' updates then skip what the file would only confirm.
+    before: Option<Before>,
+}
+
+/// The side-table keys and uniqueness keys of a dispatch as the file holds
+/// it (see [`Row::before`]).
+pub(crate) struct Before {
+    inbound: HashSet<String>,
+    legs: HashSet<String>,
+    notified: Vec<(String, i64)>,
+    /// Open, with this line, customer and tag.
+    open_as: Option<(String, String, Tag)>,
+}
+
+impl Before {
+    /// The keys of `d` (the version the file holds).
+    pub(crate) fn of(d: &Dispatch) -> Self {
+        let open = d.state().is_open();
+        Self {
+            inbound: d.inbound_sids().map(|s| s.as_str().to_owned()).collect(),
+            legs: d.leg_sids().map(ToString::to_string).collect(),
+            notified: if open { notified_of(d) } else { Vec::new() },
+            open_as: open.then(|| (d.line().to_string(), d.customer().to_string(), d.tag())),
+        }
+    }
+}
+
+/// (dispatcher, last notified at) of each dispatcher `d` notified.
+fn notified_of(d: &Dispatch) -> Vec<(String, i64)> {
+    d.notified()
+        .into_iter()
+        .filter_map(|n| Some((n.to_string(), d.last_notified_at(n)?.as_millis())))
+        .collect()
 }
 
 impl Row {
@@ -294,14 +329,7 @@ impl Row {
         let record = serde_json::to_string(d)
             .map_err(|e| invalid(format!("cannot serialize the dispatch: {e}")))?;
         let is_open = d.state().is_open();
-        let notified = if is_open {
-            d.notified()
-                .into_iter()
-                .filter_map(|n| Some((n.to_string(), d.last_notified_at(n)?.as_millis())))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let notified = if is_open { notified_of(d) } else { Vec::new() };
         Ok(Self {
             id,
             key: id.to_string(),
@@ -320,7 +348,20 @@ impl Row {
             inbound: d.inbound_sids().cloned().collect(),
             legs: d.leg_sids().map(ToString::to_string).collect(),
             notified,
+            before: None,
         })
+    }
+
+    /// The row of `d`, with what the file holds at version `expected`
+    /// (`before`), when that is known.
+    pub(crate) fn after(
+        d: &Dispatch,
+        expected: u64,
+        before: Option<Before>,
+    ) -> Result<Self, StoreError> {
+        let mut row = Self::new(d, expected)?;
+        row.before = before.filter(|_| expected > 0);
+        Ok(row)
     }
 
     /// The whole save, inside a transaction (or savepoint) `tx` that holds
@@ -350,7 +391,14 @@ impl Row {
 
         // Uniqueness, in the reference store's order. The transaction holds
         // the write lock, so nothing can change between check and write.
-        if self.is_open {
+        // Already open as the same customer and tag: the file holds it so,
+        // which its unique indexes allowed.
+        let held_as_is = self.before.as_ref().is_some_and(|b| {
+            b.open_as.as_ref().is_some_and(|(line, customer, tag)| {
+                *line == self.line && *customer == self.customer && *tag == self.tag
+            })
+        });
+        if self.is_open && !held_as_is {
             let other: Option<String> = tx
                 .prepare_cached(OTHER_OPEN_CUSTOMER)
                 .and_then(|mut s| {
@@ -374,7 +422,12 @@ impl Row {
         }
         {
             let mut owner = tx.prepare_cached(INBOUND_OWNER).map_err(error::map)?;
-            for sid in &self.inbound {
+            let known = |sid: &ProviderMessageId| {
+                self.before
+                    .as_ref()
+                    .is_some_and(|b| b.inbound.contains(sid.as_str()))
+            };
+            for sid in self.inbound.iter().filter(|s| !known(s)) {
                 let other: Option<String> = owner
                     .query_row([sid.as_str()], |r| r.get(0))
                     .optional()
@@ -439,6 +492,7 @@ impl Row {
             DELETE_INBOUND,
             INSERT_INBOUND,
             self.inbound.iter().map(ProviderMessageId::as_str),
+            self.before.as_ref().map(|b| &b.inbound),
         )?;
         self.sync_sids(
             tx,
@@ -446,6 +500,7 @@ impl Row {
             DELETE_LEG,
             INSERT_LEG,
             self.legs.iter().map(String::as_str),
+            self.before.as_ref().map(|b| &b.legs),
         )?;
         self.sync_notified(tx)
     }
@@ -478,10 +533,13 @@ impl Row {
         delete: &str,
         insert: &str,
         wanted: impl Iterator<Item = &'a str>,
+        known: Option<&HashSet<String>>,
     ) -> Result<(), StoreError> {
         let wanted: Vec<&str> = wanted.collect();
         let stored: HashSet<String> = if self.expected == 0 {
             HashSet::new()
+        } else if let Some(known) = known {
+            known.clone()
         } else {
             let mut stmt = tx.prepare_cached(select).map_err(error::map)?;
             let rows = stmt
@@ -506,7 +564,10 @@ impl Row {
 
     /// Makes this dispatch's `notified` rows exactly `self.notified`.
     fn sync_notified(&self, tx: &Connection) -> Result<(), StoreError> {
-        let stored: Vec<(String, i64)> = self.stored(tx, SELECT_NOTIFIED)?;
+        let stored: Vec<(String, i64)> = match &self.before {
+            Some(b) => b.notified.clone(),
+            None => self.stored(tx, SELECT_NOTIFIED)?,
+        };
         let mut del = tx.prepare_cached(DELETE_NOTIFIED).map_err(error::map)?;
         for (n, _) in &stored {
             if !self.notified.iter().any(|(w, _)| w == n) {
@@ -654,17 +715,7 @@ impl Store for SqliteStore {
     }
 
     async fn save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
-        let row = Row::new(d, expected)?;
-        let (tx, rx) = oneshot::channel();
-        self.pool.save(row, tx);
-        match rx.await {
-            Ok(r) => r,
-            // The writer drops the replies of a group that panicked.
-            Err(_) => panic!(
-                "the sqlite writer panicked while saving dispatch {}",
-                d.id()
-            ),
-        }
+        self.save_after(d, expected, None).await
     }
 
     async fn by_inbound_sid(
@@ -794,6 +845,30 @@ impl Store for SqliteStore {
         let job = job.as_str().to_owned();
         self.read(move |c| dispatches(c, BY_JOB, rusqlite::params![job, limit(n)]))
             .await
+    }
+}
+
+impl SqliteStore {
+    /// [`Store::save`], knowing what the file holds at version `expected`
+    /// (`before`, from a mirror): the writer then skips the reads that
+    /// would only confirm it.
+    pub(crate) async fn save_after(
+        &self,
+        d: &Dispatch,
+        expected: u64,
+        before: Option<Before>,
+    ) -> Result<(), StoreError> {
+        let row = Row::after(d, expected, before)?;
+        let (tx, rx) = oneshot::channel();
+        self.pool.save(row, tx);
+        match rx.await {
+            Ok(r) => r,
+            // The writer drops the replies of a group that panicked.
+            Err(_) => panic!(
+                "the sqlite writer panicked while saving dispatch {}",
+                d.id()
+            ),
+        }
     }
 }
 
