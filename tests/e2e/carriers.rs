@@ -442,6 +442,16 @@ impl TwoCarriers {
         self.sns(id, &e).await
     }
 
+    /// Checks that an SNS post was taken (2xx), with the server's log if
+    /// not.
+    fn taken(&self, code: u16, body: &str) {
+        assert!(
+            (200..300).contains(&code),
+            "{code} {body}\n{}",
+            self.server.logs()
+        );
+    }
+
     /// Waits until a forward of dispatch `key` to the primary went out
     /// through AWS; the status then.
     async fn forwarded_through_aws(&self, key: &str) -> Value {
@@ -547,11 +557,7 @@ async fn twilio_down_sends_the_forward_through_aws_and_a_reply_over_sns_reaches_
             "On my way",
         )
         .await;
-    assert!(
-        (200..300).contains(&code),
-        "{code} {body}\n{}",
-        t.server.logs()
-    );
+    t.taken(code, &body);
     let v = t
         .server
         .wait_for(&first, "the reply to the customer", |v| {
@@ -622,11 +628,7 @@ async fn an_account_error_fails_over_and_an_aws_delivery_failure_reaches_the_bac
     let (code, body) = t
         .delivery_event("evt-unreachable-1", "TEXT_CARRIER_UNREACHABLE", &sends[0])
         .await;
-    assert!(
-        (200..300).contains(&code),
-        "{code} {body}\n{}",
-        t.server.logs()
-    );
+    t.taken(code, &body);
     let v = t
         .server
         .wait_for(&first, "the backup", |v| {
