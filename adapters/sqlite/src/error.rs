@@ -20,8 +20,11 @@ pub enum OpenError {
         /// The file.
         path: PathBuf,
     },
-    /// The file's lock could not be taken.
-    #[error("cannot lock {}: {source}", path.display())]
+    /// The file's lock could not be taken (a file system without `flock`).
+    #[error(
+        "cannot lock {} for this server alone: {source} (RELAY_DB_MODE=shared runs without the lock, every read from the file)",
+        path.display()
+    )]
     Lock {
         /// The file.
         path: PathBuf,
