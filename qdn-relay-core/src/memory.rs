@@ -3,11 +3,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
-
-/// The indexes' hash maps: foldhash, seeded per process, several times
-/// cheaper than SipHash on the ids and numbers they are keyed by (a save
-/// touches a few maps; the keys come from signed webhooks).
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::RwLock;
 
 use async_trait::async_trait;
@@ -19,13 +14,10 @@ use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Times
 // ---------------------------------------------------------------------------
 // MemoryStore
 
-/// The dispatchers a dispatch notified, each with when last.
-fn notified_at(d: &Dispatch) -> Vec<(PhoneNumber, Timestamp)> {
-    d.notified()
-        .into_iter()
-        .filter_map(|n| d.last_notified_at(n).map(|at| (n, at)))
-        .collect()
-}
+/// The indexes' hash maps: foldhash, seeded per process, several times
+/// cheaper than SipHash on the ids and numbers they are keyed by (a save
+/// touches a few maps; the keys come from signed webhooks).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A [`Store`] in memory. Every lookup goes through an index; the due query
 /// reads an ordered set of `(deadline, id)` and never looks at dispatches
@@ -177,16 +169,7 @@ impl Inner {
             if self.open_tag.get(&d.tag()) == Some(&id) {
                 self.open_tag.remove(&d.tag());
             }
-            for n in d.notified() {
-                if let Some(set) = self.open_dispatcher.get_mut(&n) {
-                    if let Some(at) = d.last_notified_at(n) {
-                        set.remove(&(Reverse(at), Reverse(id)));
-                    }
-                    if set.is_empty() {
-                        self.open_dispatcher.remove(&n);
-                    }
-                }
-            }
+            self.unindex_notified(id, &d.notified_at());
             self.open.remove(&id);
         }
         if let Some(t) = d.next_deadline() {
@@ -229,14 +212,7 @@ impl Inner {
         if d.state().is_open() {
             self.open_customer.insert((d.line(), d.customer()), id);
             self.open_tag.insert(d.tag(), id);
-            for n in d.notified() {
-                if let Some(at) = d.last_notified_at(n) {
-                    self.open_dispatcher
-                        .entry(n)
-                        .or_default()
-                        .insert((Reverse(at), Reverse(id)));
-                }
-            }
+            self.index_notified(id, &d.notified_at());
             self.open.insert(id);
         }
         if let Some(t) = d.next_deadline() {
@@ -311,35 +287,25 @@ impl Inner {
         // recipient, purpose and creation never change, so with no new leg
         // and the same openness the entries are the same.
         let notified_may_differ = was_open != is_open || old_legs.len() != new_legs.len();
-        let old_notified = if was_open && notified_may_differ {
-            notified_at(old)
-        } else {
-            Vec::new()
-        };
-        let new_notified = if is_open && notified_may_differ {
-            notified_at(new)
-        } else {
-            Vec::new()
-        };
-        if old_notified != new_notified {
-            for (n, at) in &old_notified {
-                if !new_notified.contains(&(*n, *at))
-                    && let Some(set) = self.open_dispatcher.get_mut(n)
-                {
-                    set.remove(&(Reverse(*at), Reverse(id)));
-                    if set.is_empty() {
-                        self.open_dispatcher.remove(n);
-                    }
-                }
-            }
-            for (n, at) in &new_notified {
-                if !old_notified.contains(&(*n, *at)) {
-                    self.open_dispatcher
-                        .entry(*n)
-                        .or_default()
-                        .insert((Reverse(*at), Reverse(id)));
-                }
-            }
+        if notified_may_differ {
+            let gone = if was_open {
+                old.notified_at()
+            } else {
+                Vec::new()
+            };
+            let now = if is_open {
+                new.notified_at()
+            } else {
+                Vec::new()
+            };
+            let only = |a: &[(PhoneNumber, Timestamp)], b: &[(PhoneNumber, Timestamp)]| {
+                a.iter()
+                    .copied()
+                    .filter(|e| !b.contains(e))
+                    .collect::<Vec<_>>()
+            };
+            self.unindex_notified(id, &only(&gone, &now));
+            self.index_notified(id, &only(&now, &gone));
         }
         let (old_due, new_due) = (old.next_deadline(), new.next_deadline());
         if old_due != new_due {
@@ -361,6 +327,29 @@ impl Inner {
             }
             if let Some(job) = new.job_id() {
                 self.jobs.entry(job.clone()).or_default().insert(id);
+            }
+        }
+    }
+
+    /// Adds dispatch `id` to each dispatcher's set, at when they were last
+    /// notified.
+    fn index_notified(&mut self, id: DispatchId, entries: &[(PhoneNumber, Timestamp)]) {
+        for &(n, at) in entries {
+            self.open_dispatcher
+                .entry(n)
+                .or_default()
+                .insert((Reverse(at), Reverse(id)));
+        }
+    }
+
+    /// Takes these entries of dispatch `id` out of the dispatchers' sets.
+    fn unindex_notified(&mut self, id: DispatchId, entries: &[(PhoneNumber, Timestamp)]) {
+        for &(n, at) in entries {
+            if let Some(set) = self.open_dispatcher.get_mut(&n) {
+                set.remove(&(Reverse(at), Reverse(id)));
+                if set.is_empty() {
+                    self.open_dispatcher.remove(&n);
+                }
             }
         }
     }

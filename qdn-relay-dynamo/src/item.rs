@@ -269,9 +269,9 @@ impl Indexed {
             inbound: d.inbound_sids().map(|s| s.as_str().to_owned()).collect(),
             legs: d.leg_sids().map(|s| s.as_str().to_owned()).collect(),
             notified: if open {
-                d.notified()
+                d.notified_at()
                     .into_iter()
-                    .filter_map(|n| Some((n.to_string(), d.last_notified_at(n)?.as_millis())))
+                    .map(|(n, at)| (n.to_string(), at.as_millis()))
                     .collect()
             } else {
                 BTreeMap::new()

@@ -45,12 +45,14 @@ use qdn_relay_core::{Clock, Relay, SmsProvider, Store};
 mod aws;
 mod dry_run;
 mod http;
+mod retry;
 mod settings;
 mod wiring;
 
 pub use aws::take_sms_notification;
 pub use dry_run::DryRunProvider;
 pub use http::{CheckedHttp, DEFAULT_BODY_LIMIT, HttpConfig, HttpConfigError};
+pub use retry::retry_busy;
 #[cfg(feature = "dynamo")]
 pub use settings::dynamo_config;
 pub use settings::{AWS_SMS, AwsSmsSettings, RelaySettings, SettingsError, TWILIO, sweep_interval};

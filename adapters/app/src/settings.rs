@@ -275,6 +275,12 @@ fn carriers(
 }
 
 impl RelaySettings {
+    /// The AWS SMS carrier when it takes SNS messages: configured, with the
+    /// topics to accept them from (`QDN_AWS_SMS_SNS_TOPICS`).
+    pub fn aws_sms_over_sns(&self) -> Option<&AwsSmsSettings> {
+        self.aws_sms.as_ref().filter(|a| !a.sns_topics.is_empty())
+    }
+
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Self, SettingsError> {
         Self::from_lookup(|k| std::env::var(k).ok())

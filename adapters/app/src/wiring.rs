@@ -50,6 +50,15 @@ pub struct Backend {
     rate_limiter: Option<Arc<dyn RateLimiter>>,
 }
 
+/// `RELAY_DB` could not be opened.
+#[cfg(feature = "sqlite")]
+fn db_error(path: &std::path::Path, e: &qdn_relay_sqlite::OpenError) -> WiringError {
+    WiringError::Store {
+        var: "RELAY_DB",
+        message: format!("cannot open {}: {e}", path.display()),
+    }
+}
+
 impl Backend {
     /// `store` alone: opt-outs and rate-limit history in memory.
     pub fn new(store: Arc<dyn Store>) -> Self {
@@ -101,10 +110,7 @@ impl Backend {
         let path = path.as_ref();
         let store = qdn_relay_sqlite::SqliteStore::open(path)
             .await
-            .map_err(|e| WiringError::Store {
-                var: "RELAY_DB",
-                message: format!("cannot open {}: {e}", path.display()),
-            })?;
+            .map_err(|e| db_error(path, &e))?;
         Ok(Self::sqlite(store))
     }
 
@@ -120,10 +126,7 @@ impl Backend {
         let path = path.as_ref();
         let store = qdn_relay_sqlite::MirroredStore::open(path)
             .await
-            .map_err(|e| WiringError::Store {
-                var: "RELAY_DB",
-                message: format!("cannot open {}: {e}", path.display()),
-            })?;
+            .map_err(|e| db_error(path, &e))?;
         let store = Arc::new(store);
         Ok(Self::new(store.clone()).with_opt_outs(store))
     }

@@ -56,29 +56,18 @@ impl AppState {
     /// Every relay call is idempotent for a webhook (message ids and
     /// callbacks are deduplicated), so a try that failed changed nothing
     /// a second one could repeat.
-    async fn retrying<T, F, Fut>(&self, route: &str, mut call: F) -> Result<T, RelayError>
+    async fn retrying<T, F, Fut>(&self, route: &str, call: F) -> Result<T, RelayError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, RelayError>>,
     {
-        let started = tokio::time::Instant::now();
-        let budget = self.inner.retry_budget;
-        let mut pause = Duration::from_millis(10);
-        loop {
-            match call().await {
-                Err(e) if e.is_retryable() && started.elapsed() + pause < budget => {
-                    tracing::debug!(error = %e, "the store is busy; trying again");
-                    if let Some(m) = &self.inner.recorder {
-                        m.record(&qdn_relay_metrics::retry_observation(route));
-                    }
-                    // Full jitter, so writers that collided spread out.
-                    let wait = pause.mul_f64(0.5 + fastrand::f64() / 2.0);
-                    tokio::time::sleep(wait).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                }
-                other => return other,
+        let recorder = self.inner.recorder.as_ref();
+        let on_retry = || {
+            if let Some(m) = recorder {
+                m.record(&qdn_relay_metrics::retry_observation(route));
             }
-        }
+        };
+        qdn_relay_app::retry_busy(self.inner.retry_budget, on_retry, call).await
     }
 
     /// A text Twilio posted, to the relay (retrying a busy store). A text

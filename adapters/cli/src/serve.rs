@@ -43,8 +43,8 @@ pub struct ServeArgs {
     /// file: every dispatch is also held in memory, so no read touches the
     /// file, and a second server on the same file is refused) or `shared`
     /// (every read from the file; other processes may write it).
-    #[arg(long, env = "RELAY_DB_MODE", default_value = "exclusive", value_parser = ["exclusive", "shared"])]
-    db_mode: String,
+    #[arg(long, env = "RELAY_DB_MODE", value_enum, default_value_t = DbMode::Exclusive)]
+    db_mode: DbMode,
     /// A DynamoDB table instead of the SQLite file: several servers can
     /// share it (needs a build with the `dynamo` feature). Its layout
     /// comes from RELAY_DYNAMO_KEYS, RELAY_DYNAMO_KEY_PREFIX,
@@ -176,6 +176,15 @@ fn local(a: &ServeArgs, ack_timeout: Duration) -> anyhow::Result<Local> {
 /// (the change feed of a shared table).
 type Follow = Box<dyn FnOnce(Arc<dyn EventSink>) + Send>;
 
+/// How `serve` uses its SQLite file (`RELAY_DB_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DbMode {
+    /// This server owns the file; every dispatch is also held in memory.
+    Exclusive,
+    /// Every read from the file; other processes may write it.
+    Shared,
+}
+
 /// The store we serve from.
 struct Opened {
     backend: Backend,
@@ -194,7 +203,7 @@ async fn open_backend(a: &ServeArgs) -> anyhow::Result<Opened> {
         .lookup("RELAY_DYNAMO_TABLE")
         .filter(|t| !t.trim().is_empty());
     match table {
-        None if a.db_mode == "shared" => Ok(Opened {
+        None if a.db_mode == DbMode::Shared => Ok(Opened {
             backend: Backend::open_sqlite(&a.db).await?,
             name: format!("sqlite {} (shared)", a.db.display()),
             follow: None,
@@ -355,11 +364,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         .with_metrics(Arc::clone(&metrics))
         .answer_before_sends();
     // AWS SMS's two-way texts and delivery events, from its SNS topics.
-    if let Some(aws) = settings
-        .aws_sms
-        .as_ref()
-        .filter(|a| !a.sns_topics.is_empty())
-    {
+    if let Some(aws) = settings.aws_sms_over_sns() {
         let https = qdn_relay_twilio::ReqwestTransport::new(aws.config.connect_timeout)
             .map_err(|e| anyhow::anyhow!("AWS SMS: {}", e.message))?;
         state = state.with_sns(qdn_relay_axum::SnsIntake::over(

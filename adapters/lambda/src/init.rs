@@ -190,13 +190,10 @@ pub fn http_app(
     let mut state =
         qdn_relay_axum::AppState::new(relay, validator, qdn_relay_axum::EventHub::default(), http)?
             .with_recorder(Arc::new(emf));
-    // AWS SMS's two-way texts and delivery events: SNS posts them to
-    // /sms/aws/sns (the stack's HTTPS subscription).
-    if let Some(aws) = settings
-        .aws_sms
-        .as_ref()
-        .filter(|a| !a.sns_topics.is_empty())
-    {
+    // AWS SMS's two-way texts and delivery events, for a stack that
+    // subscribes /sms/aws/sns over HTTPS (this stack's topic invokes the SMS
+    // events function instead: `crate::sns`).
+    if let Some(aws) = settings.aws_sms_over_sns() {
         let https = Arc::new(HttpsClient::new(aws.config.connect_timeout));
         state = state.with_sns(qdn_relay_axum::SnsIntake::over(
             aws.sns_topics.clone(),

@@ -30,7 +30,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use qdn_relay_app::{DynRelay, RelaySettings, take_sms_notification};
+use qdn_relay_app::{DynRelay, RelaySettings, retry_busy, take_sms_notification};
 use qdn_relay_aws_sms::{CertCache, SmsNotification, SnsMessage, SnsType, TransportCertFetcher};
 use qdn_relay_core::RelayError;
 use serde::{Deserialize, Serialize};
@@ -65,10 +65,7 @@ impl SnsSource {
     /// topics (`QDN_AWS_SMS_NUMBER`, `QDN_AWS_SMS_SNS_TOPICS`).
     /// Certificates are fetched over HTTPS with the platform's roots.
     pub fn from_settings(settings: &RelaySettings) -> Option<Self> {
-        let aws = settings
-            .aws_sms
-            .as_ref()
-            .filter(|a| !a.sns_topics.is_empty())?;
+        let aws = settings.aws_sms_over_sns()?;
         let https = Arc::new(HttpsClient::new(aws.config.connect_timeout));
         let certs = CertCache::new(Arc::new(TransportCertFetcher::new(https)));
         Some(Self::new(aws.sns_topics.clone(), certs))
@@ -196,7 +193,13 @@ pub async fn handle_sns(
                 continue;
             }
         };
-        match retrying(|| take_sms_notification(relay, n.clone())).await {
+        match retry_busy(
+            RETRY_BUDGET,
+            || {},
+            || take_sms_notification(relay, n.clone()),
+        )
+        .await
+        {
             Ok(Some(_)) => report.taken += 1,
             Ok(None) => report.ignored += 1,
             Err(e) if e.is_refusal() => {
@@ -212,25 +215,4 @@ pub async fn handle_sns(
         }
     }
     Ok(report)
-}
-
-/// Calls `call` again while the store is busy, for at most
-/// [`RETRY_BUDGET`], with doubling, jittered pauses.
-async fn retrying<T, F, Fut>(mut call: F) -> Result<T, RelayError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, RelayError>>,
-{
-    let started = tokio::time::Instant::now();
-    let mut pause = Duration::from_millis(10);
-    loop {
-        match call().await {
-            Err(e) if e.is_retryable() && started.elapsed() + pause < RETRY_BUDGET => {
-                tracing::debug!(error = %e, "the store is busy; trying again");
-                tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
-                pause = (pause * 2).min(Duration::from_millis(500));
-            }
-            other => return other,
-        }
-    }
 }

@@ -24,15 +24,13 @@
 //! Memory grows with the file: every dispatch, open or closed, is held
 //! (about 2 KiB each, see BENCHMARKS.md).
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use qdn_relay_core::{
-    Dispatch, DispatchId, Due, InboundLookup, JobId, ListFilter, MemoryStore, OptOuts, PhoneNumber,
-    ProviderMessageId, SafetyError, Store, StoreError, Tag, Timestamp,
+    Dispatch, DispatchId, Due, InboundLookup, JobId, ListFilter, MemoryOptOuts, MemoryStore,
+    OptOuts, PhoneNumber, ProviderMessageId, SafetyError, Store, StoreError, Tag, Timestamp,
 };
 
 use crate::{OpenError, SqliteOptions, SqliteStore};
@@ -41,9 +39,10 @@ use crate::{OpenError, SqliteOptions, SqliteStore};
 pub struct MirroredStore {
     sqlite: SqliteStore,
     memory: MemoryStore,
-    opted_out: RwLock<HashSet<PhoneNumber>>,
+    /// The opted-out numbers (keywords taken stay in the file alone).
+    opt_outs: MemoryOptOuts,
     /// The open file whose exclusive lock says this process owns it.
-    _owner: Arc<File>,
+    _owner: File,
 }
 
 impl std::fmt::Debug for MirroredStore {
@@ -91,17 +90,16 @@ impl MirroredStore {
         for d in sqlite.load_all().await.map_err(OpenError::Load)? {
             memory.apply(&d);
         }
-        let opted_out = sqlite
-            .load_opt_outs()
-            .await
-            .map_err(OpenError::Load)?
-            .into_iter()
-            .collect();
+        let opt_outs = MemoryOptOuts::new();
+        for (number, at) in sqlite.load_opt_outs().await.map_err(OpenError::Load)? {
+            // In memory, infallible.
+            let _ = opt_outs.opt_out(number, at).await;
+        }
         Ok(Self {
             sqlite,
             memory,
-            opted_out: RwLock::new(opted_out),
-            _owner: Arc::new(owner),
+            opt_outs,
+            _owner: owner,
         })
     }
 
@@ -127,14 +125,6 @@ impl MirroredStore {
     /// Whether the file holds no dispatch.
     pub fn is_empty(&self) -> bool {
         self.memory.is_empty()
-    }
-
-    fn opted_out(&self) -> std::sync::RwLockReadGuard<'_, HashSet<PhoneNumber>> {
-        self.opted_out.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn opted_out_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<PhoneNumber>> {
-        self.opted_out.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -219,30 +209,23 @@ impl Store for MirroredStore {
 impl OptOuts for MirroredStore {
     async fn opt_out(&self, number: PhoneNumber, at: Timestamp) -> Result<(), SafetyError> {
         self.sqlite.opt_out(number, at).await?;
-        self.opted_out_mut().insert(number);
-        Ok(())
+        self.opt_outs.opt_out(number, at).await
     }
 
     async fn opt_in(&self, number: PhoneNumber) -> Result<(), SafetyError> {
         self.sqlite.opt_in(number).await?;
-        self.opted_out_mut().remove(&number);
-        Ok(())
+        self.opt_outs.opt_in(number).await
     }
 
     async fn is_opted_out(&self, number: PhoneNumber) -> Result<bool, SafetyError> {
-        Ok(self.opted_out().contains(&number))
+        self.opt_outs.is_opted_out(number).await
     }
 
     async fn opted_out_among(
         &self,
         numbers: &[PhoneNumber],
     ) -> Result<Vec<PhoneNumber>, SafetyError> {
-        let set = self.opted_out();
-        Ok(numbers
-            .iter()
-            .copied()
-            .filter(|n| set.contains(n))
-            .collect())
+        self.opt_outs.opted_out_among(numbers).await
     }
 
     async fn keyword_taken(&self, sid: &ProviderMessageId) -> Result<bool, SafetyError> {

@@ -306,11 +306,12 @@ impl Before {
     }
 }
 
-/// (dispatcher, last notified at) of each dispatcher `d` notified.
+/// (dispatcher, last notified at) of each dispatcher `d` notified, as
+/// the `notified` table holds them.
 fn notified_of(d: &Dispatch) -> Vec<(String, i64)> {
-    d.notified()
+    d.notified_at()
         .into_iter()
-        .filter_map(|n| Some((n.to_string(), d.last_notified_at(n)?.as_millis())))
+        .map(|(n, at)| (n.to_string(), at.as_millis()))
         .collect()
 }
 
@@ -536,19 +537,24 @@ impl Row {
         known: Option<&HashSet<String>>,
     ) -> Result<(), StoreError> {
         let wanted: Vec<&str> = wanted.collect();
-        let stored: HashSet<String> = if self.expected == 0 {
-            HashSet::new()
-        } else if let Some(known) = known {
-            known.clone()
-        } else {
-            let mut stmt = tx.prepare_cached(select).map_err(error::map)?;
-            let rows = stmt
-                .query_map([&self.key], |r| r.get::<_, String>(0))
-                .map_err(error::map)?;
-            rows.collect::<Result<_, _>>().map_err(error::map)?
+        let read: HashSet<String>;
+        let stored: &HashSet<String> = match known {
+            Some(known) => known,
+            None => {
+                read = if self.expected == 0 {
+                    HashSet::new()
+                } else {
+                    let mut stmt = tx.prepare_cached(select).map_err(error::map)?;
+                    let rows = stmt
+                        .query_map([&self.key], |r| r.get::<_, String>(0))
+                        .map_err(error::map)?;
+                    rows.collect::<Result<_, _>>().map_err(error::map)?
+                };
+                &read
+            }
         };
         let mut del = tx.prepare_cached(delete).map_err(error::map)?;
-        for sid in &stored {
+        for sid in stored {
             if !wanted.contains(&sid.as_str()) {
                 del.execute([sid.as_str(), &self.key]).map_err(error::map)?;
             }
@@ -870,9 +876,7 @@ impl SqliteStore {
             ),
         }
     }
-}
 
-impl SqliteStore {
     /// Every dispatch in the file, oldest first (a mirror's load).
     pub(crate) async fn load_all(&self) -> Result<Vec<Dispatch>, StoreError> {
         self.read(|c| {
@@ -885,23 +889,23 @@ impl SqliteStore {
         .await
     }
 
-    /// Every opted-out number (a mirror's load).
-    pub(crate) async fn load_opt_outs(&self) -> Result<Vec<PhoneNumber>, StoreError> {
+    /// Every opted-out number, with when (a mirror's load).
+    pub(crate) async fn load_opt_outs(&self) -> Result<Vec<(PhoneNumber, Timestamp)>, StoreError> {
         self.read(|c| {
             let mut stmt = c
-                .prepare("SELECT number FROM opt_outs")
+                .prepare("SELECT number, at FROM opt_outs")
                 .map_err(error::map)?;
             let rows = stmt
-                .query_map([], |r| r.get::<_, i64>(0))
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
                 .map_err(error::map)?;
             let mut out = Vec::new();
-            for n in rows {
-                let n = n.map_err(error::map)?;
+            for row in rows {
+                let (n, at) = row.map_err(error::map)?;
                 let number = u64::try_from(n)
                     .ok()
                     .and_then(PhoneNumber::from_u64)
                     .ok_or_else(|| StoreError::Corrupt(format!("opt_outs: {n} is not a number")))?;
-                out.push(number);
+                out.push((number, Timestamp::from_millis(at)));
             }
             Ok(out)
         })

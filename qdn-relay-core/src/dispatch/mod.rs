@@ -471,6 +471,21 @@ impl Dispatch {
         }
         out
     }
+    /// Each dispatcher of [`Dispatch::notified`], in the same order, with
+    /// the last time they were texted about this dispatch (what the
+    /// stores index "by dispatcher").
+    pub fn notified_at(&self) -> Vec<(PhoneNumber, Timestamp)> {
+        let mut out: Vec<(PhoneNumber, Timestamp)> = Vec::new();
+        for l in &self.legs {
+            if matches!(l.purpose, Purpose::Forward { .. } | Purpose::FollowUp) {
+                match out.iter_mut().find(|(n, _)| *n == l.to) {
+                    Some((_, at)) => *at = (*at).max(l.created_at),
+                    None => out.push((l.to, l.created_at)),
+                }
+            }
+        }
+        out
+    }
     /// The last time `n` was texted about this dispatch.
     pub fn last_notified_at(&self, n: PhoneNumber) -> Option<Timestamp> {
         self.legs
