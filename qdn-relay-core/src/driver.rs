@@ -14,6 +14,7 @@ use crate::ports::{Clock, EventSink, InboundLookup, NullSink, SmsProvider, Store
 use crate::safety::{
     Admission, Keyword, MemoryOptOuts, MemoryRateLimiter, OptOuts, RateKey, RateLimiter,
 };
+use crate::status::DispatchStatus;
 use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp, splitmix};
 use crate::wake::{DeadlineWatch, Timers};
 
@@ -770,6 +771,16 @@ where
         Ok(self.store.by_job(job, limit).await?)
     }
 
+    /// The status JSON of `d`, whole: with the entries that moved out of
+    /// its record (one more store call, only when some did).
+    pub async fn status(&self, d: &Dispatch) -> Result<DispatchStatus, RelayError> {
+        if d.history().pages == 0 {
+            return Ok(d.status());
+        }
+        let pages = self.store.history(d.id()).await?;
+        Ok(d.status_with(&pages))
+    }
+
     /// Finds a dispatch by id; by a host job id (its most recent dispatch);
     /// by its tag (open dispatches); by a customer's number (their open
     /// dispatch); or by the message id of any inbound text in it.
@@ -1132,6 +1143,7 @@ where
         d.set_version(expected + 1);
         match self.store.save(d, expected).await {
             Ok(()) => {
+                d.pages_saved();
                 if let Some(at) = d.next_deadline().filter(|&at| Some(at) != before) {
                     self.watch.saved(at);
                     if let Some(timers) = &self.timers

@@ -55,7 +55,8 @@ pub mod testing;
 
 pub use carrier::{CarrierHold, CarrierNumber, CarrierSkip, MAX_CARRIER_NAME, Via};
 pub use dispatch::{
-    Dispatch, InputError, JOB_RETRY_MAX, JOB_RETRY_MIN, JOB_SYNC_GRACE, JobSync, MAX_KEPT_EVENTS,
+    Dispatch, HIGH_BYTES, HIGH_ENTRIES, History, HistoryPage, InputError, JOB_RETRY_MAX,
+    JOB_RETRY_MIN, JOB_SYNC_GRACE, JobSync, LOW_BYTES, LOW_ENTRIES, MAX_KEPT_EVENTS,
     MAX_SEND_ATTEMPTS, OUTBOX_GRACE, Step, first_step, first_steps,
 };
 pub use driver::{

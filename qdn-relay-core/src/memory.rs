@@ -7,7 +7,7 @@ use std::sync::RwLock;
 
 use async_trait::async_trait;
 
-use crate::dispatch::Dispatch;
+use crate::dispatch::{Dispatch, HistoryPage};
 use crate::ports::{ConflictReason, Due, InboundLookup, ListFilter, Store, StoreError};
 use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
 
@@ -44,12 +44,43 @@ struct Inner {
     all: BTreeSet<DispatchId>,
     open: BTreeSet<DispatchId>,
     jobs: Map<JobId, BTreeSet<DispatchId>>,
+    /// What each dispatch moved out of its record, by `seq`.
+    pages: Map<DispatchId, Vec<HistoryPage>>,
+    /// Whether `pages` are kept, or only the lookups of what they hold
+    /// (a mirror of a durable store, which keeps the pages).
+    lookups_only: bool,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store for mirroring a durable one: the history pages that
+    /// saves carry are not kept (only their message ids, for the lookups),
+    /// and [`Store::history`] answers nothing: ask the durable store.
+    pub fn lookups_only() -> Self {
+        let s = Self::default();
+        s.write().lookups_only = true;
+        s
+    }
+
+    /// Adds the lookups of entries dispatch `id` moved out of its record
+    /// (as a durable store holds them), for a mirror loading its store.
+    pub fn apply_moved<'a>(
+        &self,
+        id: DispatchId,
+        inbound: impl IntoIterator<Item = &'a ProviderMessageId>,
+        legs: impl IntoIterator<Item = &'a ProviderMessageId>,
+    ) {
+        let mut g = self.write();
+        for s in inbound {
+            g.inbound.insert(s.clone(), id);
+        }
+        for s in legs {
+            g.legs.insert(s.clone(), id);
+        }
     }
 
     /// How many dispatches it holds.
@@ -106,11 +137,26 @@ impl MemoryStore {
         for d in g.by_id.values() {
             fresh.index(d);
         }
+        for (&id, pages) in &g.pages {
+            for p in pages {
+                fresh.index_moved(id, p);
+            }
+        }
         let differs = |name: &str| Err(format!("the {name} index differs from a fresh one"));
-        if g.inbound != fresh.inbound {
+        // Without the pages, the lookups of moved entries cannot be
+        // rebuilt: every fresh one must still be there.
+        let holds = |held: &Map<ProviderMessageId, DispatchId>,
+                     fresh: &Map<ProviderMessageId, DispatchId>| {
+            if g.lookups_only {
+                fresh.iter().all(|(k, v)| held.get(k) == Some(v))
+            } else {
+                held == fresh
+            }
+        };
+        if !holds(&g.inbound, &fresh.inbound) {
             return differs("inbound id");
         }
-        if g.legs != fresh.legs {
+        if !holds(&g.legs, &fresh.legs) {
             return differs("leg id");
         }
         if g.open_customer != fresh.open_customer {
@@ -186,18 +232,42 @@ impl Inner {
     }
 
     /// Puts `d` in place of the version held (if any), its index entries
-    /// moved with it.
+    /// moved with it, and keeps the pages it moved out.
     fn install(&mut self, d: &Dispatch) {
         let id = d.id();
+        let mut copy = d.clone();
+        copy.pages_saved();
         match self.by_id.get_mut(&id) {
             Some(held) => {
-                let old = std::mem::replace(&mut **held, d.clone());
+                let old = std::mem::replace(&mut **held, copy);
                 self.reindex(&old, d);
             }
             None => {
                 self.index(d);
-                self.by_id.insert(id, Box::new(d.clone()));
+                self.by_id.insert(id, Box::new(copy));
             }
+        }
+        for p in d.unsaved_pages() {
+            self.index_moved(id, p);
+            if self.lookups_only {
+                continue;
+            }
+            let pages = self.pages.entry(id).or_default();
+            if p.seq as usize == pages.len() {
+                pages.push(p.clone());
+            }
+        }
+    }
+
+    /// The lookups of entries that moved out of dispatch `id`'s record:
+    /// they stay (a moved text is still a repeat; a late report for a
+    /// moved leg still finds its dispatch).
+    fn index_moved(&mut self, id: DispatchId, p: &HistoryPage) {
+        for s in p.inbound_sids() {
+            self.inbound.insert(s.clone(), id);
+        }
+        for s in p.leg_sids() {
+            self.legs.insert(s.clone(), id);
         }
     }
 
@@ -229,19 +299,27 @@ impl Inner {
     /// outcome that is one leg id and the due entry. Falls back to a full
     /// unindex and index unless the thread is `old`'s with entries appended
     /// and the legs are `old`'s with ids only added (as the state machine
-    /// always leaves them).
+    /// always leaves them), older entries possibly moved out (the caller
+    /// indexes those from the pages).
     fn reindex(&mut self, old: &Dispatch, new: &Dispatch) {
         let id = new.id();
         let (old_thread, new_thread) = (old.thread(), new.thread());
-        let appended = old_thread.len() <= new_thread.len()
+        let (old_from, new_from) = (old.history().thread as usize, new.history().thread as usize);
+        let old_end = old_from + old_thread.len();
+        let appended = old_from <= new_from
+            && old_end <= new_from + new_thread.len()
             && old_thread
                 .iter()
+                .skip(new_from - old_from)
                 .zip(new_thread)
                 .all(|(a, b)| a.sid == b.sid);
         let (old_legs, new_legs) = (old.legs(), new.legs());
-        let legs_kept = old_legs.len() <= new_legs.len()
+        let (old_first, new_first) = (old.history().legs as usize, new.history().legs as usize);
+        let legs_kept = old_first <= new_first
+            && old_first + old_legs.len() <= new_first + new_legs.len()
             && old_legs
                 .iter()
+                .skip(new_first - old_first)
                 .zip(new_legs)
                 .all(|(a, b)| a.sid.is_none() || a.sid == b.sid);
         if !appended || !legs_kept || old.line() != new.line() || old.customer() != new.customer() {
@@ -249,14 +327,17 @@ impl Inner {
             self.index(new);
             return;
         }
-        for e in &new_thread[old_thread.len()..] {
+        for e in &new_thread[old_end.saturating_sub(new_from)..] {
             if let Some(s) = &e.sid {
                 self.inbound.insert(s.clone(), id);
             }
         }
         for (i, l) in new_legs.iter().enumerate() {
+            let old_leg = (new_first + i)
+                .checked_sub(old_first)
+                .and_then(|p| old_legs.get(p));
             if let Some(s) = &l.sid
-                && old_legs.get(i).is_none_or(|o| o.sid.is_none())
+                && old_leg.is_none_or(|o| o.sid.is_none())
             {
                 self.legs.insert(s.clone(), id);
             }
@@ -286,7 +367,8 @@ impl Inner {
         // Who was notified, and when last: only while open. A leg's
         // recipient, purpose and creation never change, so with no new leg
         // and the same openness the entries are the same.
-        let notified_may_differ = was_open != is_open || old_legs.len() != new_legs.len();
+        let notified_may_differ =
+            was_open != is_open || old_first + old_legs.len() != new_first + new_legs.len();
         if notified_may_differ {
             let gone = if was_open {
                 old.notified_at()
@@ -527,5 +609,9 @@ impl Store for MemoryStore {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    async fn history(&self, id: DispatchId) -> Result<Vec<HistoryPage>, StoreError> {
+        Ok(self.read().pages.get(&id).cloned().unwrap_or_default())
     }
 }

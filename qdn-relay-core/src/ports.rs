@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::carrier::{CarrierSkip, Via};
-use crate::dispatch::Dispatch;
+use crate::dispatch::{Dispatch, HistoryPage};
 use crate::event::{OutboundMessage, RelayEvent};
 use crate::input::SendError;
 use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
@@ -254,6 +254,13 @@ pub struct InboundLookup {
 /// - `by_job(job, limit)` returns the dispatches whose
 ///   [`Dispatch::job_id`] is `job`, open or not, newest first (by id); a
 ///   dispatch's job id may first appear (or change) on any save.
+/// - History: `save` writes [`Dispatch::unsaved_pages`] in the same
+///   atomic write as the record (a page written again is the same page);
+///   `history(id)` returns every page written, by `seq`. The message ids
+///   of moved entries ([`HistoryPage::inbound_sids`],
+///   [`HistoryPage::leg_sids`]) stay in the lookups: `by_inbound_sid` and
+///   `by_leg_sid` still find their dispatch, and the uniqueness of inbound
+///   ids still holds for them.
 /// - Errors: a transient backend failure is `Backend { retryable: true }`.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
@@ -334,6 +341,10 @@ pub trait Store: Send + Sync {
 
     /// Dispatches of a host job, newest first, at most `limit`.
     async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, StoreError>;
+
+    /// The pages a dispatch moved out of its record, by `seq` (empty for
+    /// an unknown id).
+    async fn history(&self, id: DispatchId) -> Result<Vec<HistoryPage>, StoreError>;
 }
 
 // ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::carrier::CarrierHold;
-use crate::dispatch::Dispatch;
+use crate::dispatch::{Dispatch, HistoryPage};
 use crate::event::RelayEvent;
 use crate::input::Actor;
 use crate::record::{Ack, Leg, Purpose, State, ThreadEntry};
@@ -93,12 +93,19 @@ pub struct DispatchStatus {
     /// back in (behaviour B8). Skipped texts say why in `legs[].skipped`.
     #[serde(default)]
     pub opted_out: Vec<PhoneNumber>,
-    /// Every outbound text and its delivery.
+    /// Every outbound text and its delivery (from index `legs_from` on,
+    /// when the status was made without the dispatch's history).
     pub legs: Vec<Leg>,
-    /// The conversation.
+    /// The conversation (from position `thread_from` on, likewise).
     pub thread: Vec<ThreadEntry>,
-    /// Recent events.
+    /// Its events (the most recent, likewise).
     pub events: Vec<RelayEvent>,
+    /// The position of the first entry of `thread`: 0 when it is whole.
+    #[serde(default)]
+    pub thread_from: u32,
+    /// The index of the first leg of `legs`: 0 when they are all there.
+    #[serde(default)]
+    pub legs_from: u32,
     /// The stored version.
     pub version: u64,
 }
@@ -168,30 +175,82 @@ impl Dispatch {
     }
 
     fn first_forward_at(&self, primary: bool) -> Option<Timestamp> {
-        self.legs()
+        let h = self.history();
+        let moved = if primary {
+            h.primary_forward_at
+        } else {
+            h.backup_forward_at
+        };
+        let kept = self
+            .legs()
             .iter()
             .filter(|l| match l.purpose {
                 Purpose::Forward { round, level } => ((round, level) == (0, 0)) == primary,
                 _ => false,
             })
             .map(|l| l.created_at)
-            .min()
+            .min();
+        match (moved, kept) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn forwarded_past_primary_at(&self) -> Option<Timestamp> {
         self.first_forward_at(false)
     }
 
-    /// The status JSON.
+    /// The status JSON from the record alone: the thread, legs and events
+    /// it keeps (see [`DispatchStatus::thread_from`]).
     pub fn status(&self) -> DispatchStatus {
-        let first = self
-            .thread()
-            .iter()
-            .find(|e| e.from == Actor::Phone(self.customer()) && e.sid.is_some());
+        self.status_with(&[])
+    }
+
+    /// The status JSON with the entries that moved out of the record
+    /// (what [`crate::Store::history`] returns for it, in order): whole
+    /// when `pages` hold at least this version's [`crate::History::pages`],
+    /// else as [`Dispatch::status`].
+    pub fn status_with(&self, pages: &[HistoryPage]) -> DispatchStatus {
+        let h = self.history();
+        // Pages written after this version are left out: they hold entries
+        // this version still has.
+        let whole = pages.len() >= h.pages as usize;
+        let (thread_from, legs_from) = if whole { (0, 0) } else { (h.thread, h.legs) };
+        let pages = if whole {
+            &pages[..h.pages as usize]
+        } else {
+            &[]
+        };
+        let mut thread = Vec::with_capacity(
+            pages.iter().map(|p| p.thread.len()).sum::<usize>() + self.thread().len(),
+        );
+        let mut legs = Vec::with_capacity(
+            pages.iter().map(|p| p.legs.len()).sum::<usize>() + self.legs().len(),
+        );
+        let mut events = Vec::with_capacity(
+            pages.iter().map(|p| p.events.len()).sum::<usize>() + self.events().len(),
+        );
+        for p in pages {
+            thread.extend_from_slice(&p.thread);
+            legs.extend_from_slice(&p.legs);
+            events.extend_from_slice(&p.events);
+        }
+        thread.extend_from_slice(self.thread());
+        legs.extend_from_slice(self.legs());
+        events.extend_from_slice(self.events());
+        let customer = Actor::Phone(self.customer());
+        let (message_id, body) = match &h.first_text {
+            Some((sid, body)) => (Some(sid.clone()), body.clone()),
+            None => thread
+                .iter()
+                .find(|e| e.from == customer && e.sid.is_some())
+                .map(|e| (e.sid.clone(), e.body.clone()))
+                .unwrap_or_default(),
+        };
         DispatchStatus {
-            message_id: first.and_then(|e| e.sid.clone()),
+            message_id,
             customer_phone: self.customer(),
-            body: first.map(|e| e.body.clone()).unwrap_or_default(),
+            body,
             forwarded_to_primary_at: self.first_forward_at(true),
             primary_ack_at: self.ack().filter(|a| a.level == Some(0)).map(|a| a.at),
             forwarded_to_backup_at: self.forwarded_past_primary_at(),
@@ -221,9 +280,11 @@ impl Dispatch {
             closed_at: self.closed_at(),
             unreachable: self.unreachable().to_vec(),
             opted_out: self.opted_out().to_vec(),
-            legs: self.legs().to_vec(),
-            thread: self.thread().to_vec(),
-            events: self.events().to_vec(),
+            legs,
+            thread,
+            events,
+            thread_from,
+            legs_from,
             version: self.version(),
         }
     }

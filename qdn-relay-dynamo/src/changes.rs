@@ -576,11 +576,11 @@ fn decode_image(image: &Value) -> Result<Dispatch, String> {
 
 /// The events `new` holds that `old` (the previous version, if any) did
 /// not: a dispatch keeps its latest events and counts the older ones it
-/// dropped, so an event's place in the whole history is the count dropped
-/// plus its index.
+/// moved out (or, before that, dropped), so an event's place in the whole
+/// history is that count plus its index.
 pub(crate) fn added_events(old: Option<&Dispatch>, new: &Dispatch) -> Vec<RelayEvent> {
-    let seen = old.map_or(0, |o| o.events_dropped() as usize + o.events().len());
-    let first = new.events_dropped() as usize;
+    let seen = old.map_or(0, Dispatch::events_total);
+    let first = new.events_total() - new.events().len();
     new.events()
         .iter()
         .enumerate()

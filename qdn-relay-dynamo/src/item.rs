@@ -33,6 +33,10 @@ pub(crate) const LEG_SIDS: &str = "leg_sids";
 pub(crate) const NOTIFIED: &str = "notified";
 pub(crate) const JOB: &str = "job";
 pub(crate) const AT: &str = "at";
+/// On an inbound-sid lookup item, the text's position in the thread; on a
+/// leg-sid one, the leg's index: once the dispatch has moved that far out
+/// of its record, the lookup holds without the record holding the id.
+pub(crate) const POS: &str = "pos";
 pub(crate) const SENT: &str = "sent";
 pub(crate) const CAP: &str = "cap";
 pub(crate) const SPAN: &str = "span";
@@ -55,6 +59,19 @@ impl Keys<'_> {
 
     pub(crate) fn dispatch(&self, id: DispatchId) -> (String, String) {
         (format!("{}D#{id}", self.p()), format!("{}D", self.p()))
+    }
+
+    /// History page `seq` of a dispatch: in the dispatch item's partition.
+    pub(crate) fn page(&self, id: DispatchId, seq: u32) -> (String, String) {
+        (
+            format!("{}D#{id}", self.p()),
+            format!("{}H#{seq:010}", self.p()),
+        )
+    }
+
+    /// The sort-key prefix of a dispatch's history pages.
+    pub(crate) fn page_prefix(&self) -> String {
+        format!("{}H#", self.p())
     }
 
     pub(crate) fn inbound(&self, sid: &str) -> (String, String) {
@@ -175,10 +192,14 @@ pub(crate) fn shard_of(id: DispatchId, shards: u16) -> u16 {
 // ---------------------------------------------------------------------------
 // The record
 
-/// Encodes a dispatch: its JSON as a string attribute, or, when longer than
-/// `compress_above`, the LZ4 block of the JSON (with its length prepended)
-/// as a binary attribute. The attribute's type says which.
-pub(crate) fn encode(d: &Dispatch, compress_above: usize) -> Result<AttributeValue, String> {
+/// Encodes a dispatch (or a history page): its JSON as a string
+/// attribute, or, when longer than `compress_above`, the LZ4 block of the
+/// JSON (with its length prepended) as a binary attribute. The attribute's
+/// type says which.
+pub(crate) fn encode<T: serde::Serialize>(
+    d: &T,
+    compress_above: usize,
+) -> Result<AttributeValue, String> {
     let json = serde_json::to_string(d).map_err(|e| format!("cannot serialize: {e}"))?;
     if json.len() > compress_above {
         Ok(AttributeValue::B(Blob::new(
@@ -190,7 +211,7 @@ pub(crate) fn encode(d: &Dispatch, compress_above: usize) -> Result<AttributeVal
 }
 
 /// Decodes what [`encode`] wrote.
-pub(crate) fn decode(av: &AttributeValue) -> Result<Dispatch, String> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(av: &AttributeValue) -> Result<T, String> {
     match av {
         AttributeValue::S(json) => {
             serde_json::from_str(json).map_err(|e| format!("record does not parse: {e}"))
@@ -427,7 +448,7 @@ mod tests {
         let packed = encode(&d, 0).unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(packed, AttributeValue::B(_)));
         for av in [plain, packed] {
-            assert_eq!(decode(&av).unwrap_or_else(|e| panic!("{e}")), d);
+            assert_eq!(decode::<Dispatch>(&av).unwrap_or_else(|e| panic!("{e}")), d);
         }
     }
 
@@ -459,15 +480,17 @@ mod tests {
 
     #[test]
     fn corrupt_records_are_errors_not_panics() {
-        assert!(decode(&AttributeValue::S("{".into())).is_err());
-        assert!(decode(&AttributeValue::B(Blob::new(vec![1, 2]))).is_err());
+        assert!(decode::<Dispatch>(&AttributeValue::S("{".into())).is_err());
+        assert!(decode::<Dispatch>(&AttributeValue::B(Blob::new(vec![1, 2]))).is_err());
         assert!(
-            decode(&AttributeValue::B(Blob::new(vec![
+            decode::<Dispatch>(&AttributeValue::B(Blob::new(vec![
                 0xff, 0xff, 0xff, 0x7f, 0
             ])))
             .is_err()
         );
-        assert!(decode(&AttributeValue::B(Blob::new(vec![8, 0, 0, 0, 1, 2, 3]))).is_err());
-        assert!(decode(&AttributeValue::Bool(true)).is_err());
+        assert!(
+            decode::<Dispatch>(&AttributeValue::B(Blob::new(vec![8, 0, 0, 0, 1, 2, 3]))).is_err()
+        );
+        assert!(decode::<Dispatch>(&AttributeValue::Bool(true)).is_err());
     }
 }

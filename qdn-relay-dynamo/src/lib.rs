@@ -27,8 +27,9 @@
 //! | item | `pk` | `sk` | other attributes | exists |
 //! |---|---|---|---|---|
 //! | dispatch | `P` `D#<id>` | `P` `D` | `id`, `version`, `state`, `open`, `rec`, `in_sids`, `leg_sids`, `notified`, `job`, due and list index keys, `expires_at` | always |
-//! | inbound sid | `P` `IN#<MessageSid>` | `P` `IN` | `id`, `expires_at` | once the text is saved |
-//! | leg sid | `P` `LEG#<MessageSid>` | `P` `LEG` | `id`, `expires_at` | once the provider accepted the leg |
+//! | history page | `P` `D#<id>` | `P` `H#<seq>` | `id`, `rec`, `expires_at` | once the dispatch moved entries out of its record |
+//! | inbound sid | `P` `IN#<MessageSid>` | `P` `IN` | `id`, `pos`, `expires_at` | once the text is saved |
+//! | leg sid | `P` `LEG#<MessageSid>` | `P` `LEG` | `id`, `pos`, `expires_at` | once the provider accepted the leg |
 //! | open customer | `P` `OPEN#<line>#<customer>` | `P` `OPEN` | `id`, list index keys | while the dispatch is open |
 //! | tag | `P` `TAG#<tag>` | `P` `TAG` | `id` | while the dispatch is open |
 //! | notified | `P` `N#<dispatcher>` | `P` `N#<millis>#<id>` | `id` | while open, one per dispatcher texted about it |
@@ -44,10 +45,19 @@
 //! dispatch saved with a job id before job items existed gets its job item
 //! on its next save.)
 //!
-//! The dispatch item holds the whole dispatch in `rec`: its JSON as a
+//! (`<seq>` is the page's number, 10 zero-padded digits.)
+//!
+//! The dispatch item holds the dispatch's record in `rec`: its JSON as a
 //! string, or, when the JSON is longer than
 //! [`DynamoConfig::compress_above`] (32 KiB), the LZ4 block of it (length
-//! first) as binary; the attribute's type says which. `version` is the
+//! first) as binary; the attribute's type says which. The record stays
+//! small: as a conversation grows, its oldest entries move out into
+//! [`HistoryPage`](qdn_relay_core::HistoryPage)s, each an item of its own
+//! beside the dispatch item (same partition, encoded as `rec` is), written
+//! in the save that moved them and never changed. A lookup item's `pos` is
+//! the text's position in the thread (inbound) or the leg's index: once the
+//! dispatch has moved past it, the lookup holds without the record holding
+//! the id. `version` is the
 //! dispatch's version (the condition of every update); `state` is there for
 //! people reading the table. `open`, `in_sids`, `leg_sids` and `notified`
 //! (dispatcher → millis) record which lookup items this version wrote, so
@@ -82,6 +92,7 @@
 //! | `open_for_dispatcher` | `Query` of the dispatcher's notified partition, newest first, `limit`; then `BatchGetItem` |
 //! | `by_job` | `Query` of the job's partition, backwards (ids sort by time, so newest first), `limit`; then `BatchGetItem` |
 //! | `due` | one `Query` per shard of `due`, concurrently |
+//! | `history` | one consistent `Query` of the dispatch's partition, sort keys beginning `P` `H#` (more pages of results past 1 MB) |
 //! | `list` | one `Query` per shard of `list`, concurrently; then `BatchGetItem` |
 //! | `save` | `TransactWriteItems` (plus one `GetItem`, unless this store just loaded that version) |
 //! | [`OptOuts`](qdn_relay_core::OptOuts): `is_opted_out`, `opt_out`, `opt_in` | one `GetItem`, conditional `PutItem` (absent: the first time stays) or `DeleteItem` |
@@ -159,20 +170,27 @@
 //!   claims it wrote stay, pointing at a dispatch that does not hold them
 //!   yet: lookups ignore them (see above), and the retry of the same
 //!   transition, which holds the same texts, takes them over.
-//! - **400 KB per item.** The dispatch item holds the whole dispatch; the
-//!   record is compressed past 32 KiB (JSON compresses several times over),
-//!   and a dispatch whose item would still be larger is refused with a
+//! - **400 KB per item.** The record is bounded: past 96 entries or 96 KiB
+//!   of text (thread, legs) or 256 events, the oldest move out into history
+//!   pages (see [`qdn_relay_core::HIGH_ENTRIES`]), so a dispatch with
+//!   10,000 texts keeps an item of tens of kilobytes (the integration test
+//!   `ten_thousand_texts_then_closed`). Records and pages are compressed
+//!   past 32 KiB, and an item that would still be larger is refused with a
 //!   non-retryable backend error ([`SaveError::ItemTooLarge`]) before
-//!   anything is sent. The dispatch itself keeps at most 256 events, so
-//!   only a conversation of several hundred long texts gets near it.
+//!   anything is sent. Legs move out only once settled, so a dispatch that
+//!   keeps a leg waiting in its outbox (or an open dispatch's current
+//!   escalation step) keeps what comes after it too.
 //!
 //! ## Time to live
 //!
 //! [`create_table`] turns on DynamoDB's time to live on
 //! [`DynamoConfig::ttl_attribute`] (`expires_at`, epoch seconds). When a
 //! dispatch stops being open (closed, or failed after every level), its
-//! item and every inbound-sid and leg lookup item get `expires_at` =
-//! closing time + [`DynamoConfig::retention`] (90 days), and DynamoDB
+//! item, its history pages and every inbound-sid and leg lookup item get
+//! `expires_at` = closing time + [`DynamoConfig::retention`] (90 days)
+//! (the lookups of entries moved out in earlier saves are found through
+//! the pages and stamped after the closing save commits, a hundred per
+//! transaction, best effort), and DynamoDB
 //! deletes them some time after that; so does its job item, which every
 //! save of a closed dispatch writes again with the dispatch's expiry. The
 //! open-customer, tag and notified items are deleted at once when the

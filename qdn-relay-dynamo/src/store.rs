@@ -10,12 +10,13 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::AsyncSleep as _;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem,
+    TransactWriteItem, Update,
 };
 use futures_util::future::{try_join, try_join_all};
+use futures_util::{StreamExt as _, stream};
 use qdn_relay_core::{
-    ConflictReason, Dispatch, DispatchId, Due, InboundLookup, JobId, ListFilter, PhoneNumber,
-    ProviderMessageId, Store, StoreError, Tag, Timestamp,
+    ConflictReason, Dispatch, DispatchId, Due, HistoryPage, InboundLookup, JobId, ListFilter,
+    PhoneNumber, ProviderMessageId, Store, StoreError, Tag, Timestamp,
 };
 
 use crate::config::{ConfigError, DynamoConfig, IndexNames};
@@ -212,7 +213,7 @@ impl DynamoStore {
         let record = item
             .get(item::RECORD)
             .ok_or_else(|| corrupt(format!("attribute {} is missing", item::RECORD)))?;
-        let d = item::decode(record).map_err(corrupt)?;
+        let d: Dispatch = item::decode(record).map_err(corrupt)?;
         if let Some(id) = expect
             && d.id() != id
         {
@@ -245,26 +246,30 @@ impl DynamoStore {
         }
     }
 
-    /// The dispatch id a lookup item points to (one consistent `GetItem`).
-    async fn lookup(&self, key: (String, String)) -> Result<Option<DispatchId>, StoreError> {
+    /// The dispatch id a lookup item points to, and the position it
+    /// records (one consistent `GetItem`).
+    async fn lookup(
+        &self,
+        key: (String, String),
+    ) -> Result<Option<(DispatchId, Option<u64>)>, StoreError> {
         let Some(item) = self.get_item(key).await? else {
             return Ok(None);
         };
-        lookup_id(&item).map(Some)
+        Ok(Some((lookup_id(&item)?, item::number(&item, item::POS))))
     }
 
     /// Follows a lookup item to its dispatch, keeping it only if `holds`
-    /// (a lookup item may briefly outlive what it indexes; see the crate
-    /// docs).
+    /// it (given the position the item records: a lookup item may briefly
+    /// outlive what it indexes; see the crate docs).
     async fn follow(
         &self,
         key: (String, String),
-        holds: impl FnOnce(&Dispatch) -> bool,
+        holds: impl FnOnce(&Dispatch, Option<u64>) -> bool,
     ) -> Result<Option<Dispatch>, StoreError> {
-        let Some(id) = self.lookup(key).await? else {
+        let Some((id, pos)) = self.lookup(key).await? else {
             return Ok(None);
         };
-        Ok(self.load(id).await?.filter(holds))
+        Ok(self.load(id).await?.filter(|d| holds(d, pos)))
     }
 
     /// Loads many dispatches with consistent `BatchGetItem`s.
@@ -633,6 +638,23 @@ impl DynamoStore {
             it.extend(ttl_attr.clone());
             main.push((self.put(it, None)?, Guard::Index));
         }
+        // What moved out of the record in this change: its pages, in the
+        // dispatch's partition, written with the record (a page never
+        // changes, so writing one again is harmless).
+        for p in d.unsaved_pages() {
+            let (pk, sk) = k.page(id, p.seq);
+            let mut it = k.key(pk, sk);
+            it.insert(item::ID.into(), AttributeValue::S(id_s.clone()));
+            let record = item::encode(p, cfg.compress_above)
+                .map_err(|message| StoreError::Invalid { id, message })?;
+            it.insert(item::RECORD.into(), record);
+            it.extend(ttl_attr.clone());
+            let size = item::item_size(&it);
+            if !item::fits(size) {
+                return Err(invalid(SaveError::ItemTooLarge { size }));
+            }
+            main.push((self.put(it, None)?, Guard::Index));
+        }
         if main.len() > MAX_TRANSACTION_ACTIONS {
             return Err(invalid(SaveError::TooManyActions {
                 actions: main.len(),
@@ -641,14 +663,54 @@ impl DynamoStore {
 
         // Lookup items for sids: only those new since the stored version,
         // or all of them when the dispatch stops being open (to stamp the
-        // time to live on them).
+        // time to live on them). Each records the text's position or the
+        // leg's index, so it still holds once the entry moves out.
         let stamp = ttl.is_some() && old.open && !new.open;
+        let thread_from = d.history().thread;
+        let positions: HashMap<&str, u32> = d
+            .thread()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| Some((e.sid.as_ref()?.as_str(), thread_from + i as u32)))
+            .collect();
+        let leg_index: HashMap<&str, u32> = d
+            .legs()
+            .iter()
+            .filter_map(|l| Some((l.sid.as_ref()?.as_str(), l.index)))
+            .collect();
+        let pos =
+            |at: Option<u32>| at.map(|p| (item::POS.to_owned(), AttributeValue::N(p.to_string())));
+        // The record's ids, then those of the entries it moves out in this
+        // save (which a batch of changes may never have saved before).
+        let mut inbound: Vec<(&str, Option<u32>)> = new
+            .inbound
+            .iter()
+            .map(|s| (s.as_str(), positions.get(s.as_str()).copied()))
+            .collect();
+        let mut legs: Vec<(&str, Option<u32>)> = new
+            .legs
+            .iter()
+            .map(|s| (s.as_str(), leg_index.get(s.as_str()).copied()))
+            .collect();
+        for p in d.unsaved_pages() {
+            for (i, e) in p.thread.iter().enumerate() {
+                if let Some(sid) = &e.sid {
+                    inbound.push((sid.as_str(), Some(p.thread_from + i as u32)));
+                }
+            }
+            for l in &p.legs {
+                if let Some(sid) = &l.sid {
+                    legs.push((sid.as_str(), Some(l.index)));
+                }
+            }
+        }
         let mut lookups: Vec<Action> = Vec::new();
-        for sid in &new.inbound {
+        for (sid, at) in inbound {
             if stamp || !old.inbound.contains(sid) {
                 let (pk, sk) = k.inbound(sid);
                 let mut it = k.key(pk, sk);
                 it.insert(item::ID.into(), AttributeValue::S(id_s.clone()));
+                it.extend(pos(at));
                 it.extend(ttl_attr.clone());
                 let guard = Guard::InboundSid(sid.parse().map_err(|e| StoreError::Invalid {
                     id,
@@ -657,13 +719,34 @@ impl DynamoStore {
                 lookups.push((self.claim(it, &id_s)?, guard));
             }
         }
-        for sid in &new.legs {
+        for (sid, at) in legs {
             if stamp || !old.legs.contains(sid) {
                 let (pk, sk) = k.leg(sid);
                 let mut it = k.key(pk, sk);
                 it.insert(item::ID.into(), AttributeValue::S(id_s.clone()));
+                it.extend(pos(at));
                 it.extend(ttl_attr.clone());
                 lookups.push((self.put(it, None)?, Guard::Index));
+            }
+        }
+        // The pages written before it stopped being open get its time to
+        // live too (those of this save carry it already).
+        if stamp && let Some(t) = ttl {
+            let before = d.history().pages - d.unsaved_pages().len() as u32;
+            for seq in 0..before {
+                let (pk, sk) = k.page(id, seq);
+                let update = Update::builder()
+                    .table_name(&cfg.table)
+                    .set_key(Some(k.key(pk, sk)))
+                    .update_expression("SET #t = :t")
+                    .expression_attribute_names("#t", &cfg.ttl_attribute)
+                    .expression_attribute_values(":t", AttributeValue::N(t.to_string()))
+                    .build()
+                    .map_err(|e| invalid(e.into()))?;
+                lookups.push((
+                    TransactWriteItem::builder().update(update).build(),
+                    Guard::Index,
+                ));
             }
         }
         let room = MAX_TRANSACTION_ACTIONS - main.len();
@@ -674,6 +757,74 @@ impl DynamoStore {
         };
         main.extend(lookups);
         Ok(Plan { early, main })
+    }
+
+    /// Once a dispatch stopped being open: its time to live on the lookup
+    /// items of the entries it moved out of its record in earlier saves
+    /// (the save stamped those of its record and of its pages itself). They
+    /// are read from its pages, and updated in transactions of up to 100,
+    /// a few at once, each item only while it is still this dispatch's.
+    /// Best effort: the save is committed already, so a failure is logged
+    /// and leaves those items without an expiry.
+    async fn stamp_moved(&self, d: &Dispatch, expires: i64) {
+        let id = d.id();
+        let written_now = d.unsaved_pages().len();
+        let pages = match self.history(id).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(dispatch = %id, error = %e, "could not read the history to stamp its lookups' expiry");
+                return;
+            }
+        };
+        let k = self.keys();
+        let keep = pages.len().saturating_sub(written_now);
+        let mut keys = Vec::new();
+        for p in &pages[..keep] {
+            keys.extend(p.inbound_sids().map(|s| k.inbound(item::sid_str(s))));
+            keys.extend(p.leg_sids().map(|s| k.leg(item::sid_str(s))));
+        }
+        let id_s = id.to_string();
+        let mut actions = Vec::with_capacity(keys.len());
+        for (pk, sk) in keys {
+            let update = Update::builder()
+                .table_name(&self.config.table)
+                .set_key(Some(k.key(pk, sk)))
+                .update_expression("SET #t = :t")
+                .condition_expression("#id = :id")
+                .expression_attribute_names("#t", &self.config.ttl_attribute)
+                .expression_attribute_names("#id", item::ID)
+                .expression_attribute_values(":t", AttributeValue::N(expires.to_string()))
+                .expression_attribute_values(":id", AttributeValue::S(id_s.clone()))
+                .build();
+            match update {
+                Ok(u) => {
+                    actions.push((TransactWriteItem::builder().update(u).build(), Guard::Index))
+                }
+                Err(e) => {
+                    tracing::warn!(dispatch = %id, error = %e, "could not build an expiry update");
+                    return;
+                }
+            }
+        }
+        let chunks: Vec<Vec<Action>> = actions
+            .chunks(MAX_TRANSACTION_ACTIONS)
+            .map(<[Action]>::to_vec)
+            .collect();
+        let version = d.version();
+        stream::iter(chunks)
+            .map(|chunk| self.stamp_chunk(id, version, chunk))
+            .buffer_unordered(4)
+            .collect::<Vec<()>>()
+            .await;
+    }
+
+    /// One transaction of [`DynamoStore::stamp_moved`]. A chunk holding a
+    /// leg id another dispatch took since is cancelled as a whole: its
+    /// items are then left as they are.
+    async fn stamp_chunk(&self, id: DispatchId, version: u64, chunk: Vec<Action>) {
+        if let Err(e) = self.transact(id, version, &chunk).await {
+            tracing::warn!(dispatch = %id, error = %e, "could not stamp the expiry of moved entries' lookups");
+        }
     }
 
     /// A put that must not take an item of another dispatch.
@@ -797,6 +948,12 @@ impl DynamoStore {
     }
 }
 
+/// Whether `d` holds inbound id `sid`, whose lookup item records position
+/// `pos`: in its record, or moved out of it (see [`item::POS`]).
+fn holds_inbound(d: &Dispatch, sid: &ProviderMessageId, pos: Option<u64>) -> bool {
+    d.inbound_sids().any(|s| s == sid) || pos.is_some_and(|p| p < u64::from(d.history().thread))
+}
+
 /// The dispatch id a lookup item (inbound sid, leg sid, open customer,
 /// tag) points to.
 fn lookup_id(item: &Item) -> Result<DispatchId, StoreError> {
@@ -855,6 +1012,12 @@ impl Store for DynamoStore {
         }
         self.transact(id, expected, &plan.main).await?;
         self.remember(id, d.version(), Indexed::of(d));
+        if old.open
+            && !d.state().is_open()
+            && let Some(t) = self.expiry(d)
+        {
+            self.stamp_moved(d, t).await;
+        }
         Ok(())
     }
 
@@ -863,16 +1026,16 @@ impl Store for DynamoStore {
         sid: &ProviderMessageId,
     ) -> Result<Option<Dispatch>, StoreError> {
         self.check()?;
-        self.follow(self.keys().inbound(item::sid_str(sid)), |d| {
-            d.inbound_sids().any(|s| s == sid)
+        self.follow(self.keys().inbound(item::sid_str(sid)), |d, pos| {
+            holds_inbound(d, sid, pos)
         })
         .await
     }
 
     async fn by_leg_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError> {
         self.check()?;
-        self.follow(self.keys().leg(item::sid_str(sid)), |d| {
-            d.leg_sids().any(|s| s == sid)
+        self.follow(self.keys().leg(item::sid_str(sid)), |d, pos| {
+            d.leg_sids().any(|s| s == sid) || pos.is_some_and(|p| p < u64::from(d.history().legs))
         })
         .await
     }
@@ -883,7 +1046,7 @@ impl Store for DynamoStore {
         customer: PhoneNumber,
     ) -> Result<Option<Dispatch>, StoreError> {
         self.check()?;
-        self.follow(self.keys().open(line, customer), |d| {
+        self.follow(self.keys().open(line, customer), |d, _| {
             d.state().is_open() && d.line() == line && d.customer() == customer
         })
         .await
@@ -891,7 +1054,7 @@ impl Store for DynamoStore {
 
     async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError> {
         self.check()?;
-        self.follow(self.keys().tag(tag), |d| {
+        self.follow(self.keys().tag(tag), |d, _| {
             d.state().is_open() && d.tag() == tag
         })
         .await
@@ -970,9 +1133,13 @@ impl Store for DynamoStore {
         });
         let (lookups, newest) = try_join(gets, newest).await?;
         let (mut repeated, mut open) = (None, None);
+        let mut repeated_pos = None;
         for it in &lookups {
             match item::string(it, &self.config.partition_key) {
-                Some(pk) if pk == in_pk => repeated = Some(lookup_id(it)?),
+                Some(pk) if pk == in_pk => {
+                    repeated = Some(lookup_id(it)?);
+                    repeated_pos = item::number(it, item::POS);
+                }
                 Some(pk) if pk == open_pk => open = Some(lookup_id(it)?),
                 _ => {
                     return Err(StoreError::Corrupt(
@@ -994,7 +1161,7 @@ impl Store for DynamoStore {
             notified: get(notified)
                 .is_some_and(|d| d.state().is_open() && d.notified().contains(&from)),
             repeated: get(repeated)
-                .filter(|d| d.inbound_sids().any(|s| s == sid))
+                .filter(|d| holds_inbound(d, sid, repeated_pos))
                 .cloned(),
             open: get(open)
                 .filter(|d| d.state().is_open() && d.line() == line && d.customer() == from)
@@ -1154,5 +1321,44 @@ impl Store for DynamoStore {
             .filter_map(|id| found.remove(id))
             .filter(|d| d.job_id() == Some(job))
             .collect())
+    }
+
+    /// One consistent `Query` of the dispatch's partition for its pages
+    /// (more when they pass 1 MB), in `seq` order.
+    async fn history(&self, id: DispatchId) -> Result<Vec<HistoryPage>, StoreError> {
+        self.check()?;
+        let k = self.keys();
+        let (pk, _) = k.dispatch(id);
+        let mut out: Vec<HistoryPage> = Vec::new();
+        let mut start = None;
+        loop {
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.config.table)
+                .key_condition_expression("#p = :p AND begins_with(#s, :s)")
+                .expression_attribute_names("#p", &self.config.partition_key)
+                .expression_attribute_names("#s", &self.config.sort_key)
+                .expression_attribute_values(":p", AttributeValue::S(pk.clone()))
+                .expression_attribute_values(":s", AttributeValue::S(k.page_prefix()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(map_sdk)?;
+            for it in resp.items.unwrap_or_default() {
+                let page: HistoryPage = it
+                    .get(item::RECORD)
+                    .ok_or_else(|| "no record".to_owned())
+                    .and_then(item::decode)
+                    .map_err(|e| StoreError::Corrupt(format!("a history page of {id}: {e}")))?;
+                out.push(page);
+            }
+            match resp.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 }

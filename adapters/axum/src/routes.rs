@@ -526,7 +526,7 @@ const JOB_LINKS: usize = 50;
 
 async fn status_of(s: &AppState, key: String) -> ApiResult {
     let d = s.find(&key).await?;
-    let mut status = d.status();
+    let mut status = s.inner.relay.status(&d).await?;
     if let Some(job) = d.job_id() {
         let others = s.inner.relay.by_job(job, JOB_LINKS + 1).await?;
         status = status.with_job_dispatches(&others);

@@ -514,6 +514,9 @@ async fn list(
 struct DetailQuery {
     #[serde(default)]
     done: Option<String>,
+    /// `all`: the whole timeline, with what moved out of the record.
+    #[serde(default)]
+    history: Option<String>,
 }
 
 async fn detail(
@@ -528,17 +531,17 @@ async fn detail(
     if c.session.is_none() {
         return s.sign_in_required(&c);
     }
-    let done = q
-        .ok()
-        .and_then(|Query(q)| q.done)
-        .and_then(|d| match d.as_str() {
-            "ack" => Some("Acknowledged: escalation stopped."),
-            "reply" => Some("Reply sent to the customer."),
-            "escalate" => Some("Escalated: the next level was texted."),
-            "close" => Some("Closed."),
-            _ => None,
-        });
-    s.render_detail(&c, &id, StatusCode::OK, done, None).await
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let whole = q.history.as_deref() == Some("all");
+    let done = q.done.and_then(|d| match d.as_str() {
+        "ack" => Some("Acknowledged: escalation stopped."),
+        "reply" => Some("Reply sent to the customer."),
+        "escalate" => Some("Escalated: the next level was texted."),
+        "close" => Some("Closed."),
+        _ => None,
+    });
+    s.render_detail(&c, &id, StatusCode::OK, done, None, whole)
+        .await
 }
 
 impl Console {
@@ -549,6 +552,7 @@ impl Console {
         status: StatusCode,
         done: Option<&str>,
         error: Option<&str>,
+        whole: bool,
     ) -> Response {
         let mut f = self.frame(c);
         let d = match self.inner.relay.find(key).await {
@@ -565,10 +569,20 @@ impl Console {
         f.live = true;
         f.stream = self.stream();
         f.dispatch = Some(d.id().to_string());
+        // The record's own entries, or all of them when asked (one more
+        // store read, only when some moved out).
+        let st = if whole {
+            match self.inner.relay.status(&d).await {
+                Ok(st) => st,
+                Err(e) => return self.relay_failed(&f, &e),
+            }
+        } else {
+            d.status()
+        };
         let title = format!("#{}", d.tag());
         html(
             status,
-            view::page(&f, &title, view::detail(&f, &d, done, error)),
+            view::page(&f, &title, view::detail(&f, &d, &st, done, error)),
         )
     }
 
@@ -642,6 +656,7 @@ async fn act(
                 StatusCode::CONFLICT,
                 None,
                 Some(&text),
+                false,
             )
             .await
         }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use maud::{DOCTYPE, Markup, html};
 use qdn_relay_core::{
-    AckVia, Direction, Dispatch, EscalationReason, EventKind, HoursZone, Leg, Policy, Purpose,
-    RelayEvent, State, Step, ThreadEntry, Timestamp, Zone, first_step, first_steps,
-    format_duration,
+    AckVia, Direction, Dispatch, DispatchStatus, EscalationReason, EventKind, HoursZone, Leg,
+    Policy, Purpose, RelayEvent, State, Step, ThreadEntry, Timestamp, Zone, first_step,
+    first_steps, format_duration,
 };
 
 use crate::words::{
@@ -240,6 +240,7 @@ fn row(f: &Frame<'_>, d: &Dispatch) -> Markup {
 pub(crate) fn detail(
     f: &Frame<'_>,
     d: &Dispatch,
+    st: &DispatchStatus,
     done: Option<&str>,
     error: Option<&str>,
 ) -> Markup {
@@ -275,7 +276,7 @@ pub(crate) fn detail(
                 @if let Some(job) = d.job_id() {
                     dt { "Job" } dd { (job) }
                 }
-                @if let Some(js) = d.status().job_sync {
+                @if let Some(js) = &st.job_sync {
                     dt { "Job sync" } dd {
                         @if js.failures > 0 {
                             "failing (" (js.failures) " in a row"
@@ -323,8 +324,15 @@ pub(crate) fn detail(
         }
         section #timeline data-live {
             h2 { "Timeline" }
+            @if st.thread_from > 0 || st.legs_from > 0 {
+                p.note {
+                    (st.thread_from) " earlier texts and " (st.legs_from)
+                    " earlier sent texts are in the dispatch's history. "
+                    a href=(format!("{base}/dispatches/{}?history=all", d.id())) { "Show the whole timeline" }
+                }
+            }
             ol.timeline {
-                @for item in timeline(d) {
+                @for item in timeline(st) {
                     (item.render(d, zone))
                 }
             }
@@ -464,19 +472,32 @@ fn delay(d: Duration) -> String {
 }
 
 /// Everything that happened, in order: texts, each text sent with its
-/// status history, and the dispatch's own events.
-fn timeline(d: &Dispatch) -> Vec<Item<'_>> {
+/// status history, and the dispatch's own events (as far as `st` holds
+/// them: the record's, or the whole history).
+fn timeline(st: &DispatchStatus) -> Vec<Item<'_>> {
     let mut items: Vec<Item<'_>> = Vec::new();
-    for t in d.thread() {
+    for t in &st.thread {
         // Replies are shown as the legs that carry them.
         if t.direction == Direction::Inbound {
             items.push(Item::Text(t));
         }
     }
-    for l in d.legs() {
+    // Each leg's events, found once.
+    let mut by_leg: std::collections::HashMap<u32, Vec<&RelayEvent>> =
+        std::collections::HashMap::new();
+    for e in &st.events {
+        let leg = match &e.kind {
+            EventKind::Sent { leg, .. }
+            | EventKind::Delivery { leg, .. }
+            | EventKind::SendFailed { leg, .. } => *leg,
+            _ => continue,
+        };
+        by_leg.entry(leg).or_default().push(e);
+    }
+    for l in &st.legs {
         let mut history: Vec<(Timestamp, &'static str)> = Vec::new();
         let mut fail = None;
-        for e in d.events() {
+        for e in by_leg.get(&l.index).into_iter().flatten() {
             match &e.kind {
                 EventKind::Sent { leg, .. } if *leg == l.index => {
                     history.push((e.at, "accepted"));
@@ -505,7 +526,7 @@ fn timeline(d: &Dispatch) -> Vec<Item<'_>> {
         }
         items.push(Item::Leg(l, history, fail));
     }
-    for e in d.events() {
+    for e in &st.events {
         let shown = matches!(
             e.kind,
             EventKind::Escalated { .. }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use qdn_relay_core::{
-    ConflictReason, Dispatch, DispatchId, Due, InboundLookup, JobId, ListFilter, PhoneNumber,
-    ProviderMessageId, Store, StoreError, Tag, Timestamp,
+    ConflictReason, Dispatch, DispatchId, Due, HistoryPage, InboundLookup, JobId, ListFilter,
+    PhoneNumber, ProviderMessageId, Store, StoreError, Tag, Timestamp,
 };
 
 use crate::{Observation, Recorder, STORE_CONFLICTS, STORE_ERRORS};
@@ -112,5 +112,9 @@ impl Store for MeteredStore {
     }
     async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
         self.seen(self.inner.by_job(job, limit).await)
+    }
+
+    async fn history(&self, id: DispatchId) -> Result<Vec<HistoryPage>, StoreError> {
+        self.seen(self.inner.history(id).await)
     }
 }

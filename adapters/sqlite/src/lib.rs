@@ -19,7 +19,7 @@
 //! ## Schema
 //!
 //! The database's `user_version` is the schema version
-//! ([`SCHEMA_VERSION`], 1 now). Migrations are an append-only list, run in
+//! ([`SCHEMA_VERSION`], 5 now). Migrations are an append-only list, run in
 //! order inside one `BEGIN IMMEDIATE` transaction on open; a file whose
 //! version is newer than this build knows is refused with
 //! [`OpenError::NewerSchema`] and left untouched.
@@ -30,11 +30,17 @@
 //!   when nothing is due), `opened_at`, `updated_at`, `job_id` are copied
 //!   out of the dispatch for the indexes; `record` is the whole dispatch as
 //!   JSON, the one source read back.
-//! - `inbound_sids (sid PRIMARY KEY → dispatch)`: every inbound message id
-//!   of every dispatch; the primary key is the "one dispatch per inbound
-//!   message id" rule.
-//! - `leg_sids (sid PRIMARY KEY → dispatch)`: the provider ids of outbound
-//!   texts, for status callbacks.
+//! - `inbound_sids (sid PRIMARY KEY → dispatch, moved)`: every inbound
+//!   message id of every dispatch; the primary key is the "one dispatch per
+//!   inbound message id" rule. `moved = 1` marks the ids of texts that
+//!   moved out of the record: later saves, which no longer hold them, leave
+//!   them.
+//! - `leg_sids (sid PRIMARY KEY → dispatch, moved)`: the provider ids of
+//!   outbound texts, for status callbacks; `moved` likewise.
+//! - `history (dispatch, seq) → page`: what a dispatch moved out of its
+//!   record as it grew ([`HistoryPage`](qdn_relay_core::HistoryPage)s as
+//!   JSON), written in the save that moved them and never changed;
+//!   `Store::history` reads them by primary key.
 //! - `notified (dispatch, dispatcher, last_notified_at)`: who was texted
 //!   about a dispatch and when last; rows exist only while the dispatch is
 //!   open.
@@ -51,6 +57,7 @@
 //! | `open_for_dispatcher` | `notified (dispatcher, last_notified_at DESC, dispatch DESC)`: in the order asked for |
 //! | `list(All)` | the primary key, backwards |
 //! | `list(Open)` | `(id) WHERE is_open = 1`, backwards |
+//! | `history` | the primary key of `history` |
 //!
 //! The side tables also have an index on `dispatch`, used when a save
 //! replaces a dispatch's rows. The partial indexes keep closed dispatches

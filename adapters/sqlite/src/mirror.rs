@@ -22,15 +22,18 @@
 //!   it.
 //!
 //! Memory grows with the file: every dispatch, open or closed, is held
-//! (about 2 KiB each, see BENCHMARKS.md).
+//! (about 2 KiB each, see BENCHMARKS.md), with the message ids of the
+//! entries each moved out of its record; the moved entries themselves
+//! (history pages) stay in the file alone.
 
 use std::fs::File;
 use std::path::Path;
 
 use async_trait::async_trait;
 use qdn_relay_core::{
-    Dispatch, DispatchId, Due, InboundLookup, JobId, ListFilter, MemoryOptOuts, MemoryStore,
-    OptOuts, PhoneNumber, ProviderMessageId, SafetyError, Store, StoreError, Tag, Timestamp,
+    Dispatch, DispatchId, Due, HistoryPage, InboundLookup, JobId, ListFilter, MemoryOptOuts,
+    MemoryStore, OptOuts, PhoneNumber, ProviderMessageId, SafetyError, Store, StoreError, Tag,
+    Timestamp,
 };
 
 use crate::{OpenError, SqliteOptions, SqliteStore};
@@ -86,9 +89,12 @@ impl MirroredStore {
                 return Err(OpenError::Lock { path, source: e });
             }
         }
-        let memory = MemoryStore::new();
+        let memory = MemoryStore::lookups_only();
         for d in sqlite.load_all().await.map_err(OpenError::Load)? {
             memory.apply(&d);
+        }
+        for (id, inbound, legs) in sqlite.load_moved().await.map_err(OpenError::Load)? {
+            memory.apply_moved(id, &inbound, &legs);
         }
         let opt_outs = MemoryOptOuts::new();
         for (number, at) in sqlite.load_opt_outs().await.map_err(OpenError::Load)? {
@@ -202,6 +208,12 @@ impl Store for MirroredStore {
 
     async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
         self.memory.by_job(job, limit).await
+    }
+
+    async fn history(&self, id: DispatchId) -> Result<Vec<HistoryPage>, StoreError> {
+        // Memory keeps only the lookups of moved entries; the pages are in
+        // the file.
+        self.sqlite.history(id).await
     }
 }
 

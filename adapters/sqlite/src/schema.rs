@@ -14,7 +14,7 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only:
 /// a migration that shipped is never edited.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// Version 1: the dispatches and their lookup tables.
 const V1: &str = "
@@ -83,6 +83,20 @@ CREATE TABLE keyword_sids (
     sid TEXT PRIMARY KEY NOT NULL,
     at  INTEGER NOT NULL
 ) WITHOUT ROWID;
+";
+
+/// Version 5: what dispatches moved out of their records (history pages,
+/// JSON, by dispatch and `seq`), and which lookup rows belong to moved
+/// entries (`moved = 1`: they stay when later saves no longer hold them).
+const V5: &str = "
+CREATE TABLE history (
+    dispatch TEXT    NOT NULL REFERENCES dispatches (id),
+    seq      INTEGER NOT NULL,
+    page     TEXT    NOT NULL,
+    PRIMARY KEY (dispatch, seq)
+) WITHOUT ROWID;
+ALTER TABLE inbound_sids ADD COLUMN moved INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE leg_sids ADD COLUMN moved INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// Brings the schema up to [`SCHEMA_VERSION`]; refuses a newer one.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use qdn_relay_core::{
-    ConflictReason, Dispatch, DispatchId, Due, InboundLookup, JobId, ListFilter, OptOuts,
-    PhoneNumber, ProviderMessageId, SafetyError, Store, StoreError, Tag, Timestamp,
+    ConflictReason, Dispatch, DispatchId, Due, HistoryPage, InboundLookup, JobId, ListFilter,
+    OptOuts, PhoneNumber, ProviderMessageId, SafetyError, Store, StoreError, Tag, Timestamp,
 };
 use rusqlite::{
     Connection, OptionalExtension, Params, TransactionBehavior, params, params_from_iter,
@@ -234,13 +234,23 @@ const UPDATE: &str = "UPDATE dispatches SET version = ?2, state = ?3, is_open = 
 // A save changes only the lookup rows that differ from what is stored (an
 // update usually changes none of a dispatch's inbound ids and adds one leg
 // id): every row rewritten is a page written to the WAL.
-pub(crate) const SELECT_INBOUND: &str = "SELECT sid FROM inbound_sids WHERE dispatch = ?1";
+pub(crate) const SELECT_INBOUND: &str =
+    "SELECT sid FROM inbound_sids WHERE dispatch = ?1 AND moved = 0";
+const MOVED_INBOUND: &str = "UPDATE inbound_sids SET moved = 1 WHERE sid = ?1 AND dispatch = ?2";
 const DELETE_INBOUND: &str = "DELETE FROM inbound_sids WHERE sid = ?1 AND dispatch = ?2";
 // Within one dispatch a sid may repeat; across dispatches the check above
 // has already refused the save.
 const INSERT_INBOUND: &str =
     "INSERT INTO inbound_sids (sid, dispatch) VALUES (?1, ?2) ON CONFLICT (sid) DO NOTHING";
-pub(crate) const SELECT_LEGS: &str = "SELECT sid FROM leg_sids WHERE dispatch = ?1";
+pub(crate) const SELECT_LEGS: &str = "SELECT sid FROM leg_sids WHERE dispatch = ?1 AND moved = 0";
+const MOVED_LEG: &str = "UPDATE leg_sids SET moved = 1 WHERE sid = ?1 AND dispatch = ?2";
+// A page never changes: writing it again writes the same thing.
+const INSERT_PAGE: &str =
+    "INSERT INTO history (dispatch, seq, page) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
+pub(crate) const HISTORY: &str = "SELECT page FROM history WHERE dispatch = ?1 ORDER BY seq";
+/// The lookups of moved entries (a mirror's load).
+const MOVED_SIDS: &str = "SELECT sid, dispatch, 0 FROM inbound_sids WHERE moved = 1 \
+     UNION ALL SELECT sid, dispatch, 1 FROM leg_sids WHERE moved = 1";
 const DELETE_LEG: &str = "DELETE FROM leg_sids WHERE sid = ?1 AND dispatch = ?2";
 // Provider ids are not a uniqueness rule of the port: the latest save wins,
 // as in the reference store.
@@ -273,8 +283,15 @@ pub(crate) struct Row {
     updated_at: i64,
     job_id: Option<String>,
     record: String,
+    /// The inbound ids of the record's thread, then of the entries moving
+    /// out in this save (the last `moved_inbound`).
     inbound: Vec<ProviderMessageId>,
+    moved_inbound: usize,
+    /// Likewise for the legs' provider ids.
     legs: Vec<String>,
+    moved_legs: usize,
+    /// The pages moving out in this save: `(seq, JSON)`.
+    pages: Vec<(i64, String)>,
     /// (dispatcher, last notified at); empty unless open.
     notified: Vec<(String, i64)>,
     /// What the file holds for this dispatch at version `expected`, when
@@ -331,6 +348,30 @@ impl Row {
             .map_err(|e| invalid(format!("cannot serialize the dispatch: {e}")))?;
         let is_open = d.state().is_open();
         let notified = if is_open { notified_of(d) } else { Vec::new() };
+        let pages = d.unsaved_pages();
+        let mut inbound: Vec<ProviderMessageId> = d.inbound_sids().cloned().collect();
+        let moved_inbound: Vec<ProviderMessageId> = pages
+            .iter()
+            .flat_map(|p| p.inbound_sids())
+            .cloned()
+            .collect();
+        let mut legs: Vec<String> = d.leg_sids().map(ToString::to_string).collect();
+        let moved_legs: Vec<String> = pages
+            .iter()
+            .flat_map(|p| p.leg_sids())
+            .map(ToString::to_string)
+            .collect();
+        let (n_in, n_legs) = (moved_inbound.len(), moved_legs.len());
+        inbound.extend(moved_inbound);
+        legs.extend(moved_legs);
+        let pages = pages
+            .iter()
+            .map(|p| {
+                serde_json::to_string(p)
+                    .map(|json| (i64::from(p.seq), json))
+                    .map_err(|e| invalid(format!("cannot serialize a history page: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             id,
             key: id.to_string(),
@@ -346,8 +387,11 @@ impl Row {
             updated_at: d.updated_at().as_millis(),
             job_id: d.job_id().map(|j| j.as_str().to_owned()),
             record,
-            inbound: d.inbound_sids().cloned().collect(),
-            legs: d.leg_sids().map(ToString::to_string).collect(),
+            inbound,
+            moved_inbound: n_in,
+            legs,
+            moved_legs: n_legs,
+            pages,
             notified,
             before: None,
         })
@@ -503,7 +547,28 @@ impl Row {
             self.legs.iter().map(String::as_str),
             self.before.as_ref().map(|b| &b.legs),
         )?;
-        self.sync_notified(tx)
+        self.sync_notified(tx)?;
+
+        // What moved out of the record: its pages, and its lookups marked
+        // so later saves, which no longer hold them, leave them.
+        if !self.pages.is_empty() {
+            let mut ins = tx.prepare_cached(INSERT_PAGE).map_err(error::map)?;
+            for (seq, page) in &self.pages {
+                ins.execute(params![self.key, seq, page])
+                    .map_err(error::map)?;
+            }
+            let mut moved = tx.prepare_cached(MOVED_INBOUND).map_err(error::map)?;
+            for sid in &self.inbound[self.inbound.len() - self.moved_inbound..] {
+                moved
+                    .execute([sid.as_str(), &self.key])
+                    .map_err(error::map)?;
+            }
+            let mut moved = tx.prepare_cached(MOVED_LEG).map_err(error::map)?;
+            for sid in &self.legs[self.legs.len() - self.moved_legs..] {
+                moved.execute([sid, &self.key]).map_err(error::map)?;
+            }
+        }
+        Ok(())
     }
 
     /// This dispatch's rows in a side table, `(sid → dispatch)`: a new
@@ -852,6 +917,25 @@ impl Store for SqliteStore {
         self.read(move |c| dispatches(c, BY_JOB, rusqlite::params![job, limit(n)]))
             .await
     }
+
+    async fn history(&self, id: DispatchId) -> Result<Vec<HistoryPage>, StoreError> {
+        let key = id.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(HISTORY).map_err(error::map)?;
+            let rows = stmt
+                .query_map([&key], |r| r.get::<_, String>(0))
+                .map_err(error::map)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let page = row.map_err(error::map)?;
+                out.push(serde_json::from_str(&page).map_err(|e| {
+                    StoreError::Corrupt(format!("a history page of {key} does not parse: {e}"))
+                })?);
+            }
+            Ok(out)
+        })
+        .await
+    }
 }
 
 impl SqliteStore {
@@ -885,6 +969,50 @@ impl SqliteStore {
                 "SELECT id, version, record FROM dispatches ORDER BY id",
                 [],
             )
+        })
+        .await
+    }
+
+    /// The message ids of every moved entry, inbound then legs, with their
+    /// dispatch (a mirror's load).
+    pub(crate) async fn load_moved(
+        &self,
+    ) -> Result<Vec<(DispatchId, Vec<ProviderMessageId>, Vec<ProviderMessageId>)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(MOVED_SIDS).map_err(error::map)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(error::map)?;
+            let mut by: std::collections::BTreeMap<
+                String,
+                (Vec<ProviderMessageId>, Vec<ProviderMessageId>),
+            > = std::collections::BTreeMap::new();
+            for row in rows {
+                let (sid, dispatch, leg) = row.map_err(error::map)?;
+                let sid: ProviderMessageId = sid.parse().map_err(|e| {
+                    StoreError::Corrupt(format!("a moved lookup of {dispatch}: {e}"))
+                })?;
+                let e = by.entry(dispatch).or_default();
+                if leg == 1 {
+                    e.1.push(sid)
+                } else {
+                    e.0.push(sid)
+                }
+            }
+            by.into_iter()
+                .map(|(id, (inbound, legs))| {
+                    let id: DispatchId = id.parse().map_err(|e| {
+                        StoreError::Corrupt(format!("a moved lookup's dispatch {id}: {e}"))
+                    })?;
+                    Ok((id, inbound, legs))
+                })
+                .collect()
         })
         .await
     }

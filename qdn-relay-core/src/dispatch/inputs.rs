@@ -198,11 +198,18 @@ impl Dispatch {
         r: DeliveryReport,
         fx: &mut Fx<'_>,
     ) -> Result<(), InputError> {
-        let i = self
+        let Some(i) = self
             .legs
             .iter()
             .position(|l| l.sid.as_ref() == Some(&r.sid))
-            .ok_or_else(|| InputError::UnknownMessage(r.sid.clone()))?;
+        else {
+            // A store finds a dispatch by the ids of its moved legs too: a
+            // late report for one of them changes nothing.
+            if self.history.legs > 0 {
+                return Ok(());
+            }
+            return Err(InputError::UnknownMessage(r.sid));
+        };
         let leg = &mut self.legs[i];
         if leg.status.is_failure() || r.status.rank() <= leg.status.rank() {
             return Ok(()); // duplicate or out-of-order report: status only moves forward
@@ -262,10 +269,10 @@ impl Dispatch {
         fx: &mut Fx<'_>,
     ) -> Result<(), InputError> {
         if !self.legs.iter().any(|l| l.sid.as_ref() == Some(&r.sid)) {
-            let l = self
-                .legs
-                .get_mut(leg as usize)
-                .ok_or(InputError::UnknownLeg(leg))?;
+            let Some(p) = self.leg_pos(leg)? else {
+                return Ok(()); // moved out: settled long ago
+            };
+            let l = &mut self.legs[p];
             let early = l.sid.is_none()
                 && matches!(l.status, DeliveryStatus::Pending | DeliveryStatus::Unknown);
             if !early {
@@ -298,8 +305,10 @@ impl Dispatch {
         result: Result<SendReceipt, SendError>,
         fx: &mut Fx<'_>,
     ) -> Result<(), InputError> {
-        let i = leg as usize;
-        let l = self.legs.get(i).ok_or(InputError::UnknownLeg(leg))?;
+        let Some(i) = self.leg_pos(leg)? else {
+            return Ok(()); // moved out: it was settled
+        };
+        let l = &self.legs[i];
         let fresh = match &result {
             Ok(_) => l.sid.is_none(),
             Err(_) => l.status == DeliveryStatus::Pending,
@@ -439,7 +448,7 @@ impl Dispatch {
             && !self.legs.iter().any(waiting)
         {
             let leg = hold.leg;
-            let via = self.legs.get(leg as usize).and_then(|l| l.via.clone());
+            let via = self.leg(leg).and_then(|l| l.via.clone());
             self.carrier_hold = None;
             self.emit(now, fx, EventKind::CarriersRecovered { leg, via });
         }
@@ -484,8 +493,10 @@ impl Dispatch {
         until: Timestamp,
         fx: &mut Fx<'_>,
     ) -> Result<(), InputError> {
-        let i = leg as usize;
-        let l = self.legs.get(i).ok_or(InputError::UnknownLeg(leg))?;
+        let Some(i) = self.leg_pos(leg)? else {
+            return Ok(()); // moved out: it was settled
+        };
+        let l = &self.legs[i];
         if l.status != DeliveryStatus::Pending {
             return Ok(());
         }
@@ -512,8 +523,10 @@ impl Dispatch {
         reason: SkipReason,
         fx: &mut Fx<'_>,
     ) -> Result<(), InputError> {
-        let i = leg as usize;
-        let l = self.legs.get(i).ok_or(InputError::UnknownLeg(leg))?;
+        let Some(i) = self.leg_pos(leg)? else {
+            return Ok(()); // moved out: it was settled
+        };
+        let l = &self.legs[i];
         if l.status != DeliveryStatus::Pending {
             return Ok(());
         }

@@ -157,13 +157,19 @@ fn walk(
     }
     let thread = d.thread();
     let legs = d.legs();
+    // The cursor counts from the dispatch's first entry; the record keeps
+    // entries from `moved` on. Entries move out only once the job has
+    // them, or before the dispatch had a job (those are not owed).
+    let (thread_moved, legs_moved) = (d.history.thread, d.history.legs);
+    cur.thread = cur.thread.max(thread_moved);
+    cur.legs = cur.legs.max(legs_moved);
     // Merge received texts and settled legs by time; a pending leg holds
     // back the legs after it (their order matters to the log), not the
     // received texts.
     loop {
-        let next_in = thread.get(cur.thread as usize);
+        let next_in = thread.get((cur.thread - thread_moved) as usize);
         let next_leg = legs
-            .get(cur.legs as usize)
+            .get((cur.legs - legs_moved) as usize)
             .filter(|l| l.status != DeliveryStatus::Pending);
         let take_leg = match (next_in, next_leg) {
             (None, None) => break,
@@ -177,7 +183,7 @@ fn walk(
             },
         };
         if take_leg {
-            let i = cur.legs as usize;
+            let i = (cur.legs - legs_moved) as usize;
             let leg = &legs[i];
             if !was_sent(leg) {
                 cur.legs += 1;
@@ -194,7 +200,7 @@ fn walk(
             cur.legs += 1;
             visit(Owed::Sent(i), &cur);
         } else {
-            let i = cur.thread as usize;
+            let i = (cur.thread - thread_moved) as usize;
             let e = &thread[i];
             cur.thread += 1;
             if let (Direction::Inbound, Some(_), Actor::Phone(_)) = (e.direction, &e.sid, &e.from) {

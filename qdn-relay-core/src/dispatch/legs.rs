@@ -94,7 +94,7 @@ impl Dispatch {
             self.ignored(now, fx, &format!("not texted: {to} {reason}"));
             return None;
         }
-        let index = self.legs.len() as u32;
+        let index = self.next_leg_index();
         self.legs.push(Leg {
             index,
             to,
@@ -111,13 +111,13 @@ impl Dispatch {
             error_class: None,
             skipped: None,
             deferrals: 0,
-            after_thread: Some(self.thread.len() as u32),
+            after_thread: Some(self.next_thread_pos()),
             via: None,
             carrier_waits: 0,
             held: false,
             avoid: Vec::new(),
         });
-        let msg = self.outbound(index as usize);
+        let msg = self.outbound(self.legs.len() - 1);
         fx.out.push(Effect::Send(msg));
         Some(index)
     }
@@ -163,7 +163,7 @@ impl Dispatch {
             l.body.clone(),
             via.carrier.clone(),
         );
-        let index = self.legs.len() as u32;
+        let index = self.next_leg_index();
         self.legs.push(Leg {
             index,
             to,
@@ -198,7 +198,7 @@ impl Dispatch {
             degraded_until: None,
         };
         self.emit(now, fx, EventKind::CarrierSkipped { leg: old, skip });
-        let msg = self.outbound(index as usize);
+        let msg = self.outbound(self.legs.len() - 1);
         fx.out.push(Effect::Send(msg));
         true
     }
@@ -394,9 +394,10 @@ impl Dispatch {
     }
 
     pub(super) fn was_notified(&self, n: PhoneNumber) -> bool {
-        self.legs
-            .iter()
-            .any(|l| l.to == n && matches!(l.purpose, Purpose::Forward { .. } | Purpose::FollowUp))
+        self.history.notified.iter().any(|(m, _)| *m == n)
+            || self.legs.iter().any(|l| {
+                l.to == n && matches!(l.purpose, Purpose::Forward { .. } | Purpose::FollowUp)
+            })
     }
 
     /// Whether a dispatcher may be texted: not the customer, and nothing
@@ -418,9 +419,10 @@ impl Dispatch {
         }
     }
 
-    /// The message to send for a leg (used by the outbox).
+    /// The message to send for a leg (used by the outbox), while the
+    /// record keeps the leg.
     pub fn outbound_for(&self, leg: u32) -> Option<OutboundMessage> {
-        ((leg as usize) < self.legs.len()).then(|| self.outbound(leg as usize))
+        self.leg_pos(leg).ok().flatten().map(|p| self.outbound(p))
     }
 }
 

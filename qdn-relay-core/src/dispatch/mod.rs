@@ -13,7 +13,9 @@
 //! - `preview`: what the state machine would do, computed on copies
 //!   (the next step, who holds a dispatch, the on-call preview);
 //! - `timer`: the timer table (level deadline, outbox retry, job-sync
-//!   retry) behind [`Dispatch::next_deadline`].
+//!   retry) behind [`Dispatch::next_deadline`];
+//! - `history`: what moves out of the record as it grows, into
+//!   [`HistoryPage`]s.
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ use crate::policy::Policy;
 use crate::record::{Ack, Direction, Leg, Purpose, State, ThreadEntry};
 use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Timestamp};
 
+mod history;
 mod inputs;
 mod job_sync;
 mod legs;
@@ -34,13 +37,14 @@ mod steps;
 mod text;
 mod timer;
 
+pub use history::{HIGH_BYTES, HIGH_ENTRIES, History, HistoryPage, LOW_BYTES, LOW_ENTRIES};
 pub(crate) use job_sync::JobItem;
 pub use job_sync::{JOB_RETRY_MAX, JOB_RETRY_MIN, JOB_SYNC_GRACE, JobSync};
 pub use legs::{MAX_SEND_ATTEMPTS, OUTBOX_GRACE};
 pub use preview::{Step, first_step, first_steps};
 
-/// How many events a dispatch keeps in its own history (older ones are
-/// dropped from the dispatch, never from the event sink).
+/// How many events a dispatch's record keeps before the older half moves
+/// out into a [`HistoryPage`] (every event also goes to the event sink).
 pub const MAX_KEPT_EVENTS: usize = 256;
 
 /// Why an input was refused. A refused input changes nothing.
@@ -150,8 +154,14 @@ pub struct Dispatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     carrier_hold: Option<CarrierHold>,
     events: Vec<RelayEvent>,
-    #[serde(default)]
+    /// Events dropped by records written before events moved out.
+    #[serde(default, skip_serializing_if = "is_zero")]
     events_dropped: u32,
+    /// What moved out of the record (see `history.rs`).
+    #[serde(default, skip_serializing_if = "History::is_empty")]
+    history: History,
+    #[serde(skip)]
+    unsaved: history::Unsaved,
     /// The outbox's timer: the earliest retry of a pending leg. Records
     /// written before it was kept carry the earliest of all the deadlines
     /// as `deadline`: read here, it is an early bound (a timeout at it
@@ -206,6 +216,8 @@ impl Dispatch {
             carrier_hold: None,
             events: Vec::with_capacity(4),
             events_dropped: 0,
+            history: History::default(),
+            unsaved: history::Unsaved::default(),
             outbox_at: None,
             version: 0,
         };
@@ -297,10 +309,6 @@ impl Dispatch {
             tag: self.tag,
             kind,
         };
-        if self.events.len() >= MAX_KEPT_EVENTS {
-            self.events.remove(0);
-            self.events_dropped += 1;
-        }
         self.events.push(ev.clone());
         fx.out.push(Effect::Publish(ev));
     }
@@ -324,6 +332,7 @@ impl Dispatch {
         // that is finished by a sweep after the grace.
         self.owe_job_sync(now);
         self.reset_outbox_timer();
+        self.move_out();
     }
 
     // ----- getters --------------------------------------------------------
@@ -385,13 +394,20 @@ impl Dispatch {
             None
         }
     }
-    /// The conversation.
+    /// The conversation, as far as the record keeps it: the entries from
+    /// position [`History::thread`] on (older ones moved out into
+    /// [`HistoryPage`]s).
     pub fn thread(&self) -> &[ThreadEntry] {
         &self.thread
     }
-    /// Every outbound text.
+    /// The outbound texts the record keeps: from index [`History::legs`]
+    /// on (older settled ones moved out into [`HistoryPage`]s).
     pub fn legs(&self) -> &[Leg] {
         &self.legs
+    }
+    /// Leg `index`, if the record keeps it.
+    pub fn leg(&self, index: u32) -> Option<&Leg> {
+        self.leg_pos(index).ok().flatten().map(|p| &self.legs[p])
     }
     /// The ack, if any.
     pub fn ack(&self) -> Option<&Ack> {
@@ -425,13 +441,20 @@ impl Dispatch {
     pub fn carrier_hold(&self) -> Option<&CarrierHold> {
         self.carrier_hold.as_ref()
     }
-    /// Its recent events (at most [`MAX_KEPT_EVENTS`]).
+    /// Its recent events (at most [`MAX_KEPT_EVENTS`]; older ones moved
+    /// out into [`HistoryPage`]s).
     pub fn events(&self) -> &[RelayEvent] {
         &self.events
     }
-    /// How many older events were dropped from [`Dispatch::events`].
+    /// How many older events records written by earlier versions dropped
+    /// (since events move out instead, it no longer grows).
     pub fn events_dropped(&self) -> u32 {
         self.events_dropped
+    }
+    /// How many events the dispatch ever kept: moved out, dropped by
+    /// earlier versions, and in the record.
+    pub fn events_total(&self) -> usize {
+        self.history.events as usize + self.events_dropped as usize + self.events.len()
     }
     /// The earliest time something is due: the level's timeout while open,
     /// a pending send's retry, or a job-sync retry (see the timer table in
@@ -450,32 +473,27 @@ impl Dispatch {
     pub fn set_version(&mut self, v: u64) {
         self.version = v;
     }
-    /// Inbound message ids of every text in the thread.
+    /// Inbound message ids of the texts in the record's thread (a store
+    /// keeps those of moved entries too: see
+    /// [`HistoryPage::inbound_sids`]).
     pub fn inbound_sids(&self) -> impl Iterator<Item = &ProviderMessageId> {
         self.thread.iter().filter_map(|e| e.sid.as_ref())
     }
-    /// Provider ids of every outbound text.
+    /// Provider ids of the outbound texts in the record (a store keeps
+    /// those of moved legs too: see [`HistoryPage::leg_sids`]).
     pub fn leg_sids(&self) -> impl Iterator<Item = &ProviderMessageId> {
         self.legs.iter().filter_map(|l| l.sid.as_ref())
     }
     /// Dispatchers who were texted about this dispatch (forwards and
     /// follow-ups), each once, in order.
     pub fn notified(&self) -> Vec<PhoneNumber> {
-        let mut out = Vec::new();
-        for l in &self.legs {
-            if matches!(l.purpose, Purpose::Forward { .. } | Purpose::FollowUp)
-                && !out.contains(&l.to)
-            {
-                out.push(l.to);
-            }
-        }
-        out
+        self.notified_at().into_iter().map(|(n, _)| n).collect()
     }
     /// Each dispatcher of [`Dispatch::notified`], in the same order, with
     /// the last time they were texted about this dispatch (what the
     /// stores index "by dispatcher").
     pub fn notified_at(&self) -> Vec<(PhoneNumber, Timestamp)> {
-        let mut out: Vec<(PhoneNumber, Timestamp)> = Vec::new();
+        let mut out: Vec<(PhoneNumber, Timestamp)> = self.history.notified.clone();
         for l in &self.legs {
             if matches!(l.purpose, Purpose::Forward { .. } | Purpose::FollowUp) {
                 match out.iter_mut().find(|(n, _)| *n == l.to) {
@@ -488,6 +506,12 @@ impl Dispatch {
     }
     /// The last time `n` was texted about this dispatch.
     pub fn last_notified_at(&self, n: PhoneNumber) -> Option<Timestamp> {
+        let moved = self
+            .history
+            .notified
+            .iter()
+            .find(|(m, _)| *m == n)
+            .map(|(_, at)| *at);
         self.legs
             .iter()
             .filter(|l| {
@@ -495,7 +519,12 @@ impl Dispatch {
             })
             .map(|l| l.created_at)
             .max()
+            .max(moved)
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What the unit tests of the state machine start from.

@@ -14,9 +14,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::dispatch::Dispatch;
+use crate::dispatch::{Dispatch, HIGH_BYTES, HIGH_ENTRIES, HistoryPage};
 use crate::event::Effect;
-use crate::input::{DashboardAction, InboundText, Input};
+use crate::input::{
+    DashboardAction, DeliveryReport, DeliveryStatus, InboundText, Input, RouteReason,
+};
 use crate::policy::Policy;
 use crate::ports::{ConflictReason, InboundLookup, ListFilter, Store, StoreError};
 use crate::record::State;
@@ -42,6 +44,7 @@ pub const CASES: &[&str] = &[
     "by_job_newest_first_and_follows_links",
     "first_free_tag_skips_open_tags_only",
     "inbound_lookup_agrees_with_the_single_lookups",
+    "moved_entries_keep_their_lookups_and_pages",
 ];
 
 const T0: i64 = 1_767_603_600_000;
@@ -746,6 +749,220 @@ pub async fn inbound_lookup_agrees_with_the_single_lookups<S: Store + ?Sized>(s:
     );
 }
 
+/// A long conversation on dispatch `d` (opened by [`fixture`], unsaved),
+/// saved every `save_every` texts: the primary replies to the first text
+/// (an ack) and to every tenth after it, every leg is accepted and
+/// delivered. Returns the inbound ids in order, and the provider ids of
+/// the legs.
+async fn converse<S: Store + ?Sized>(
+    s: &S,
+    d: &mut Dispatch,
+    texts: usize,
+    save_every: usize,
+) -> (Vec<ProviderMessageId>, Vec<ProviderMessageId>) {
+    let mut inbound = vec![sid("SMin1")];
+    let mut leg_sids = Vec::new();
+    let mut expected = 0;
+    let mut at = 0;
+    let text = |sid: ProviderMessageId, from: &str, body: String| InboundText {
+        sid,
+        from: n(from),
+        to: n(LINE),
+        body,
+        media: vec![],
+    };
+    for i in 1..texts {
+        at += 1;
+        let t = |d: &mut Dispatch, at: i64, input: Input| {
+            d.handle(Timestamp::from_millis(T0 + at * 1000), input)
+                .unwrap_or_else(|e| panic!("text {i}: {e}"));
+        };
+        // Accept and deliver what is pending.
+        let pending: Vec<u32> = d
+            .legs()
+            .iter()
+            .filter(|l| l.sid.is_none() && l.status == DeliveryStatus::Pending)
+            .map(|l| l.index)
+            .collect();
+        for leg in pending {
+            let ls = sid(&format!("SMleg{leg}"));
+            t(
+                d,
+                at,
+                Input::SendOutcome {
+                    leg,
+                    result: Ok(ls.clone().into()),
+                },
+            );
+            t(
+                d,
+                at,
+                Input::Delivery(DeliveryReport {
+                    sid: ls.clone(),
+                    status: DeliveryStatus::Delivered,
+                    error: None,
+                }),
+            );
+            leg_sids.push(ls);
+        }
+        let in_sid = sid(&format!("SMin{}", i + 1));
+        if i % 10 == 1 {
+            let body = format!("on it, reply {i}");
+            t(
+                d,
+                at,
+                Input::DispatcherText {
+                    text: text(in_sid.clone(), PRIMARY, body),
+                    route: RouteReason::Only,
+                },
+            );
+        } else {
+            let body = format!("text {i}: the sink is still leaking, please come");
+            t(
+                d,
+                at,
+                Input::CustomerText(text(in_sid.clone(), CUSTOMER_LONG, body)),
+            );
+        }
+        inbound.push(in_sid);
+        if i % save_every == 0 || i + 1 == texts {
+            d.set_version(expected + 1);
+            must_save(s, d, expected).await;
+            d.pages_saved();
+            expected += 1;
+        }
+    }
+    (inbound, leg_sids)
+}
+
+/// The customer of [`converse`].
+const CUSTOMER_LONG: &str = "+16195550100";
+
+/// Checks a dispatch saved by [`converse`]: its record stays small, every
+/// text is in its whole status, in order, and the lookups of moved
+/// entries still find it.
+async fn check_conversation<S: Store + ?Sized>(
+    s: &S,
+    id: DispatchId,
+    inbound: &[ProviderMessageId],
+    leg_sids: &[ProviderMessageId],
+) -> (Dispatch, Vec<HistoryPage>) {
+    let got = must_get(s, id).await;
+    let record = serde_json::to_string(&got).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        got.thread().len() <= HIGH_ENTRIES && got.legs().len() <= HIGH_ENTRIES,
+        "the record keeps at most {HIGH_ENTRIES} entries: {} texts, {} legs",
+        got.thread().len(),
+        got.legs().len()
+    );
+    assert!(
+        record.len() < 2 * HIGH_BYTES + 64 * 1024,
+        "the record stays small: {} bytes",
+        record.len()
+    );
+    let pages = s
+        .history(id)
+        .await
+        .unwrap_or_else(|e| panic!("history of {id}: {e}"));
+    assert_eq!(
+        pages.len(),
+        got.history().pages as usize,
+        "every page is kept"
+    );
+    for (i, p) in pages.iter().enumerate() {
+        assert_eq!(p.seq as usize, i, "pages come by seq");
+    }
+    let status = got.status_with(&pages);
+    assert_eq!((status.thread_from, status.legs_from), (0, 0), "whole");
+    let sids: Vec<&ProviderMessageId> = status
+        .thread
+        .iter()
+        .filter_map(|e| e.sid.as_ref())
+        .collect();
+    assert_eq!(sids.len(), inbound.len(), "every text is in the status");
+    assert!(sids.iter().zip(inbound).all(|(a, b)| *a == b), "in order");
+    for (i, l) in status.legs.iter().enumerate() {
+        assert_eq!(l.index as usize, i, "every leg, in order");
+    }
+    for sid in [
+        inbound.first(),
+        inbound.get(inbound.len() / 2),
+        inbound.last(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let found = s
+            .by_inbound_sid(sid)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            found.map(|d| d.id()),
+            Some(id),
+            "a moved text still finds {id}: {sid}"
+        );
+    }
+    for sid in [leg_sids.first(), leg_sids.last()].into_iter().flatten() {
+        let found = s.by_leg_sid(sid).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            found.map(|d| d.id()),
+            Some(id),
+            "a moved leg still finds {id}: {sid}"
+        );
+    }
+    (got, pages)
+}
+
+/// A conversation longer than a record keeps: the oldest entries move out
+/// into pages that `history` returns, in order; moved message ids still
+/// find the dispatch, and another dispatch cannot take one; a late report
+/// for a moved leg changes nothing.
+pub async fn moved_entries_keep_their_lookups_and_pages<S: Store + ?Sized>(s: &S) {
+    let mut d = fixture(1, "K7", CUSTOMER_LONG, "SMin1", 0);
+    d.set_version(0);
+    let (inbound, legs) = converse(s, &mut d, 150, 1).await;
+    let (mut got, _) = check_conversation(s, d.id(), &inbound, &legs).await;
+    assert!(
+        got.history().thread > 0 && got.history().legs > 0,
+        "entries moved"
+    );
+    assert_eq!(
+        s.history(DispatchId::from_u128(999))
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        Vec::new(),
+        "an unknown dispatch has no history"
+    );
+    let clash = fixture(2, "B3", "+16195550111", inbound[1].as_str(), 400);
+    let reason = assert_conflict(s.save(&clash, 0).await, "a moved inbound id taken again");
+    assert_eq!(reason, ConflictReason::InboundSid(inbound[1].clone()));
+    let fx = got
+        .handle(
+            Timestamp::from_millis(T0 + 500_000),
+            Input::Delivery(DeliveryReport {
+                sid: legs[0].clone(),
+                status: DeliveryStatus::Failed,
+                error: None,
+            }),
+        )
+        .unwrap_or_else(|e| panic!("a late report for a moved leg: {e}"));
+    assert!(
+        fx.is_empty(),
+        "a late report for a moved leg changes nothing"
+    );
+}
+
+/// [`moved_entries_keep_their_lookups_and_pages`] at scale: a dispatch
+/// with `texts` texts (10,000 for the check), saved every
+/// `save_every` texts, keeps a small record and loses nothing. Returns it
+/// as stored.
+pub async fn many_texts<S: Store + ?Sized>(s: &S, texts: usize, save_every: usize) -> Dispatch {
+    let mut d = fixture(1, "K7", CUSTOMER_LONG, "SMin1", 0);
+    d.set_version(0);
+    let (inbound, legs) = converse(s, &mut d, texts, save_every).await;
+    check_conversation(s, d.id(), &inbound, &legs).await.0
+}
+
 /// Runs every case against fresh stores from `make` (for stores that
 /// prefer one test over many).
 pub async fn run_all<S, F, Fut>(make: F)
@@ -772,6 +989,7 @@ where
     by_job_newest_first_and_follows_links(&make().await).await;
     first_free_tag_skips_open_tags_only(&make().await).await;
     inbound_lookup_agrees_with_the_single_lookups(&make().await).await;
+    moved_entries_keep_their_lookups_and_pages(&make().await).await;
 }
 
 /// Generates one `#[tokio::test]` per contract case. `$make` is an
@@ -798,7 +1016,8 @@ macro_rules! store_contract_tests {
             round_trip_preserves_everything,
             by_job_newest_first_and_follows_links,
             first_free_tag_skips_open_tags_only,
-            inbound_lookup_agrees_with_the_single_lookups
+            inbound_lookup_agrees_with_the_single_lookups,
+            moved_entries_keep_their_lookups_and_pages
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::{
-    ConflictReason, Dispatch, DispatchId, Due, InboundLookup, JobId, ListFilter, PhoneNumber,
-    ProviderMessageId, Store, StoreError, Tag, Timestamp,
+    ConflictReason, Dispatch, DispatchId, Due, HistoryPage, InboundLookup, JobId, ListFilter,
+    PhoneNumber, ProviderMessageId, Store, StoreError, Tag, Timestamp,
 };
 
 /// What one [`Store`] method was asked, counted by [`CountingStore`].
@@ -289,6 +289,16 @@ impl<S: Store> Store for CountingStore<S> {
             None => self.inner.by_job(job, limit).await,
         };
         self.record("by_job", t, &r, |v| !v.is_empty());
+        r
+    }
+
+    async fn history(&self, id: DispatchId) -> Result<Vec<HistoryPage>, StoreError> {
+        let t = Instant::now();
+        let r = match self.fault("history") {
+            Some(e) => Err(e),
+            None => self.inner.history(id).await,
+        };
+        self.record("history", t, &r, |v| !v.is_empty());
         r
     }
 }

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use qdn_relay_core::{
-    Clock, DashboardAction, Dispatch, DispatchId, Due, InboundLookup, InboundText, Input, JobId,
-    ListFilter, ManualClock, MemoryStore, OutboundMessage, Outcome, PhoneNumber, Policy,
-    ProviderMessageId, Relay, SendError, SendReceipt, SmsProvider, State, Store, StoreError, Tag,
-    Timestamp,
+    Clock, DashboardAction, Dispatch, DispatchId, Due, HistoryPage, InboundLookup, InboundText,
+    Input, JobId, ListFilter, ManualClock, MemoryStore, OutboundMessage, Outcome, PhoneNumber,
+    Policy, ProviderMessageId, Relay, SendError, SendReceipt, SmsProvider, State, Store,
+    StoreError, Tag, Timestamp,
 };
 
 fn n(s: &str) -> PhoneNumber {
@@ -147,6 +147,11 @@ impl Store for Counting {
     async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
         self.count("by_job");
         self.inner.by_job(job, limit).await
+    }
+
+    async fn history(&self, id: DispatchId) -> Result<Vec<HistoryPage>, StoreError> {
+        self.count("history");
+        self.inner.history(id).await
     }
 }
 

@@ -22,8 +22,8 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use qdn_relay_core::testing::RecordingProvider;
 use qdn_relay_core::testing::contract::fixture;
 use qdn_relay_core::{
-    Dispatch, DispatchId, Due, InboundText, JobId, ListFilter, ManualClock, Outcome, PhoneNumber,
-    Policy, ProviderMessageId, Relay, Store, StoreError, Tag, Timestamp,
+    Dispatch, DispatchId, Due, HistoryPage, InboundText, JobId, ListFilter, ManualClock, Outcome,
+    PhoneNumber, Policy, ProviderMessageId, Relay, Store, StoreError, Tag, Timestamp,
 };
 use qdn_relay_dynamo::{DynamoConfig, DynamoStore, create_table};
 
@@ -189,6 +189,10 @@ impl Store for Defaults {
     }
     async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
         self.0.by_job(job, limit).await
+    }
+
+    async fn history(&self, id: DispatchId) -> Result<Vec<HistoryPage>, StoreError> {
+        self.0.history(id).await
     }
 }
 

@@ -19,8 +19,8 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, PutRequest, ScalarAttributeType, TimeToLiveSpecification, WriteRequest,
 };
 use qdn_relay_core::{
-    Admission, Dispatch, DispatchId, Due, InboundLookup, JobId, ListFilter, OptOuts, PhoneNumber,
-    ProviderMessageId, Rate, RateKey, RateLimiter, Store, StoreError, Tag, Timestamp,
+    Admission, Dispatch, DispatchId, Due, HistoryPage, InboundLookup, JobId, ListFilter, OptOuts,
+    PhoneNumber, ProviderMessageId, Rate, RateKey, RateLimiter, Store, StoreError, Tag, Timestamp,
 };
 use qdn_relay_dynamo::{DynamoConfig, DynamoStore, IndexNames, wait_until_active};
 
@@ -511,6 +511,10 @@ impl Store for Watched {
         let r = self.inner.by_job(job, limit).await;
         self.many("by_job", &r);
         r
+    }
+
+    async fn history(&self, id: DispatchId) -> Result<Vec<HistoryPage>, StoreError> {
+        self.inner.history(id).await
     }
 }
 

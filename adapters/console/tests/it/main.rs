@@ -658,3 +658,48 @@ async fn pages_poll_where_there_is_no_event_stream() {
         assert_eq!(r.status(), expected);
     }
 }
+
+/// A long conversation: the page shows what the record keeps and says how
+/// much moved to the dispatch's history, with a link to the whole
+/// timeline, which has the first text again.
+#[tokio::test]
+async fn a_long_conversation_links_to_its_whole_timeline() {
+    let app = app().await;
+    let d = app.text(1, "Need a dumpster").await;
+    app.relay
+        .inbound(InboundText {
+            sid: format!("SM{:032x}", 2).parse().expect("sid"),
+            from: n(PRIMARY),
+            to: n(LINE),
+            body: "on my way".into(),
+            media: Vec::new(),
+        })
+        .await
+        .expect("the primary's reply");
+    for i in 3..160 {
+        app.text(i, &format!("still waiting {i}")).await;
+    }
+    let d = app.dispatch(d.id().to_string()).await;
+    assert!(d.history().thread > 0, "texts moved out of the record");
+    let cookie = app.sign_in("ana").await;
+    let path = format!("/console/dispatches/{}", d.id());
+    let (html, _) = app.page(&path, &cookie).await;
+    assert!(!html.contains("Need a dumpster"), "the record's texts only");
+    assert!(html.contains("still waiting 159"), "the latest text");
+    assert!(
+        html.contains(&format!(
+            "{} earlier texts and {} earlier sent texts are in the dispatch's history",
+            d.history().thread,
+            d.history().legs
+        )),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("{path}?history=all")),
+        "a link to it"
+    );
+    let (whole, _) = app.page(&format!("{path}?history=all"), &cookie).await;
+    assert!(whole.contains("Need a dumpster"), "the first text");
+    assert!(whole.contains("still waiting 3<") || whole.contains("still waiting 3 "));
+    assert!(!whole.contains("earlier texts and"), "nothing left out");
+}

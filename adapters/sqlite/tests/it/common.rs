@@ -113,6 +113,13 @@ impl<S: Store> Store for FileStore<S> {
     ) -> Result<Vec<Dispatch>, StoreError> {
         self.store.by_job(job, limit).await
     }
+
+    async fn history(
+        &self,
+        id: qdn_relay_core::DispatchId,
+    ) -> Result<Vec<qdn_relay_core::HistoryPage>, StoreError> {
+        self.store.history(id).await
+    }
 }
 
 /// Far in the future: every deadline is due.
