@@ -844,3 +844,52 @@ async fn jobs_every_change_to_a_dispatch_publishes_an_event() {
     assert_eq!(d.job_sync().and_then(|s| s.retry_at), None, "paused");
     check(&sim, &mut seen, "the pause");
 }
+
+/// A long conversation during a job-system outage: nothing the job has not
+/// recorded moves out of the dispatch's record; once the job system is
+/// back, the job gets every text once, and the next change moves the old
+/// entries out.
+#[tokio::test]
+async fn a_long_conversation_reaches_its_job_whole_after_an_outage() {
+    let c = cast();
+    let sim = Simulation::with_jobs(c.line, policy(&c));
+    let j = job("dumpster-8");
+    sim.jobs.open_job(c.line, c.customer, j.clone());
+    sim.customer_texts(c.customer, "first").await.expect("text");
+    sim.dispatcher_texts(c.primary, "on it").await.expect("ack");
+    sim.jobs.set_down(true);
+    for i in 0..150 {
+        sim.customer_texts(c.customer, &format!("text {i:03}"))
+            .await
+            .expect("text");
+    }
+    let d = only(&sim);
+    assert!(
+        d.thread().len() >= 150 && d.history().thread <= 3,
+        "what the job lacks stays in the record: {} kept, {} moved",
+        d.thread().len(),
+        d.history().thread
+    );
+    sim.jobs.set_down(false);
+    sim.advance(30 * MIN).await.expect("sweep");
+    let record = sim.jobs.job(&j).expect("job");
+    for i in 0..150 {
+        let body = format!("text {i:03}");
+        let n = record
+            .messages
+            .iter()
+            .filter(|m| m.body.contains(&body))
+            .count();
+        assert!(n >= 1, "{body} reached the job");
+    }
+    assert_eq!(sim.jobs.repeated_keys(), 0, "none twice");
+    sim.customer_texts(c.customer, "one more")
+        .await
+        .expect("text");
+    let d = only(&sim);
+    assert!(
+        d.thread().len() <= qdn_relay_core::HIGH_ENTRIES && d.history().thread > 0,
+        "then the old entries move out: {} kept",
+        d.thread().len()
+    );
+}

@@ -551,6 +551,53 @@ async fn status_json_by_id_tag_and_message_sid_with_seed_fields() {
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
 }
 
+/// A conversation longer than the record keeps: the status JSON is whole
+/// (the first text and every leg are there, found by a moved text's
+/// MessageSid too), and the list says where each record starts.
+#[tokio::test]
+async fn the_status_of_a_long_conversation_is_whole() {
+    let app = app();
+    inbound(&app, 1, CUSTOMER, "Need a dumpster").await;
+    inbound(&app, 2, PRIMARY, "on my way").await;
+    for i in 3..150 {
+        let (s, _) = inbound(&app, i, CUSTOMER, &format!("still waiting {i}")).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let d = app.store.all()[0].clone();
+    assert!(d.history().thread > 0, "texts moved out of the record");
+    let (s, b, _) = send(
+        &app,
+        dash("GET", &format!("/sms/dispatch-status/{}", sid(1)), None),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: Value = serde_json::from_str(&b).expect("json");
+    assert_eq!(v["body"], "Need a dumpster");
+    assert_eq!(v["message_id"], sid(1));
+    let thread = v["thread"].as_array().expect("thread");
+    let texts = thread.iter().filter(|e| e["sid"].is_string()).count();
+    assert_eq!(texts, 149, "every text");
+    assert_eq!(thread[0]["body"], "Need a dumpster");
+    assert_eq!(
+        (v["thread_from"].as_u64(), v["legs_from"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let legs = v["legs"].as_array().expect("legs");
+    assert_eq!(legs.len() as u32, d.history().legs + d.legs().len() as u32);
+    let (s, b, _) = send(&app, dash("GET", "/sms/dispatches?status=all", None)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: Value = serde_json::from_str(&b).expect("json");
+    let listed = &v["dispatches"][0];
+    assert_eq!(
+        listed["thread_from"].as_u64(),
+        Some(u64::from(d.history().thread))
+    );
+    assert_eq!(
+        listed["body"], "Need a dumpster",
+        "the first text, kept aside"
+    );
+}
+
 #[tokio::test]
 async fn status_by_job_id_links_the_jobs_other_dispatches_and_lists_by_job() {
     let jobs = Arc::new(MemoryJobs::new());
