@@ -131,7 +131,11 @@ pub struct ChangeFeed {
     endpoint: String,
     stream_arn: String,
     partition_key: String,
+    sort_key: String,
     dispatch_prefix: String,
+    /// The sort key of dispatch items (their partition also holds their
+    /// history pages, which carry no events to publish).
+    dispatch_sk: String,
     poll: Duration,
     /// The shards followed, and where in each.
     iterators: HashMap<String, String>,
@@ -225,7 +229,9 @@ impl DynamoStore {
             endpoint,
             stream_arn: arn,
             partition_key: config.partition_key.clone(),
+            sort_key: config.sort_key.clone(),
             dispatch_prefix: format!("{}D#", config.key_prefix),
+            dispatch_sk: format!("{}D", config.key_prefix),
             poll: POLL_INTERVAL,
             iterators: HashMap::new(),
         };
@@ -481,14 +487,15 @@ impl ChangeFeed {
 
     /// The events a stream record adds: those of the new image's dispatch
     /// that the old image's did not hold. Anything that is not a dispatch
-    /// item of this store (lookup items, opt-outs, an application's items)
-    /// adds none; a record that does not decode is logged and adds none.
+    /// item of this store (history pages, lookup items, opt-outs, an
+    /// application's items) adds none; a record that does not decode is logged and adds none.
     fn events_of(&self, record: &Value) -> Vec<RelayEvent> {
         let images = &record["dynamodb"];
         let new = &images["NewImage"];
         let is_dispatch = new[&self.partition_key]["S"]
             .as_str()
-            .is_some_and(|pk| pk.starts_with(&self.dispatch_prefix));
+            .is_some_and(|pk| pk.starts_with(&self.dispatch_prefix))
+            && new[&self.sort_key]["S"].as_str() == Some(self.dispatch_sk.as_str());
         if !is_dispatch {
             return Vec::new();
         }

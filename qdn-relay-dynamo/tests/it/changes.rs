@@ -106,6 +106,19 @@ async fn the_feed_publishes_every_processs_events_once_in_order() {
     a.dashboard(y, DashboardAction::Close { by: "ops".into() })
         .await
         .expect("close");
+    // A long conversation: its oldest entries and events move out into
+    // history pages (items in the dispatch's partition, in the stream too),
+    // and every event still comes once.
+    for i in 5..165 {
+        a.inbound(text(i, "+16195550301"))
+            .await
+            .expect("a later text");
+    }
+    let long = store.get(x).await.expect("get").expect("x");
+    assert!(
+        long.history().events > 0 && long.history().pages > 0,
+        "events moved out"
+    );
     let expected: Vec<RelayEvent> = local.events()[skip..].to_vec();
     assert!(!expected.is_empty());
 
