@@ -14,10 +14,101 @@ use crate::types::{DispatchId, JobId, PhoneNumber, ProviderMessageId, Tag, Times
 // ---------------------------------------------------------------------------
 // MemoryStore
 
-/// The indexes' hash maps: foldhash, seeded per process, several times
+/// One shard of an index: foldhash, seeded per process, several times
 /// cheaper than SipHash on the ids and numbers they are keyed by (a save
 /// touches a few maps; the keys come from signed webhooks).
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Shard<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// How many shards each index has.
+const SHARDS: usize = 16;
+
+/// The indexes' hash maps, each split into [`SHARDS`] by the key's hash. A
+/// hash map that outgrows its table moves every entry to a new one while
+/// the store's lock is held, and every reader and writer waits: with a
+/// few hundred thousand dispatches that is tens of milliseconds at each
+/// doubling. Split, a doubling moves a sixteenth of the entries.
+struct Map<K, V> {
+    pick: foldhash::fast::RandomState,
+    shards: Box<[Shard<K, V>]>,
+}
+
+impl<K, V> Default for Map<K, V> {
+    fn default() -> Self {
+        Self {
+            pick: foldhash::fast::RandomState::default(),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> Map<K, V> {
+    fn shard_of<Q: std::hash::Hash + ?Sized>(&self, k: &Q) -> usize {
+        (std::hash::BuildHasher::hash_one(&self.pick, k) as usize) % SHARDS
+    }
+
+    fn get<Q>(&self, k: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.shards[self.shard_of(k)].get(k)
+    }
+
+    fn get_mut<Q>(&mut self, k: &Q) -> Option<&mut V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let i = self.shard_of(k);
+        self.shards[i].get_mut(k)
+    }
+
+    fn contains_key<Q>(&self, k: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.get(k).is_some()
+    }
+
+    fn insert(&mut self, k: K, v: V) -> Option<V> {
+        let i = self.shard_of(&k);
+        self.shards[i].insert(k, v)
+    }
+
+    fn remove<Q>(&mut self, k: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let i = self.shard_of(k);
+        self.shards[i].remove(k)
+    }
+
+    fn entry(&mut self, k: K) -> std::collections::hash_map::Entry<'_, K, V> {
+        let i = self.shard_of(&k);
+        self.shards[i].entry(k)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.shards.iter().flat_map(|s| s.values())
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(Shard::len).sum()
+    }
+}
+
+/// The same entries, however they are sharded.
+impl<K: std::hash::Hash + Eq, V: PartialEq> PartialEq for Map<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
+    }
+}
 
 /// A [`Store`] in memory. Every lookup goes through an index; the due query
 /// reads an ordered set of `(deadline, id)` and never looks at dispatches
@@ -137,7 +228,7 @@ impl MemoryStore {
         for d in g.by_id.values() {
             fresh.index(d);
         }
-        for (&id, pages) in &g.pages {
+        for (&id, pages) in g.pages.iter() {
             for p in pages {
                 fresh.index_moved(id, p);
             }
@@ -613,5 +704,39 @@ impl Store for MemoryStore {
 
     async fn history(&self, id: DispatchId) -> Result<Vec<HistoryPage>, StoreError> {
         Ok(self.read().pages.get(&id).cloned().unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod map_tests {
+    use super::{Map, SHARDS};
+
+    #[test]
+    fn a_sharded_map_is_a_map() {
+        let mut a: Map<u32, u32> = Map::default();
+        for i in 0..1000 {
+            assert_eq!(a.insert(i, i * 2), None);
+        }
+        assert_eq!(a.insert(7, 70), Some(14));
+        assert_eq!(a.len(), 1000);
+        assert_eq!(a.get(&7), Some(&70));
+        assert!(a.contains_key(&999) && !a.contains_key(&1000));
+        *a.get_mut(&8).unwrap_or_else(|| unreachable!()) = 80;
+        *a.entry(9).or_default() += 1;
+        *a.entry(5000).or_default() += 1;
+        assert_eq!((a.get(&9), a.get(&5000)), (Some(&19), Some(&1)));
+        assert_eq!(a.remove(&5000), Some(1));
+        assert_eq!(a.remove(&5000), None);
+        assert_eq!(a.values().count(), 1000);
+        let used = a.shards.iter().filter(|s| !s.is_empty()).count();
+        assert_eq!(used, SHARDS, "the entries spread over every shard");
+        // Equal by content, whatever the shards' seeds.
+        let mut b: Map<u32, u32> = Map::default();
+        for (k, v) in a.iter() {
+            b.insert(*k, *v);
+        }
+        assert!(a == b);
+        b.insert(1, 0);
+        assert!(a != b);
     }
 }
