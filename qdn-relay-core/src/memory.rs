@@ -541,7 +541,10 @@ impl Inner {
                 return Err(ConflictReason::Tag(d.tag()));
             }
         }
-        for s in d.inbound_sids() {
+        // The record's texts, and those moving out in this save (a batch of
+        // changes saved at once may move texts never saved before).
+        let moving = d.unsaved_pages().iter().flat_map(|p| p.inbound_sids());
+        for s in d.inbound_sids().chain(moving) {
             if let Some(other) = self.inbound.get(s)
                 && *other != id
             {

@@ -950,6 +950,34 @@ pub async fn moved_entries_keep_their_lookups_and_pages<S: Store + ?Sized>(s: &S
         fx.is_empty(),
         "a late report for a moved leg changes nothing"
     );
+
+    // A batch of changes saved at once moves texts never saved before:
+    // their ids are still checked.
+    let mut batch = fixture(3, "Q9", "+16195550122", "SMbatch0", 600);
+    for i in 1..120 {
+        let sid = if i == 3 {
+            inbound[5].clone()
+        } else {
+            sid(&format!("SMbatch{i}"))
+        };
+        let text = InboundText {
+            sid,
+            from: n("+16195550122"),
+            to: n(LINE),
+            body: format!("batch {i}"),
+            media: vec![],
+        };
+        prepare(&mut batch, 600 + i, Input::CustomerText(text));
+    }
+    assert!(
+        batch
+            .unsaved_pages()
+            .iter()
+            .any(|p| p.inbound_sids().any(|s| *s == inbound[5])),
+        "the clashing text moved out before the save"
+    );
+    let reason = assert_conflict(s.save(&batch, 0).await, "a batch moving a taken id");
+    assert_eq!(reason, ConflictReason::InboundSid(inbound[5].clone()));
 }
 
 /// [`moved_entries_keep_their_lookups_and_pages`] at scale: a dispatch
