@@ -94,6 +94,7 @@ impl<K: std::hash::Hash + Eq, V> Map<K, V> {
         self.shards.iter().flat_map(|s| s.iter())
     }
 
+    #[cfg(any(test, feature = "testing"))]
     fn values(&self) -> impl Iterator<Item = &V> {
         self.shards.iter().flat_map(|s| s.values())
     }
