@@ -119,7 +119,7 @@ impl HistoryPage {
 /// is never serialized, and two dispatches compare equal whatever their
 /// unsaved pages.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Unsaved(pub(super) Vec<HistoryPage>);
+pub(super) struct Unsaved(Vec<HistoryPage>);
 
 impl PartialEq for Unsaved {
     fn eq(&self, _: &Self) -> bool {
@@ -160,7 +160,17 @@ fn how_many(sizes: impl ExactSizeIterator<Item = usize> + Clone) -> usize {
 impl Dispatch {
     /// What moved out of the record so far.
     pub fn history(&self) -> &History {
-        &self.history
+        static NOTHING: History = History {
+            pages: 0,
+            thread: 0,
+            legs: 0,
+            events: 0,
+            notified: Vec::new(),
+            first_text: None,
+            primary_forward_at: None,
+            backup_forward_at: None,
+        };
+        self.history.as_deref().unwrap_or(&NOTHING)
     }
 
     /// Pages moved out since the dispatch was last saved: the store writes
@@ -173,13 +183,13 @@ impl Dispatch {
     /// it after every save). Writing them again would be harmless: a page
     /// never changes.
     pub fn pages_saved(&mut self) {
-        self.unsaved.0.clear();
+        self.unsaved.0 = Vec::new();
     }
 
     /// The position of leg `index` in [`Dispatch::legs`]: `Ok(None)` if it
     /// moved out of the record, an error if there is no such leg.
     pub(super) fn leg_pos(&self, index: u32) -> Result<Option<usize>, super::InputError> {
-        match index.checked_sub(self.history.legs) {
+        match index.checked_sub(self.history().legs) {
             None => Ok(None),
             Some(p) if (p as usize) < self.legs.len() => Ok(Some(p as usize)),
             Some(_) => Err(super::InputError::UnknownLeg(index)),
@@ -188,12 +198,12 @@ impl Dispatch {
 
     /// The index the next leg gets.
     pub(super) fn next_leg_index(&self) -> u32 {
-        self.history.legs + self.legs.len() as u32
+        self.history().legs + self.legs.len() as u32
     }
 
     /// The position the next thread entry gets.
     pub(super) fn next_thread_pos(&self) -> u32 {
-        self.history.thread + self.thread.len() as u32
+        self.history().thread + self.thread.len() as u32
     }
 
     /// Moves the oldest entries out of the record once it grew past the
@@ -204,8 +214,8 @@ impl Dispatch {
         let (thread_limit, legs_limit) = match self.job_sync.as_deref() {
             Some(js) if !js.resolved => (0, 0),
             Some(js) if self.job_id.is_some() => (
-                js.thread.saturating_sub(self.history.thread) as usize,
-                js.legs.saturating_sub(self.history.legs) as usize,
+                js.thread.saturating_sub(self.history().thread) as usize,
+                js.legs.saturating_sub(self.history().legs) as usize,
             ),
             _ => (usize::MAX, usize::MAX),
         };
@@ -236,14 +246,14 @@ impl Dispatch {
             return;
         }
         let page = HistoryPage {
-            seq: self.history.pages,
-            thread_from: self.history.thread,
+            seq: self.history().pages,
+            thread_from: self.history().thread,
             thread: self.thread.drain(..threads).collect(),
             legs: self.legs.drain(..legs).collect(),
             events: self.events.drain(..events).collect(),
         };
         let customer = Actor::Phone(self.customer);
-        let h = &mut self.history;
+        let h = self.history.get_or_insert_with(Box::default);
         h.pages += 1;
         h.thread += page.thread.len() as u32;
         h.legs += page.legs.len() as u32;

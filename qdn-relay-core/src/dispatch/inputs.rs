@@ -205,7 +205,7 @@ impl Dispatch {
         else {
             // A store finds a dispatch by the ids of its moved legs too: a
             // late report for one of them changes nothing.
-            if self.history.legs > 0 {
+            if self.history().legs > 0 {
                 return Ok(());
             }
             return Err(InputError::UnknownMessage(r.sid));

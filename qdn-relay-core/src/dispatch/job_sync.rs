@@ -160,7 +160,7 @@ fn walk(
     // The cursor counts from the dispatch's first entry; the record keeps
     // entries from `moved` on. Entries move out only once the job has
     // them, or before the dispatch had a job (those are not owed).
-    let (thread_moved, legs_moved) = (d.history.thread, d.history.legs);
+    let (thread_moved, legs_moved) = (d.history().thread, d.history().legs);
     cur.thread = cur.thread.max(thread_moved);
     cur.legs = cur.legs.max(legs_moved);
     // Merge received texts and settled legs by time; a pending leg holds

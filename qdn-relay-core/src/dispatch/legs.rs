@@ -394,7 +394,7 @@ impl Dispatch {
     }
 
     pub(super) fn was_notified(&self, n: PhoneNumber) -> bool {
-        self.history.notified.iter().any(|(m, _)| *m == n)
+        self.history().notified.iter().any(|(m, _)| *m == n)
             || self.legs.iter().any(|l| {
                 l.to == n && matches!(l.purpose, Purpose::Forward { .. } | Purpose::FollowUp)
             })

@@ -157,9 +157,11 @@ pub struct Dispatch {
     /// Events dropped by records written before events moved out.
     #[serde(default, skip_serializing_if = "is_zero")]
     events_dropped: u32,
-    /// What moved out of the record (see `history.rs`).
-    #[serde(default, skip_serializing_if = "History::is_empty")]
-    history: History,
+    /// What moved out of the record (see `history.rs`); boxed, since most
+    /// dispatches never move anything and every byte here is a byte per
+    /// dispatch in a store's memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    history: Option<Box<History>>,
     #[serde(skip)]
     unsaved: history::Unsaved,
     /// The outbox's timer: the earliest retry of a pending leg. Records
@@ -216,7 +218,7 @@ impl Dispatch {
             carrier_hold: None,
             events: Vec::with_capacity(4),
             events_dropped: 0,
-            history: History::default(),
+            history: None,
             unsaved: history::Unsaved::default(),
             outbox_at: None,
             version: 0,
@@ -454,7 +456,7 @@ impl Dispatch {
     /// How many events the dispatch ever kept: moved out, dropped by
     /// earlier versions, and in the record.
     pub fn events_total(&self) -> usize {
-        self.history.events as usize + self.events_dropped as usize + self.events.len()
+        self.history().events as usize + self.events_dropped as usize + self.events.len()
     }
     /// The earliest time something is due: the level's timeout while open,
     /// a pending send's retry, or a job-sync retry (see the timer table in
@@ -493,7 +495,7 @@ impl Dispatch {
     /// the last time they were texted about this dispatch (what the
     /// stores index "by dispatcher").
     pub fn notified_at(&self) -> Vec<(PhoneNumber, Timestamp)> {
-        let mut out: Vec<(PhoneNumber, Timestamp)> = self.history.notified.clone();
+        let mut out: Vec<(PhoneNumber, Timestamp)> = self.history().notified.clone();
         for l in &self.legs {
             if matches!(l.purpose, Purpose::Forward { .. } | Purpose::FollowUp) {
                 match out.iter_mut().find(|(n, _)| *n == l.to) {
@@ -507,7 +509,7 @@ impl Dispatch {
     /// The last time `n` was texted about this dispatch.
     pub fn last_notified_at(&self, n: PhoneNumber) -> Option<Timestamp> {
         let moved = self
-            .history
+            .history()
             .notified
             .iter()
             .find(|(m, _)| *m == n)
