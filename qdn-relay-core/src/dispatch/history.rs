@@ -58,6 +58,10 @@ pub struct History {
     /// Events moved out.
     #[serde(default)]
     pub events: u32,
+    /// Of the moved thread entries: the customer's texts (an escalation
+    /// says how many texts there were in all).
+    #[serde(default)]
+    pub customer_texts: u32,
     /// Of the moved legs: each dispatcher texted about the dispatch
     /// (forwards and follow-ups), with the last time, in first-texted
     /// order.
@@ -165,6 +169,7 @@ impl Dispatch {
             thread: 0,
             legs: 0,
             events: 0,
+            customer_texts: 0,
             notified: Vec::new(),
             first_text: None,
             primary_forward_at: None,
@@ -258,6 +263,11 @@ impl Dispatch {
         h.thread += page.thread.len() as u32;
         h.legs += page.legs.len() as u32;
         h.events += page.events.len() as u32;
+        h.customer_texts += page
+            .thread
+            .iter()
+            .filter(|e| e.direction == Direction::Inbound && e.from == customer)
+            .count() as u32;
         if h.first_text.is_none()
             && let Some(e) = page
                 .thread
@@ -293,7 +303,55 @@ impl Dispatch {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::super::fixture::{T0, opened};
     use super::how_many;
+    use crate::event::Effect;
+    use crate::input::{InboundText, Input};
+
+    /// A customer who texted more than a record keeps: the next level's
+    /// forward says how many texts there were in all, and sends the
+    /// latest (as many as fit).
+    #[test]
+    fn an_escalation_counts_the_texts_that_moved_out() {
+        let mut d = opened(Duration::from_secs(600));
+        for i in 0..150 {
+            let text = InboundText {
+                sid: format!("SMmore{i}")
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{e}")),
+                from: d.customer(),
+                to: d.line(),
+                body: format!("t{i}"),
+                media: Vec::new(),
+            };
+            d.handle(T0.plus(Duration::from_secs(1)), Input::CustomerText(text))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert!(d.history().customer_texts > 0, "texts moved out");
+        let kept = d.thread().len();
+        let fx = d
+            .handle(T0.plus(Duration::from_secs(601)), Input::Timeout)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let body = fx
+            .iter()
+            .find_map(|e| match e {
+                Effect::Send(m) if m.to != d.customer() && m.body.contains("texts") => {
+                    Some(m.body.clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("the backup's forward: {fx:?}"));
+        assert!(
+            body.contains(&format!("(151 texts; the last {kept}): ")),
+            "{body}"
+        );
+        assert!(
+            !body.contains(" t0 "),
+            "the oldest are not repeated: {body}"
+        );
+    }
 
     #[test]
     fn nothing_moves_under_the_high_marks() {

@@ -41,14 +41,24 @@ impl Dispatch {
             .iter()
             .filter(|e| e.direction == Direction::Inbound && e.from == Actor::Phone(self.customer))
             .collect();
-        match texts.as_slice() {
-            [one] => self.forward_text(&one.body, &one.media),
-            many => {
+        // Texts that moved out of the record are counted, not repeated.
+        let moved = self.history().customer_texts as usize;
+        match (texts.as_slice(), moved) {
+            ([one], 0) => self.forward_text(&one.body, &one.media),
+            (many, _) => {
                 let mut out = String::with_capacity(
                     64 + many.iter().map(|e| e.body.len() + 3).sum::<usize>(),
                 );
                 self.push_header(&mut out);
-                out.push_str(&format!(" ({} texts): ", many.len()));
+                if moved == 0 {
+                    out.push_str(&format!(" ({} texts): ", many.len()));
+                } else {
+                    out.push_str(&format!(
+                        " ({} texts; the last {}): ",
+                        many.len() + moved,
+                        many.len()
+                    ));
+                }
                 for (i, e) in many.iter().enumerate() {
                     if i > 0 {
                         out.push_str(" / ");
