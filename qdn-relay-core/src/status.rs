@@ -181,19 +181,15 @@ impl Dispatch {
         } else {
             h.backup_forward_at
         };
-        let kept = self
-            .legs()
+        self.legs()
             .iter()
             .filter(|l| match l.purpose {
                 Purpose::Forward { round, level } => ((round, level) == (0, 0)) == primary,
                 _ => false,
             })
             .map(|l| l.created_at)
-            .min();
-        match (moved, kept) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+            .chain(moved)
+            .min()
     }
 
     fn forwarded_past_primary_at(&self) -> Option<Timestamp> {

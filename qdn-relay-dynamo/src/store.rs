@@ -666,51 +666,34 @@ impl DynamoStore {
         // time to live on them). Each records the text's position or the
         // leg's index, so it still holds once the entry moves out.
         let stamp = ttl.is_some() && old.open && !new.open;
-        let thread_from = d.history().thread;
-        let positions: HashMap<&str, u32> = d
-            .thread()
+        // Every text and leg with an id, and where it sits: those moving out
+        // in this save (a batch of changes may never have saved them), then
+        // the record's.
+        let pages = d.unsaved_pages();
+        let inbound = pages
             .iter()
-            .enumerate()
-            .filter_map(|(i, e)| Some((e.sid.as_ref()?.as_str(), thread_from + i as u32)))
-            .collect();
-        let leg_index: HashMap<&str, u32> = d
-            .legs()
+            .map(|p| (p.thread_from, p.thread.as_slice()))
+            .chain(std::iter::once((d.history().thread, d.thread())))
+            .flat_map(|(from, entries)| {
+                entries
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(i, e)| Some((e.sid.as_ref()?.as_str(), from + i as u32)))
+            });
+        let legs = pages
             .iter()
-            .filter_map(|l| Some((l.sid.as_ref()?.as_str(), l.index)))
-            .collect();
-        let pos =
-            |at: Option<u32>| at.map(|p| (item::POS.to_owned(), AttributeValue::N(p.to_string())));
-        // The record's ids, then those of the entries it moves out in this
-        // save (which a batch of changes may never have saved before).
-        let mut inbound: Vec<(&str, Option<u32>)> = new
-            .inbound
-            .iter()
-            .map(|s| (s.as_str(), positions.get(s.as_str()).copied()))
-            .collect();
-        let mut legs: Vec<(&str, Option<u32>)> = new
-            .legs
-            .iter()
-            .map(|s| (s.as_str(), leg_index.get(s.as_str()).copied()))
-            .collect();
-        for p in d.unsaved_pages() {
-            for (i, e) in p.thread.iter().enumerate() {
-                if let Some(sid) = &e.sid {
-                    inbound.push((sid.as_str(), Some(p.thread_from + i as u32)));
-                }
-            }
-            for l in &p.legs {
-                if let Some(sid) = &l.sid {
-                    legs.push((sid.as_str(), Some(l.index)));
-                }
-            }
-        }
+            .flat_map(|p| &p.legs)
+            .chain(d.legs())
+            .filter_map(|l| Some((l.sid.as_ref()?.as_str(), l.index)));
+        // A transaction names an item once.
+        let (mut inbound_seen, mut legs_seen) = (HashSet::new(), HashSet::new());
         let mut lookups: Vec<Action> = Vec::new();
         for (sid, at) in inbound {
-            if stamp || !old.inbound.contains(sid) {
+            if (stamp || !old.inbound.contains(sid)) && inbound_seen.insert(sid) {
                 let (pk, sk) = k.inbound(sid);
                 let mut it = k.key(pk, sk);
                 it.insert(item::ID.into(), AttributeValue::S(id_s.clone()));
-                it.extend(pos(at));
+                it.insert(item::POS.into(), AttributeValue::N(at.to_string()));
                 it.extend(ttl_attr.clone());
                 let guard = Guard::InboundSid(sid.parse().map_err(|e| StoreError::Invalid {
                     id,
@@ -720,11 +703,11 @@ impl DynamoStore {
             }
         }
         for (sid, at) in legs {
-            if stamp || !old.legs.contains(sid) {
+            if (stamp || !old.legs.contains(sid)) && legs_seen.insert(sid) {
                 let (pk, sk) = k.leg(sid);
                 let mut it = k.key(pk, sk);
                 it.insert(item::ID.into(), AttributeValue::S(id_s.clone()));
-                it.extend(pos(at));
+                it.insert(item::POS.into(), AttributeValue::N(at.to_string()));
                 it.extend(ttl_attr.clone());
                 lookups.push((self.put(it, None)?, Guard::Index));
             }

@@ -60,7 +60,8 @@
 //! | `history` | the primary key of `history` |
 //!
 //! The side tables also have an index on `dispatch`, used when a save
-//! replaces a dispatch's rows. The partial indexes keep closed dispatches
+//! replaces a dispatch's rows, and a partial one of their moved rows,
+//! which a mirror reads at open. The partial indexes keep closed dispatches
 //! (most of the file, over time) out of every open-only lookup, and
 //! dispatches with nothing pending out of the due index.
 //!

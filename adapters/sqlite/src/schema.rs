@@ -97,6 +97,9 @@ CREATE TABLE history (
 ) WITHOUT ROWID;
 ALTER TABLE inbound_sids ADD COLUMN moved INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE leg_sids ADD COLUMN moved INTEGER NOT NULL DEFAULT 0;
+-- A mirror's load at open reads the moved rows alone.
+CREATE INDEX inbound_sids_moved ON inbound_sids (dispatch) WHERE moved = 1;
+CREATE INDEX leg_sids_moved ON leg_sids (dispatch) WHERE moved = 1;
 ";
 
 /// Brings the schema up to [`SCHEMA_VERSION`]; refuses a newer one.

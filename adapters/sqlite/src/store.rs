@@ -249,7 +249,7 @@ const INSERT_PAGE: &str =
     "INSERT INTO history (dispatch, seq, page) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
 pub(crate) const HISTORY: &str = "SELECT page FROM history WHERE dispatch = ?1 ORDER BY seq";
 /// The lookups of moved entries (a mirror's load).
-const MOVED_SIDS: &str = "SELECT sid, dispatch, 0 FROM inbound_sids WHERE moved = 1 \
+pub(crate) const MOVED_SIDS: &str = "SELECT sid, dispatch, 0 FROM inbound_sids WHERE moved = 1 \
      UNION ALL SELECT sid, dispatch, 1 FROM leg_sids WHERE moved = 1";
 const DELETE_LEG: &str = "DELETE FROM leg_sids WHERE sid = ?1 AND dispatch = ?2";
 // Provider ids are not a uniqueness rule of the port: the latest save wins,

@@ -4,9 +4,9 @@ use rusqlite::Connection;
 
 use crate::schema;
 use crate::store::{
-    BY_INBOUND_SID, BY_JOB, BY_LEG_SID, DUE, GET, IS_NOTIFIED, LIST_ALL, LIST_OPEN, OPEN_BY_TAG,
-    OPEN_FOR_CUSTOMER, OPEN_FOR_DISPATCHER, SELECT_INBOUND, SELECT_LEGS, SELECT_NOTIFIED,
-    taken_tags_sql,
+    BY_INBOUND_SID, BY_JOB, BY_LEG_SID, DUE, GET, HISTORY, IS_NOTIFIED, LIST_ALL, LIST_OPEN,
+    MOVED_SIDS, OPEN_BY_TAG, OPEN_FOR_CUSTOMER, OPEN_FOR_DISPATCHER, SELECT_INBOUND, SELECT_LEGS,
+    SELECT_NOTIFIED, taken_tags_sql,
 };
 
 pub(crate) fn db() -> Connection {
@@ -101,6 +101,13 @@ fn every_lookup_uses_an_index() {
         ),
         ("a save's leg ids", SELECT_LEGS, "leg_sids_dispatch"),
         ("a save's notified", SELECT_NOTIFIED, "PRIMARY KEY"),
+        ("history", HISTORY, "PRIMARY KEY (dispatch=?)"),
+        (
+            "a mirror's moved inbound ids",
+            MOVED_SIDS,
+            "inbound_sids_moved",
+        ),
+        ("a mirror's moved leg ids", MOVED_SIDS, "leg_sids_moved"),
     ] {
         let p = plan(&c, sql);
         assert!(full_scans(&p).is_empty(), "{name} scans a table: {p:?}");

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Dispatch;
 use crate::event::RelayEvent;
-use crate::input::{Actor, DeliveryStatus};
-use crate::record::{Direction, Leg, Purpose, State, ThreadEntry};
+use crate::input::DeliveryStatus;
+use crate::record::{Leg, Purpose, State, ThreadEntry};
 use crate::types::{PhoneNumber, ProviderMessageId, Timestamp};
 
 /// Thread entries (or legs) kept in the record before the oldest move out.
@@ -78,13 +78,6 @@ pub struct History {
     /// See [`History::primary_forward_at`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_forward_at: Option<Timestamp>,
-}
-
-impl History {
-    /// Nothing moved yet.
-    pub fn is_empty(&self) -> bool {
-        *self == History::default()
-    }
 }
 
 /// Entries that moved out of a dispatch's record in one change, in order.
@@ -257,45 +250,31 @@ impl Dispatch {
             legs: self.legs.drain(..legs).collect(),
             events: self.events.drain(..events).collect(),
         };
-        let customer = Actor::Phone(self.customer);
+        let mut customer_texts = page.thread.iter().filter(|e| self.is_customer_text(e));
+        let first = customer_texts.next();
+        let first_text = first.and_then(|e| Some((e.sid.clone()?, e.body.clone())));
+        let customer_texts = u32::from(first.is_some()) + customer_texts.count() as u32;
         let h = self.history.get_or_insert_with(Box::default);
         h.pages += 1;
         h.thread += page.thread.len() as u32;
         h.legs += page.legs.len() as u32;
         h.events += page.events.len() as u32;
-        h.customer_texts += page
-            .thread
-            .iter()
-            .filter(|e| e.direction == Direction::Inbound && e.from == customer)
-            .count() as u32;
-        if h.first_text.is_none()
-            && let Some(e) = page
-                .thread
-                .iter()
-                .find(|e| e.direction == Direction::Inbound && e.from == customer)
-            && let Some(sid) = &e.sid
-        {
-            h.first_text = Some((sid.clone(), e.body.clone()));
+        h.customer_texts += customer_texts;
+        if h.first_text.is_none() {
+            h.first_text = first_text;
         }
         for l in &page.legs {
-            match l.purpose {
-                Purpose::Forward { round, level } => {
-                    let at = if (round, level) == (0, 0) {
-                        &mut h.primary_forward_at
-                    } else {
-                        &mut h.backup_forward_at
-                    };
-                    if at.is_none_or(|t| l.created_at < t) {
-                        *at = Some(l.created_at);
-                    }
+            if let Purpose::Forward { round, level } = l.purpose {
+                let at = if (round, level) == (0, 0) {
+                    &mut h.primary_forward_at
+                } else {
+                    &mut h.backup_forward_at
+                };
+                if at.is_none_or(|t| l.created_at < t) {
+                    *at = Some(l.created_at);
                 }
-                Purpose::FollowUp => {}
-                Purpose::Reply | Purpose::Notice => continue,
             }
-            match h.notified.iter_mut().find(|(n, _)| *n == l.to) {
-                Some((_, at)) => *at = (*at).max(l.created_at),
-                None => h.notified.push((l.to, l.created_at)),
-            }
+            super::note_notified(&mut h.notified, l);
         }
         self.unsaved.0.push(page);
     }

@@ -497,31 +497,39 @@ impl Dispatch {
     pub fn notified_at(&self) -> Vec<(PhoneNumber, Timestamp)> {
         let mut out: Vec<(PhoneNumber, Timestamp)> = self.history().notified.clone();
         for l in &self.legs {
-            if matches!(l.purpose, Purpose::Forward { .. } | Purpose::FollowUp) {
-                match out.iter_mut().find(|(n, _)| *n == l.to) {
-                    Some((_, at)) => *at = (*at).max(l.created_at),
-                    None => out.push((l.to, l.created_at)),
-                }
-            }
+            note_notified(&mut out, l);
         }
         out
     }
     /// The last time `n` was texted about this dispatch.
     pub fn last_notified_at(&self, n: PhoneNumber) -> Option<Timestamp> {
-        let moved = self
-            .history()
-            .notified
-            .iter()
-            .find(|(m, _)| *m == n)
-            .map(|(_, at)| *at);
+        let moved = self.history().notified.iter().find(|(m, _)| *m == n);
         self.legs
             .iter()
             .filter(|l| {
                 l.to == n && matches!(l.purpose, Purpose::Forward { .. } | Purpose::FollowUp)
             })
             .map(|l| l.created_at)
+            .chain(moved.map(|(_, at)| *at))
             .max()
-            .max(moved)
+    }
+
+    /// Whether a thread entry is a text the customer sent.
+    fn is_customer_text(&self, e: &ThreadEntry) -> bool {
+        e.direction == Direction::Inbound && e.from == Actor::Phone(self.customer)
+    }
+}
+
+/// Adds leg `l` to `out` (dispatcher, last time texted) if it texted a
+/// dispatcher about the dispatch (a forward or a follow-up): what
+/// [`Dispatch::notified_at`] lists, and what moved legs leave in
+/// [`History::notified`].
+fn note_notified(out: &mut Vec<(PhoneNumber, Timestamp)>, l: &Leg) {
+    if matches!(l.purpose, Purpose::Forward { .. } | Purpose::FollowUp) {
+        match out.iter_mut().find(|(n, _)| *n == l.to) {
+            Some((_, at)) => *at = (*at).max(l.created_at),
+            None => out.push((l.to, l.created_at)),
+        }
     }
 }
 

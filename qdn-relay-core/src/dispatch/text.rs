@@ -4,8 +4,8 @@
 //! forward's path) and fitted to the body limit.
 
 use super::Dispatch;
-use crate::input::{Actor, Media, fit_body};
-use crate::record::{Direction, ThreadEntry};
+use crate::input::{Media, fit_body};
+use crate::record::ThreadEntry;
 
 impl Dispatch {
     /// Writes `[QDN #K7] +16195550100` into `out` (no `format!`: this is on
@@ -39,7 +39,7 @@ impl Dispatch {
         let texts: Vec<&ThreadEntry> = self
             .thread
             .iter()
-            .filter(|e| e.direction == Direction::Inbound && e.from == Actor::Phone(self.customer))
+            .filter(|e| self.is_customer_text(e))
             .collect();
         // Texts that moved out of the record are counted, not repeated.
         let moved = self.history().customer_texts as usize;
