@@ -209,6 +209,31 @@ impl MemoryStore {
         g.install(d);
     }
 
+    /// [`MemoryStore::apply`] of a dispatch the store may keep as it is
+    /// (no copy is made).
+    pub fn apply_owned(&self, d: Dispatch) {
+        let mut g = self.write();
+        if g.by_id
+            .get(&d.id())
+            .is_some_and(|held| held.version() >= d.version())
+        {
+            return;
+        }
+        g.install_owned(d);
+    }
+
+    /// Whether [`Store::save`] of `d` over version `expected` would be
+    /// taken now, by the same checks (the version, then the uniqueness
+    /// rules), without installing anything: for a store that mirrors a
+    /// durable one and checks a save in memory before committing it.
+    ///
+    /// # Errors
+    ///
+    /// What [`Store::save`] would return.
+    pub fn check_save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
+        self.read().check_save(d, expected)
+    }
+
     /// Calls `f` with dispatch `id` as held, without copying it; `None`
     /// when it is not held.
     pub fn peek<R>(&self, id: DispatchId, f: impl FnOnce(&Dispatch) -> R) -> Option<R> {
@@ -326,27 +351,34 @@ impl Inner {
     /// Puts `d` in place of the version held (if any), its index entries
     /// moved with it, and keeps the pages it moved out.
     fn install(&mut self, d: &Dispatch) {
+        self.install_owned(d.clone());
+    }
+
+    /// [`Inner::install`] of a dispatch the store may keep as it is.
+    fn install_owned(&mut self, mut d: Dispatch) {
         let id = d.id();
-        let mut copy = d.clone();
-        copy.pages_saved();
-        match self.by_id.get_mut(&id) {
-            Some(held) => {
-                let old = std::mem::replace(&mut **held, copy);
-                self.reindex(&old, d);
+        // Pages move out rarely: an empty list costs nothing.
+        let pages = d.unsaved_pages().to_vec();
+        d.pages_saved();
+        match self.by_id.remove(&id) {
+            Some(mut held) => {
+                let old = std::mem::replace(&mut *held, d);
+                self.reindex(&old, &held);
+                self.by_id.insert(id, held);
             }
             None => {
-                self.index(d);
-                self.by_id.insert(id, Box::new(copy));
+                self.index(&d);
+                self.by_id.insert(id, Box::new(d));
             }
         }
-        for p in d.unsaved_pages() {
-            self.index_moved(id, p);
+        for p in pages {
+            self.index_moved(id, &p);
             if self.lookups_only {
                 continue;
             }
-            let pages = self.pages.entry(id).or_default();
-            if p.seq as usize == pages.len() {
-                pages.push(p.clone());
+            let held = self.pages.entry(id).or_default();
+            if p.seq as usize == held.len() {
+                held.push(p);
             }
         }
     }
@@ -528,6 +560,33 @@ impl Inner {
         }
     }
 
+    /// The checks of [`Store::save`]: the version, then uniqueness.
+    fn check_save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
+        let id = d.id();
+        if d.version() != expected.wrapping_add(1) {
+            return Err(StoreError::Invalid {
+                id,
+                message: format!(
+                    "dispatch version {} is not expected version {expected} + 1",
+                    d.version()
+                ),
+            });
+        }
+        let found = self.by_id.get(&id).map(|d| d.version());
+        let version_ok = match found {
+            None => expected == 0,
+            Some(v) => expected != 0 && v == expected,
+        };
+        if !version_ok {
+            return Err(StoreError::Conflict {
+                id,
+                reason: ConflictReason::Version { expected, found },
+            });
+        }
+        self.check_unique(d)
+            .map_err(|reason| StoreError::Conflict { id, reason })
+    }
+
     fn check_unique(&self, d: &Dispatch) -> Result<(), ConflictReason> {
         let id = d.id();
         if d.state().is_open() {
@@ -563,30 +622,8 @@ impl Store for MemoryStore {
     }
 
     async fn save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
-        let id = d.id();
-        if d.version() != expected.wrapping_add(1) {
-            return Err(StoreError::Invalid {
-                id,
-                message: format!(
-                    "dispatch version {} is not expected version {expected} + 1",
-                    d.version()
-                ),
-            });
-        }
         let mut g = self.write();
-        let found = g.by_id.get(&id).map(|d| d.version());
-        let version_ok = match found {
-            None => expected == 0,
-            Some(v) => expected != 0 && v == expected,
-        };
-        if !version_ok {
-            return Err(StoreError::Conflict {
-                id,
-                reason: ConflictReason::Version { expected, found },
-            });
-        }
-        g.check_unique(d)
-            .map_err(|reason| StoreError::Conflict { id, reason })?;
+        g.check_save(d, expected)?;
         g.install(d);
         Ok(())
     }

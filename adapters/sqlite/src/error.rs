@@ -32,6 +32,11 @@ pub enum OpenError {
         #[source]
         source: std::io::Error,
     },
+    /// The lookups a file's owner does not keep could not be dropped (by
+    /// an owner taking the file) or rebuilt (by a shared store opening a
+    /// file an owner wrote last).
+    #[error("cannot drop or rebuild the sqlite lookups: {0}")]
+    Lookups(#[source] qdn_relay_core::StoreError),
     /// A stored dispatch or opt-out could not be loaded into memory.
     #[error("cannot load the database into memory: {0}")]
     Load(#[source] qdn_relay_core::StoreError),

@@ -19,7 +19,7 @@
 //! ## Schema
 //!
 //! The database's `user_version` is the schema version
-//! ([`SCHEMA_VERSION`], 5 now). Migrations are an append-only list, run in
+//! ([`SCHEMA_VERSION`], 6 now). Migrations are an append-only list, run in
 //! order inside one `BEGIN IMMEDIATE` transaction on open; a file whose
 //! version is newer than this build knows is refused with
 //! [`OpenError::NewerSchema`] and left untouched.

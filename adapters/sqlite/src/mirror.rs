@@ -7,27 +7,44 @@
 //!   deadlines, job, the lists) and the opt-out check are answered from
 //!   memory: a [`MemoryStore`] and a set of opted-out numbers, loaded from
 //!   the file at open.
-//! - **The file stays the truth.** A save goes to the SQLite writer first,
-//!   in its group commit, where the version check and the uniqueness rules
-//!   hold exactly as without the mirror; only once it is committed is the
-//!   dispatch applied to memory ([`MemoryStore::apply`]), before the save
-//!   returns. A save the file refuses changes nothing in memory either.
-//!   Opt-outs and opt-ins likewise.
+//! - **Memory shows only what is on file.** A save is checked in memory
+//!   (the version, then the uniqueness rules: [`MemoryStore::check_save`])
+//!   and queued for the SQLite writer's group commit; once that commit is
+//!   over, the writer thread applies the dispatch to memory
+//!   ([`MemoryStore::apply_owned`]) before the save returns. Reads never
+//!   see a save in flight, and a save that fails changes nothing in
+//!   memory. Opt-outs and opt-ins are written first, then applied.
+//! - **Checks are exact with saves in flight.** Each save in flight holds
+//!   its keys: its dispatch id, the (line, customer) and tag it holds open
+//!   now and after the save, and its inbound message ids. A save that
+//!   shares a key with one in flight waits for that one to settle and is
+//!   then checked against memory; saves with no key in common commute, so
+//!   a check made while the others are in flight gives what it would give
+//!   after them, whether they commit or fail. The order of commits is
+//!   therefore an order in which every save passed its checks, as in the
+//!   reference store.
+//! - **The file holds the records.** The writer writes each dispatch's
+//!   record (and what moved out of it) alone: the secondary indexes and
+//!   lookup rows that only a shared [`SqliteStore`] reads are dropped
+//!   while a mirror owns the file and rebuilt from the records when a
+//!   shared store next opens it. A save is one row, appended for a new
+//!   dispatch.
 //! - **One owner.** Memory is right only while nothing else writes the
 //!   file, so the mirror holds an exclusive lock on it (`flock`) for its
-//!   life: a second mirror on the same file is refused at open
-//!   ([`OpenError::InUse`]); the lock goes with the process, even on
-//!   `kill -9`. Plain [`SqliteStore`]s, which several processes may share,
-//!   take no such lock: do not write the file with one while a mirror owns
-//!   it.
+//!   life: a second mirror, or a shared [`SqliteStore`], on the same file
+//!   is refused at open ([`OpenError::InUse`]), and a mirror is refused
+//!   while shared stores hold the file; the lock goes with the process,
+//!   even on `kill -9`.
 //!
 //! Memory grows with the file: every dispatch, open or closed, is held
 //! (about 2 KiB each, see BENCHMARKS.md), with the message ids of the
 //! entries each moved out of its record; the moved entries themselves
 //! (history pages) stay in the file alone.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use qdn_relay_core::{
@@ -36,23 +53,93 @@ use qdn_relay_core::{
     Timestamp,
 };
 
+use crate::store::lock_file;
 use crate::{OpenError, SqliteOptions, SqliteStore};
 
 /// The SQLite store mirrored in memory (see the module docs).
 pub struct MirroredStore {
     sqlite: SqliteStore,
-    memory: MemoryStore,
+    /// Memory and the saves in flight, shared with the writer thread.
+    shared: Arc<Shared>,
     /// The opted-out numbers (keywords taken stay in the file alone).
     opt_outs: MemoryOptOuts,
     /// The open file whose exclusive lock says this process owns it.
     _owner: File,
 }
 
+/// What the writer thread touches when a save settles.
+struct Shared {
+    memory: MemoryStore,
+    /// The keys of the saves in flight, each with how many hold it.
+    in_flight: Mutex<HashMap<Key, usize>>,
+    /// Told when a save settles (its keys are free again).
+    settled: tokio::sync::Notify,
+}
+
+/// What two saves must not both hold in flight (see the module docs).
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Id(DispatchId),
+    Customer(PhoneNumber, PhoneNumber),
+    Tag(Tag),
+    Inbound(ProviderMessageId),
+}
+
+impl Shared {
+    fn in_flight(&self) -> MutexGuard<'_, HashMap<Key, usize>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The keys a save of `d` holds: see the module docs. Called with the
+    /// in-flight keys locked and no save of `d` in flight, so the version
+    /// memory holds cannot change meanwhile.
+    fn keys(&self, d: &Dispatch) -> Vec<Key> {
+        let mut keys = vec![Key::Id(d.id())];
+        let mut open_as = |line, customer, tag| {
+            keys.push(Key::Customer(line, customer));
+            keys.push(Key::Tag(tag));
+        };
+        if d.state().is_open() {
+            open_as(d.line(), d.customer(), d.tag());
+        }
+        if let Some(Some((line, customer, tag))) = self.memory.peek(d.id(), |held| {
+            held.state()
+                .is_open()
+                .then(|| (held.line(), held.customer(), held.tag()))
+        }) {
+            open_as(line, customer, tag);
+        }
+        let moving = d.unsaved_pages().iter().flat_map(|p| p.inbound_sids());
+        keys.extend(d.inbound_sids().chain(moving).cloned().map(Key::Inbound));
+        keys
+    }
+
+    /// A save settled: memory has it if it committed; its keys are free.
+    fn settle(&self, d: Dispatch, keys: &[Key], committed: bool) {
+        if committed {
+            self.memory.apply_owned(d);
+        }
+        let mut held = self.in_flight();
+        for k in keys {
+            if let Some(n) = held.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(k);
+                }
+            }
+        }
+        drop(held);
+        self.settled.notify_waiters();
+    }
+}
+
 impl std::fmt::Debug for MirroredStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MirroredStore")
             .field("sqlite", &self.sqlite)
-            .field("dispatches", &self.memory.len())
+            .field("dispatches", &self.shared.memory.len())
             .finish_non_exhaustive()
     }
 }
@@ -72,23 +159,8 @@ impl MirroredStore {
         options: SqliteOptions,
     ) -> Result<Self, OpenError> {
         let path = path.as_ref().to_owned();
-        let sqlite = SqliteStore::open_with(&path, options).await?;
-        let owner = File::options()
-            .read(true)
-            .open(&path)
-            .map_err(|e| OpenError::Lock {
-                path: path.clone(),
-                source: e,
-            })?;
-        match owner.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(OpenError::InUse { path });
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(OpenError::Lock { path, source: e });
-            }
-        }
+        let owner = lock_file(&path, true)?;
+        let sqlite = SqliteStore::open_owned(&path, options).await?;
         let memory = MemoryStore::lookups_only();
         for d in sqlite.load_all().await.map_err(OpenError::Load)? {
             memory.apply(&d);
@@ -103,7 +175,11 @@ impl MirroredStore {
         }
         Ok(Self {
             sqlite,
-            memory,
+            shared: Arc::new(Shared {
+                memory,
+                in_flight: Mutex::new(HashMap::new()),
+                settled: tokio::sync::Notify::new(),
+            }),
             opt_outs,
             _owner: owner,
         })
@@ -125,44 +201,71 @@ impl MirroredStore {
 
     /// How many dispatches memory holds (every one in the file).
     pub fn len(&self) -> usize {
-        self.memory.len()
+        self.shared.memory.len()
     }
 
     /// Whether the file holds no dispatch.
     pub fn is_empty(&self) -> bool {
-        self.memory.is_empty()
+        self.shared.memory.is_empty()
     }
 }
 
 #[async_trait]
 impl Store for MirroredStore {
     async fn get(&self, id: DispatchId) -> Result<Option<Dispatch>, StoreError> {
-        self.memory.get(id).await
+        self.shared.memory.get(id).await
     }
 
     async fn save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
-        // What memory holds at `expected` is what the file holds (memory
-        // only ever installs committed saves): the writer need not read
-        // it back. Any other version is left to the file's checks.
-        let before = self.memory.peek(d.id(), |held| {
-            (held.version() == expected).then(|| crate::store::Before::of(held))
-        });
-        self.sqlite
-            .save_after(d, expected, before.flatten())
-            .await?;
-        self.memory.apply(d);
-        Ok(())
+        let mut row = Some(self.sqlite.owned_row(d, expected)?);
+        let settled = loop {
+            let wait = {
+                let mut held = self.shared.in_flight();
+                let keys = self.shared.keys(d);
+                if keys.iter().any(|k| held.contains_key(k)) {
+                    // Wait for the saves in flight that share a key to
+                    // settle, then check again.
+                    let mut wait = Box::pin(self.shared.settled.notified());
+                    wait.as_mut().enable();
+                    wait
+                } else {
+                    self.shared.memory.check_save(d, expected)?;
+                    for k in &keys {
+                        *held.entry(k.clone()).or_insert(0) += 1;
+                    }
+                    let shared = Arc::clone(&self.shared);
+                    let copy = d.clone();
+                    let Some(row) = row.take() else {
+                        unreachable!("the row is queued once")
+                    };
+                    // Queued with the keys held, so saves that share a key
+                    // are queued in the order they were checked.
+                    break self.sqlite.queue_owned(row, move |r| {
+                        shared.settle(copy, &keys, r.is_ok());
+                    });
+                }
+            };
+            wait.await;
+        };
+        match settled.await {
+            Ok(r) => r,
+            // The writer drops the replies of a group that panicked.
+            Err(_) => panic!(
+                "the sqlite writer panicked while saving dispatch {}",
+                d.id()
+            ),
+        }
     }
 
     async fn by_inbound_sid(
         &self,
         sid: &ProviderMessageId,
     ) -> Result<Option<Dispatch>, StoreError> {
-        self.memory.by_inbound_sid(sid).await
+        self.shared.memory.by_inbound_sid(sid).await
     }
 
     async fn by_leg_sid(&self, sid: &ProviderMessageId) -> Result<Option<Dispatch>, StoreError> {
-        self.memory.by_leg_sid(sid).await
+        self.shared.memory.by_leg_sid(sid).await
     }
 
     async fn open_for_customer(
@@ -170,15 +273,15 @@ impl Store for MirroredStore {
         line: PhoneNumber,
         customer: PhoneNumber,
     ) -> Result<Option<Dispatch>, StoreError> {
-        self.memory.open_for_customer(line, customer).await
+        self.shared.memory.open_for_customer(line, customer).await
     }
 
     async fn open_by_tag(&self, tag: Tag) -> Result<Option<Dispatch>, StoreError> {
-        self.memory.open_by_tag(tag).await
+        self.shared.memory.open_by_tag(tag).await
     }
 
     async fn first_free_tag(&self, candidates: &[Tag]) -> Result<Option<Tag>, StoreError> {
-        self.memory.first_free_tag(candidates).await
+        self.shared.memory.first_free_tag(candidates).await
     }
 
     async fn inbound_lookup(
@@ -187,7 +290,7 @@ impl Store for MirroredStore {
         from: PhoneNumber,
         sid: &ProviderMessageId,
     ) -> Result<InboundLookup, StoreError> {
-        self.memory.inbound_lookup(line, from, sid).await
+        self.shared.memory.inbound_lookup(line, from, sid).await
     }
 
     async fn open_for_dispatcher(
@@ -195,19 +298,22 @@ impl Store for MirroredStore {
         dispatcher: PhoneNumber,
         limit: usize,
     ) -> Result<Vec<Dispatch>, StoreError> {
-        self.memory.open_for_dispatcher(dispatcher, limit).await
+        self.shared
+            .memory
+            .open_for_dispatcher(dispatcher, limit)
+            .await
     }
 
     async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<Due>, StoreError> {
-        self.memory.due(now, limit).await
+        self.shared.memory.due(now, limit).await
     }
 
     async fn list(&self, filter: ListFilter, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
-        self.memory.list(filter, limit).await
+        self.shared.memory.list(filter, limit).await
     }
 
     async fn by_job(&self, job: &JobId, limit: usize) -> Result<Vec<Dispatch>, StoreError> {
-        self.memory.by_job(job, limit).await
+        self.shared.memory.by_job(job, limit).await
     }
 
     async fn history(&self, id: DispatchId) -> Result<Vec<HistoryPage>, StoreError> {

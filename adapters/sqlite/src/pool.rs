@@ -86,6 +86,10 @@ struct Lane<J> {
 struct LaneState<J> {
     jobs: VecDeque<J>,
     closed: bool,
+    /// Threads waiting for a job: a push wakes one only when some wait (a
+    /// busy thread finds the job when it next looks, without a system
+    /// call on the pushing side).
+    waiting: usize,
 }
 
 impl<J> Lane<J> {
@@ -94,14 +98,20 @@ impl<J> Lane<J> {
             state: Mutex::new(LaneState {
                 jobs: VecDeque::new(),
                 closed: false,
+                waiting: 0,
             }),
             ready: Condvar::new(),
         }
     }
 
     fn push(&self, job: J) {
-        lock(&self.state).jobs.push_back(job);
-        self.ready.notify_one();
+        let mut state = lock(&self.state);
+        state.jobs.push_back(job);
+        let asleep = state.waiting > 0;
+        drop(state);
+        if asleep {
+            self.ready.notify_one();
+        }
     }
 
     /// Waits for jobs and takes up to `max` of them; `None` once the lane
@@ -112,10 +122,12 @@ impl<J> Lane<J> {
             if state.closed {
                 return None;
             }
+            state.waiting += 1;
             state = self
                 .ready
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.waiting -= 1;
         }
         let n = state.jobs.len().min(max);
         Some(state.jobs.drain(..n).collect())
@@ -181,19 +193,30 @@ fn writer_loop(mut conn: Connection, lane: &Lane<WriterJob>, checkpoints: Option
     }
 }
 
-/// Commits a group of saves and answers each. If the group panics (a bug)
-/// its replies are dropped, which the waiting saves turn into a panic.
+/// Commits a group of saves and answers each, after running each save's
+/// `done` hook with its result. If the group panics (a bug) the hooks see
+/// an error and the replies are dropped, which the waiting saves turn into
+/// a panic.
 fn commit(conn: &mut Connection, group: &mut Vec<(Box<Row>, Reply)>) {
-    let batch = std::mem::take(group);
+    let mut batch = std::mem::take(group);
     let rows: Vec<&Row> = batch.iter().map(|(r, _)| &**r).collect();
     let results =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| save_group(conn, &rows)));
     drop(rows);
-    if let Ok(results) = results {
-        for ((_, reply), r) in batch.into_iter().zip(results) {
-            // The caller may have gone away (a cancelled request): the
-            // save stands either way.
-            let _ = reply.send(r);
+    match results {
+        Ok(results) => {
+            for ((mut row, reply), r) in batch.into_iter().zip(results) {
+                row.done(&r);
+                // The caller may have gone away (a cancelled request): the
+                // save stands either way.
+                let _ = reply.send(r);
+            }
+        }
+        Err(_) => {
+            let failed = Err(StoreError::backend(false, "the sqlite writer panicked"));
+            for (row, _) in &mut batch {
+                row.done(&failed);
+            }
         }
     }
 }

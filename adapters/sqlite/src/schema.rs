@@ -14,7 +14,7 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only:
 /// a migration that shipped is never edited.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// Version 1: the dispatches and their lookup tables.
 const V1: &str = "
@@ -100,6 +100,49 @@ ALTER TABLE leg_sids ADD COLUMN moved INTEGER NOT NULL DEFAULT 0;
 -- A mirror's load at open reads the moved rows alone.
 CREATE INDEX inbound_sids_moved ON inbound_sids (dispatch) WHERE moved = 1;
 CREATE INDEX leg_sids_moved ON leg_sids (dispatch) WHERE moved = 1;
+";
+
+/// Version 6: whether the lookups are stale. The file's one owner (a
+/// mirror, `qdn-relay serve`) writes the records alone: it drops the
+/// secondary indexes of `dispatches` and stops keeping the lookup rows
+/// (`inbound_sids`, `leg_sids` but for moved entries, `notified`), and
+/// says so here; the next shared open rebuilds them from the records.
+const V6: &str = "
+CREATE TABLE lookups (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    stale INTEGER NOT NULL CHECK (stale IN (0, 1))
+);
+INSERT INTO lookups (id, stale) VALUES (1, 0);
+";
+
+/// What the file's owner drops when it takes the file (see [`V6`]): the
+/// secondary indexes of `dispatches`, which only the shared mode reads.
+pub(crate) const OWNER_TAKES: &str = "
+UPDATE lookups SET stale = 1;
+DROP INDEX IF EXISTS dispatches_open_customer;
+DROP INDEX IF EXISTS dispatches_open_tag;
+DROP INDEX IF EXISTS dispatches_due;
+DROP INDEX IF EXISTS dispatches_open_id;
+DROP INDEX IF EXISTS dispatches_job;
+";
+
+/// The lookup rows the shared mode keeps and the owner does not, cleared
+/// before a rebuild writes them again from the records.
+pub(crate) const CLEAR_LOOKUPS: &str = "
+DELETE FROM inbound_sids WHERE moved = 0;
+DELETE FROM leg_sids WHERE moved = 0;
+DELETE FROM notified;
+";
+
+/// The secondary indexes of `dispatches` as versions 1 and 3 made them,
+/// made again once the lookup rows are rebuilt.
+pub(crate) const REBUILT: &str = "
+CREATE UNIQUE INDEX IF NOT EXISTS dispatches_open_customer ON dispatches (line, customer) WHERE is_open = 1;
+CREATE UNIQUE INDEX IF NOT EXISTS dispatches_open_tag ON dispatches (tag) WHERE is_open = 1;
+CREATE INDEX IF NOT EXISTS dispatches_due ON dispatches (deadline, id) WHERE deadline IS NOT NULL;
+CREATE INDEX IF NOT EXISTS dispatches_open_id ON dispatches (id) WHERE is_open = 1;
+CREATE INDEX IF NOT EXISTS dispatches_job ON dispatches (job_id, id DESC) WHERE job_id IS NOT NULL;
+UPDATE lookups SET stale = 0;
 ";
 
 /// Brings the schema up to [`SCHEMA_VERSION`]; refuses a newer one.

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{self, OpenError};
 use crate::pool::Pool;
+use crate::schema;
 
 /// How a file-backed [`SqliteStore`] is opened.
 ///
@@ -76,6 +78,11 @@ impl SqliteOptions {
 pub struct SqliteStore {
     pool: Arc<Pool>,
     path: Option<Arc<PathBuf>>,
+    /// The file, with a shared lock for this store's life (none for the
+    /// owner's store, whose mirror holds the exclusive lock): an owner
+    /// cannot take a file that shared stores have open, and the other
+    /// way round.
+    _lock: Option<Arc<File>>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -101,11 +108,47 @@ impl SqliteStore {
     }
 
     /// [`SqliteStore::open`] with explicit options.
+    ///
+    /// Fails with [`OpenError::InUse`] while a [`crate::MirroredStore`]
+    /// owns the file. If the last process to write the file was such an
+    /// owner, the lookup rows and indexes it does not keep are rebuilt
+    /// from the records first (one transaction; about as long as loading
+    /// every record).
     pub async fn open_with(
         path: impl AsRef<Path>,
         options: SqliteOptions,
     ) -> Result<Self, OpenError> {
         let path = path.as_ref().to_owned();
+        let lock = lock_file(&path, false)?;
+        let mut store = Self::open_unlocked(path, options).await?;
+        store._lock = Some(Arc::new(lock));
+        store
+            .write(rebuild_lookups)
+            .await
+            .map_err(OpenError::Lookups)?;
+        Ok(store)
+    }
+
+    /// The store of the file's owner, which holds the exclusive lock
+    /// itself: the secondary indexes are dropped and the lookups marked
+    /// stale, so saves through [`SqliteStore::save_owned`] write the
+    /// records alone.
+    pub(crate) async fn open_owned(path: &Path, options: SqliteOptions) -> Result<Self, OpenError> {
+        let store = Self::open_unlocked(path.to_owned(), options).await?;
+        store
+            .write(|c| {
+                let tx = c
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(error::map)?;
+                tx.execute_batch(schema::OWNER_TAKES).map_err(error::map)?;
+                tx.commit().map_err(error::map)
+            })
+            .await
+            .map_err(OpenError::Lookups)?;
+        Ok(store)
+    }
+
+    async fn open_unlocked(path: PathBuf, options: SqliteOptions) -> Result<Self, OpenError> {
         let p = path.clone();
         let pool = tokio::task::spawn_blocking(move || {
             Pool::open_file(&p, options.readers, options.busy_timeout)
@@ -115,6 +158,7 @@ impl SqliteStore {
         Ok(Self {
             pool: Arc::new(pool),
             path: Some(Arc::new(path)),
+            _lock: None,
         })
     }
 
@@ -128,6 +172,7 @@ impl SqliteStore {
         Ok(Self {
             pool: Arc::new(pool),
             path: None,
+            _lock: None,
         })
     }
 
@@ -159,6 +204,86 @@ impl SqliteStore {
         }));
         answer(rx.await)
     }
+}
+
+/// Opens (creating it if need be) the database file at `path` and takes
+/// its lock: exclusive for the file's owner, shared otherwise. Held by
+/// another process (or store) the other way: [`OpenError::InUse`].
+pub(crate) fn lock_file(path: &Path, exclusive: bool) -> Result<File, OpenError> {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| OpenError::Lock {
+            path: path.to_owned(),
+            source: e,
+        })?;
+    let taken = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match taken {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::InUse {
+            path: path.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(OpenError::Lock {
+            path: path.to_owned(),
+            source: e,
+        }),
+    }
+}
+
+/// If the file's owner left the lookups stale, writes them again from the
+/// records and makes the indexes again, in one transaction (a second
+/// shared store opening at once finds them rebuilt).
+fn rebuild_lookups(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(error::map)?;
+    let stale: i64 = tx
+        .query_row("SELECT stale FROM lookups", [], |r| r.get(0))
+        .map_err(error::map)?;
+    if stale == 0 {
+        return Ok(());
+    }
+    tx.execute_batch(schema::CLEAR_LOOKUPS)
+        .map_err(error::map)?;
+    {
+        let mut read = tx
+            .prepare("SELECT id, version, record FROM dispatches")
+            .map_err(error::map)?;
+        let mut inbound = tx.prepare_cached(INSERT_INBOUND).map_err(error::map)?;
+        let mut legs = tx.prepare_cached(INSERT_LEG).map_err(error::map)?;
+        let mut notified = tx.prepare_cached(UPSERT_NOTIFIED).map_err(error::map)?;
+        let mut rows = read.query([]).map_err(error::map)?;
+        while let Some(r) = rows.next().map_err(error::map)? {
+            let id: String = r.get(0).map_err(error::map)?;
+            let d = parse(
+                &id,
+                r.get(1).map_err(error::map)?,
+                &r.get::<_, String>(2).map_err(error::map)?,
+            )?;
+            for sid in d.inbound_sids() {
+                inbound.execute([sid.as_str(), &id]).map_err(error::map)?;
+            }
+            for sid in d.leg_sids() {
+                legs.execute([sid.as_str(), &id]).map_err(error::map)?;
+            }
+            if d.state().is_open() {
+                for (n, at) in notified_of(&d) {
+                    notified.execute(params![id, n, at]).map_err(error::map)?;
+                }
+            }
+        }
+    }
+    tx.execute_batch(schema::REBUILT).map_err(error::map)?;
+    tx.commit().map_err(error::map)?;
+    tracing::info!("rebuilt the sqlite lookups the file's last owner did not keep");
+    Ok(())
 }
 
 /// A connection thread's answer: a panic in the work is resumed here (it
@@ -228,6 +353,17 @@ const INBOUND_OWNER: &str = "SELECT dispatch FROM inbound_sids WHERE sid = ?1";
 const INSERT: &str = "INSERT INTO dispatches \
      (id, version, state, is_open, line, customer, tag, deadline, opened_at, updated_at, job_id, record) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+/// [`INSERT`] for the file's owner: an id already on file is a version
+/// conflict, found before anything is written.
+const INSERT_NEW: &str = "INSERT INTO dispatches \
+     (id, version, state, is_open, line, customer, tag, deadline, opened_at, updated_at, job_id, record) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (id) DO NOTHING";
+/// The lookups of moved entries, as the file's owner writes them (it keeps
+/// no other lookup rows, so the row may not exist yet).
+const OWNER_MOVED_INBOUND: &str = "INSERT INTO inbound_sids (sid, dispatch, moved) \
+     VALUES (?1, ?2, 1) ON CONFLICT (sid) DO UPDATE SET dispatch = excluded.dispatch, moved = 1";
+const OWNER_MOVED_LEG: &str = "INSERT INTO leg_sids (sid, dispatch, moved) \
+     VALUES (?1, ?2, 1) ON CONFLICT (sid) DO UPDATE SET dispatch = excluded.dispatch, moved = 1";
 const UPDATE: &str = "UPDATE dispatches SET version = ?2, state = ?3, is_open = ?4, line = ?5, \
      customer = ?6, tag = ?7, deadline = ?8, opened_at = ?9, updated_at = ?10, job_id = ?11, \
      record = ?12 WHERE id = ?1 AND version = ?13";
@@ -278,6 +414,8 @@ pub(crate) struct Row {
     line: String,
     customer: String,
     tag: Tag,
+    /// The tag as the `tag` column holds it.
+    tag_key: String,
     deadline: Option<i64>,
     opened_at: i64,
     updated_at: i64,
@@ -294,34 +432,17 @@ pub(crate) struct Row {
     pages: Vec<(i64, String)>,
     /// (dispatcher, last notified at); empty unless open.
     notified: Vec<(String, i64)>,
-    /// What the file holds for this dispatch at version `expected`, when
-    /// the caller knows it (a mirror does): the checks and the side
-    /// tables' updates then skip what the file would only confirm.
-    before: Option<Before>,
+    /// Written by the file's one owner ([`crate::MirroredStore`]), which
+    /// checked the save in memory: the record and what moved out alone,
+    /// no lookup rows (see [`Row::write_exclusive`]).
+    exclusive: bool,
+    /// Run by the writer with the save's result once it is known (before
+    /// the caller hears it, and even if the caller has gone away).
+    done: Option<Done>,
 }
 
-/// The side-table keys and uniqueness keys of a dispatch as the file holds
-/// it (see [`Row::before`]).
-pub(crate) struct Before {
-    inbound: HashSet<String>,
-    legs: HashSet<String>,
-    notified: Vec<(String, i64)>,
-    /// Open, with this line, customer and tag.
-    open_as: Option<(String, String, Tag)>,
-}
-
-impl Before {
-    /// The keys of `d` (the version the file holds).
-    pub(crate) fn of(d: &Dispatch) -> Self {
-        let open = d.state().is_open();
-        Self {
-            inbound: d.inbound_sids().map(|s| s.as_str().to_owned()).collect(),
-            legs: d.leg_sids().map(ToString::to_string).collect(),
-            notified: if open { notified_of(d) } else { Vec::new() },
-            open_as: open.then(|| (d.line().to_string(), d.customer().to_string(), d.tag())),
-        }
-    }
-}
+/// A save's hook (see [`Row::done`]).
+pub(crate) type Done = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
 
 /// (dispatcher, last notified at) of each dispatcher `d` notified, as
 /// the `notified` table holds them.
@@ -382,6 +503,7 @@ impl Row {
             line: d.line().to_string(),
             customer: d.customer().to_string(),
             tag: d.tag(),
+            tag_key: d.tag().to_string(),
             deadline: d.next_deadline().map(Timestamp::as_millis),
             opened_at: d.opened_at().as_millis(),
             updated_at: d.updated_at().as_millis(),
@@ -393,20 +515,101 @@ impl Row {
             moved_legs: n_legs,
             pages,
             notified,
-            before: None,
+            exclusive: false,
+            done: None,
         })
     }
 
-    /// The row of `d`, with what the file holds at version `expected`
-    /// (`before`), when that is known.
-    pub(crate) fn after(
-        d: &Dispatch,
-        expected: u64,
-        before: Option<Before>,
-    ) -> Result<Self, StoreError> {
-        let mut row = Self::new(d, expected)?;
-        row.before = before.filter(|_| expected > 0);
-        Ok(row)
+    /// Runs the `done` hook (once) with the save's result.
+    pub(crate) fn done(&mut self, result: &Result<(), StoreError>) {
+        if let Some(done) = self.done.take() {
+            done(result);
+        }
+    }
+
+    /// The save of the file's one owner, which checked the version and
+    /// the uniqueness rules in memory, against every save committed and
+    /// none in flight that shares a key with it: the record (its version
+    /// still checked by the `UPDATE`), the pages that moved out and their
+    /// lookups. The secondary indexes and the lookup rows of the shared
+    /// mode are not kept while an owner holds the file; they are rebuilt
+    /// from the records when a [`SqliteStore`] next opens it. A refusal
+    /// comes before anything is written.
+    fn write_exclusive(&self, tx: &Connection) -> Result<(), StoreError> {
+        let changed = if self.expected == 0 {
+            self.insert_record(tx, INSERT_NEW)
+        } else {
+            self.update_record(tx)
+        }
+        .map_err(error::map)?;
+        if changed != 1 {
+            let found: Option<i64> = tx
+                .prepare_cached(VERSION_OF)
+                .and_then(|mut s| s.query_row([&self.key], |r| r.get(0)).optional())
+                .map_err(error::map)?;
+            return Err(StoreError::Conflict {
+                id: self.id,
+                reason: ConflictReason::Version {
+                    expected: u64::try_from(self.expected).unwrap_or_default(),
+                    found: found.and_then(|v| u64::try_from(v).ok()),
+                },
+            });
+        }
+        if !self.pages.is_empty() {
+            let mut ins = tx.prepare_cached(INSERT_PAGE).map_err(error::map)?;
+            for (seq, page) in &self.pages {
+                ins.execute(params![self.key, seq, page])
+                    .map_err(error::map)?;
+            }
+            let mut moved = tx.prepare_cached(OWNER_MOVED_INBOUND).map_err(error::map)?;
+            for sid in &self.inbound[self.inbound.len() - self.moved_inbound..] {
+                moved
+                    .execute([sid.as_str(), &self.key])
+                    .map_err(error::map)?;
+            }
+            let mut moved = tx.prepare_cached(OWNER_MOVED_LEG).map_err(error::map)?;
+            for sid in &self.legs[self.legs.len() - self.moved_legs..] {
+                moved.execute([sid, &self.key]).map_err(error::map)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs [`INSERT`] or [`INSERT_NEW`] for the record.
+    fn insert_record(&self, tx: &Connection, sql: &str) -> rusqlite::Result<usize> {
+        tx.prepare_cached(sql)?.execute(params![
+            self.key,
+            self.version,
+            self.state,
+            self.is_open,
+            self.line,
+            self.customer,
+            self.tag_key,
+            self.deadline,
+            self.opened_at,
+            self.updated_at,
+            self.job_id,
+            self.record,
+        ])
+    }
+
+    /// Runs [`UPDATE`] for the record (no row changes at another version).
+    fn update_record(&self, tx: &Connection) -> rusqlite::Result<usize> {
+        tx.prepare_cached(UPDATE)?.execute(params![
+            self.key,
+            self.version,
+            self.state,
+            self.is_open,
+            self.line,
+            self.customer,
+            self.tag_key,
+            self.deadline,
+            self.opened_at,
+            self.updated_at,
+            self.job_id,
+            self.record,
+            self.expected,
+        ])
     }
 
     /// The whole save, inside a transaction (or savepoint) `tx` that holds
@@ -436,14 +639,7 @@ impl Row {
 
         // Uniqueness, in the reference store's order. The transaction holds
         // the write lock, so nothing can change between check and write.
-        // Already open as the same customer and tag: the file holds it so,
-        // which its unique indexes allowed.
-        let held_as_is = self.before.as_ref().is_some_and(|b| {
-            b.open_as.as_ref().is_some_and(|(line, customer, tag)| {
-                *line == self.line && *customer == self.customer && *tag == self.tag
-            })
-        });
-        if self.is_open && !held_as_is {
+        if self.is_open {
             let other: Option<String> = tx
                 .prepare_cached(OTHER_OPEN_CUSTOMER)
                 .and_then(|mut s| {
@@ -457,7 +653,7 @@ impl Row {
             let other: Option<String> = tx
                 .prepare_cached(OTHER_OPEN_TAG)
                 .and_then(|mut s| {
-                    s.query_row(params![self.tag.to_string(), self.key], |r| r.get(0))
+                    s.query_row(params![self.tag_key, self.key], |r| r.get(0))
                         .optional()
                 })
                 .map_err(error::map)?;
@@ -467,12 +663,7 @@ impl Row {
         }
         {
             let mut owner = tx.prepare_cached(INBOUND_OWNER).map_err(error::map)?;
-            let known = |sid: &ProviderMessageId| {
-                self.before
-                    .as_ref()
-                    .is_some_and(|b| b.inbound.contains(sid.as_str()))
-            };
-            for sid in self.inbound.iter().filter(|s| !known(s)) {
+            for sid in &self.inbound {
                 let other: Option<String> = owner
                     .query_row([sid.as_str()], |r| r.get(0))
                     .optional()
@@ -485,40 +676,9 @@ impl Row {
 
         // The record.
         let changed = if self.expected == 0 {
-            tx.prepare_cached(INSERT).and_then(|mut s| {
-                s.execute(params![
-                    self.key,
-                    self.version,
-                    self.state,
-                    self.is_open,
-                    self.line,
-                    self.customer,
-                    self.tag.to_string(),
-                    self.deadline,
-                    self.opened_at,
-                    self.updated_at,
-                    self.job_id,
-                    self.record,
-                ])
-            })
+            self.insert_record(tx, INSERT)
         } else {
-            tx.prepare_cached(UPDATE).and_then(|mut s| {
-                s.execute(params![
-                    self.key,
-                    self.version,
-                    self.state,
-                    self.is_open,
-                    self.line,
-                    self.customer,
-                    self.tag.to_string(),
-                    self.deadline,
-                    self.opened_at,
-                    self.updated_at,
-                    self.job_id,
-                    self.record,
-                    self.expected,
-                ])
-            })
+            self.update_record(tx)
         }
         .map_err(error::map)?;
         if changed != 1 {
@@ -537,7 +697,6 @@ impl Row {
             DELETE_INBOUND,
             INSERT_INBOUND,
             self.inbound.iter().map(ProviderMessageId::as_str),
-            self.before.as_ref().map(|b| &b.inbound),
         )?;
         self.sync_sids(
             tx,
@@ -545,7 +704,6 @@ impl Row {
             DELETE_LEG,
             INSERT_LEG,
             self.legs.iter().map(String::as_str),
-            self.before.as_ref().map(|b| &b.legs),
         )?;
         self.sync_notified(tx)?;
 
@@ -599,27 +757,19 @@ impl Row {
         delete: &str,
         insert: &str,
         wanted: impl Iterator<Item = &'a str>,
-        known: Option<&HashSet<String>>,
     ) -> Result<(), StoreError> {
         let wanted: Vec<&str> = wanted.collect();
-        let read: HashSet<String>;
-        let stored: &HashSet<String> = match known {
-            Some(known) => known,
-            None => {
-                read = if self.expected == 0 {
-                    HashSet::new()
-                } else {
-                    let mut stmt = tx.prepare_cached(select).map_err(error::map)?;
-                    let rows = stmt
-                        .query_map([&self.key], |r| r.get::<_, String>(0))
-                        .map_err(error::map)?;
-                    rows.collect::<Result<_, _>>().map_err(error::map)?
-                };
-                &read
-            }
+        let stored: HashSet<String> = if self.expected == 0 {
+            HashSet::new()
+        } else {
+            let mut stmt = tx.prepare_cached(select).map_err(error::map)?;
+            let rows = stmt
+                .query_map([&self.key], |r| r.get::<_, String>(0))
+                .map_err(error::map)?;
+            rows.collect::<Result<_, _>>().map_err(error::map)?
         };
         let mut del = tx.prepare_cached(delete).map_err(error::map)?;
-        for sid in stored {
+        for sid in &stored {
             if !wanted.contains(&sid.as_str()) {
                 del.execute([sid.as_str(), &self.key]).map_err(error::map)?;
             }
@@ -635,10 +785,7 @@ impl Row {
 
     /// Makes this dispatch's `notified` rows exactly `self.notified`.
     fn sync_notified(&self, tx: &Connection) -> Result<(), StoreError> {
-        let stored: Vec<(String, i64)> = match &self.before {
-            Some(b) => b.notified.clone(),
-            None => self.stored(tx, SELECT_NOTIFIED)?,
-        };
+        let stored: Vec<(String, i64)> = self.stored(tx, SELECT_NOTIFIED)?;
         let mut del = tx.prepare_cached(DELETE_NOTIFIED).map_err(error::map)?;
         for (n, _) in &stored {
             if !self.notified.iter().any(|(w, _)| w == n) {
@@ -687,22 +834,31 @@ pub(crate) fn save_group(conn: &mut Connection, rows: &[&Row]) -> Vec<Result<(),
         };
         let mut done = Vec::with_capacity(todo.len());
         for &i in &todo {
-            let outcome = (|| -> Result<Option<StoreError>, StoreError> {
-                let mut sp = tx.savepoint().map_err(error::map)?;
-                match rows[i].write(&sp) {
-                    Ok(()) => {
-                        sp.commit().map_err(error::map)?;
-                        Ok(None)
-                    }
-                    // A refusal: its checks run before it writes anything.
-                    Err(e @ (StoreError::Conflict { .. } | StoreError::Invalid { .. })) => {
-                        sp.rollback().map_err(error::map)?;
-                        sp.commit().map_err(error::map)?;
-                        Ok(Some(e))
-                    }
+            let outcome = if rows[i].exclusive {
+                // An owner's save refuses before it writes: no savepoint.
+                match rows[i].write_exclusive(&tx) {
+                    Ok(()) => Ok(None),
+                    Err(e @ StoreError::Conflict { .. }) => Ok(Some(e)),
                     Err(e) => Err(e),
                 }
-            })();
+            } else {
+                (|| -> Result<Option<StoreError>, StoreError> {
+                    let mut sp = tx.savepoint().map_err(error::map)?;
+                    match rows[i].write(&sp) {
+                        Ok(()) => {
+                            sp.commit().map_err(error::map)?;
+                            Ok(None)
+                        }
+                        // A refusal: its checks run before it writes anything.
+                        Err(e @ (StoreError::Conflict { .. } | StoreError::Invalid { .. })) => {
+                            sp.rollback().map_err(error::map)?;
+                            sp.commit().map_err(error::map)?;
+                            Ok(Some(e))
+                        }
+                        Err(e) => Err(e),
+                    }
+                })()
+            };
             match outcome {
                 Ok(refusal) => done.push((i, refusal)),
                 Err(e) => {
@@ -786,7 +942,17 @@ impl Store for SqliteStore {
     }
 
     async fn save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
-        self.save_after(d, expected, None).await
+        let row = Row::new(d, expected)?;
+        let (tx, rx) = oneshot::channel();
+        self.pool.save(row, tx);
+        match rx.await {
+            Ok(r) => r,
+            // The writer drops the replies of a group that panicked.
+            Err(_) => panic!(
+                "the sqlite writer panicked while saving dispatch {}",
+                d.id()
+            ),
+        }
     }
 
     async fn by_inbound_sid(
@@ -939,26 +1105,26 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
-    /// [`Store::save`], knowing what the file holds at version `expected`
-    /// (`before`, from a mirror): the writer then skips the reads that
-    /// would only confirm it.
-    pub(crate) async fn save_after(
+    /// The row of the file's owner's save of `d` over `expected` (see
+    /// [`Row::write_exclusive`]), for [`SqliteStore::queue_owned`].
+    pub(crate) fn owned_row(&self, d: &Dispatch, expected: u64) -> Result<Row, StoreError> {
+        let mut row = Row::new(d, expected)?;
+        row.exclusive = true;
+        Ok(row)
+    }
+
+    /// Queues an owner's save: `done` runs on the writer thread with its
+    /// result once the commit that holds it is over, then the returned
+    /// channel carries the result.
+    pub(crate) fn queue_owned(
         &self,
-        d: &Dispatch,
-        expected: u64,
-        before: Option<Before>,
-    ) -> Result<(), StoreError> {
-        let row = Row::after(d, expected, before)?;
+        mut row: Row,
+        done: impl FnOnce(&Result<(), StoreError>) + Send + 'static,
+    ) -> oneshot::Receiver<Result<(), StoreError>> {
+        row.done = Some(Box::new(done));
         let (tx, rx) = oneshot::channel();
         self.pool.save(row, tx);
-        match rx.await {
-            Ok(r) => r,
-            // The writer drops the replies of a group that panicked.
-            Err(_) => panic!(
-                "the sqlite writer panicked while saving dispatch {}",
-                d.id()
-            ),
-        }
+        rx
     }
 
     /// Every dispatch in the file, oldest first (a mirror's load).

@@ -70,7 +70,7 @@ async fn opening_sets_wal_and_migrates_once() {
     let fs = FileStore::fresh().await;
     let path = fs.path();
     assert_eq!(user_version(&path), i64::from(SCHEMA_VERSION));
-    assert_eq!(SCHEMA_VERSION, 5);
+    assert_eq!(SCHEMA_VERSION, 6);
     let mode: String = raw(&path)
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap_or_else(|e| panic!("{e}"));
