@@ -71,10 +71,14 @@ pub struct MirroredStore {
 struct Shared {
     memory: MemoryStore,
     /// The keys of the saves in flight, each with how many hold it.
-    in_flight: Mutex<HashMap<Key, usize>>,
+    in_flight: Mutex<InFlight>,
     /// Told when a save settles (its keys are free again).
     settled: tokio::sync::Notify,
 }
+
+/// The keys of the saves in flight (foldhash: they are looked up on every
+/// save).
+type InFlight = HashMap<Key, usize, foldhash::fast::RandomState>;
 
 /// What two saves must not both hold in flight (see the module docs).
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -86,7 +90,7 @@ enum Key {
 }
 
 impl Shared {
-    fn in_flight(&self) -> MutexGuard<'_, HashMap<Key, usize>> {
+    fn in_flight(&self) -> MutexGuard<'_, InFlight> {
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -177,7 +181,7 @@ impl MirroredStore {
             sqlite,
             shared: Arc::new(Shared {
                 memory,
-                in_flight: Mutex::new(HashMap::new()),
+                in_flight: Mutex::new(InFlight::default()),
                 settled: tokio::sync::Notify::new(),
             }),
             opt_outs,
