@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -108,6 +109,37 @@ pub struct Policy {
     pub(crate) relay_lines: Vec<PhoneNumber>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) carriers: Vec<CarrierNumber>,
+}
+
+/// Serializes a dispatch's policy. Every dispatch of a line holds the same
+/// policy (one `Arc`), so with `serde_json` each thread keeps the JSON of
+/// the last policy it wrote and writes it again as it is; any other
+/// serializer, or another policy, gets the policy serialized afresh. The
+/// output is the same either way.
+pub(crate) fn serialize_shared<S: serde::Serializer>(
+    policy: &Arc<Policy>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<Option<(Arc<Policy>, Box<serde_json::value::RawValue>)>> =
+            const { RefCell::new(None) };
+    }
+    // serde_json's writer alone takes a raw value as JSON text.
+    if !std::any::type_name::<S>().starts_with("&mut serde_json::ser::Serializer<") {
+        return policy.serialize(s);
+    }
+    LAST.with_borrow_mut(|last| {
+        let json = match last {
+            Some((held, json)) if Arc::ptr_eq(held, policy) => json,
+            _ => {
+                let json = serde_json::value::to_raw_value(&**policy)
+                    .map_err(serde::ser::Error::custom)?;
+                &last.insert((Arc::clone(policy), json)).1
+            }
+        };
+        json.serialize(s)
+    })
 }
 
 /// The rule on a level's timeout (also checked on a policy file's default

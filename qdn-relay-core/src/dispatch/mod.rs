@@ -131,6 +131,7 @@ pub struct Dispatch {
     job_id: Option<JobId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     job_sync: Option<Box<JobSync>>,
+    #[serde(serialize_with = "crate::policy::serialize_shared")]
     policy: Arc<Policy>,
     opened_at: Timestamp,
     updated_at: Timestamp,
@@ -569,5 +570,35 @@ mod fixture {
         let (d, _) =
             Dispatch::open(id, tag, Arc::new(policy), text, T0).unwrap_or_else(|e| panic!("{e}"));
         d
+    }
+}
+
+#[cfg(test)]
+mod policy_json {
+    use std::time::Duration;
+
+    use super::fixture::opened;
+
+    #[test]
+    fn a_policy_written_again_from_the_last_json_is_written_the_same() {
+        // Two dispatches with policies of their own, written in turns: the
+        // JSON kept of the last policy is used for its own dispatch only,
+        // and equals the policy written afresh (to_value takes no shortcut).
+        let a = opened(Duration::from_secs(60));
+        let b = opened(Duration::from_secs(900));
+        for d in [&a, &a, &b, &a, &b, &b] {
+            let text = serde_json::to_string(d).unwrap_or_else(|e| panic!("{e}"));
+            let parsed: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+            let fresh = serde_json::to_value(d).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(parsed, fresh);
+            let back: super::Dispatch =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(&back, d);
+        }
+        assert_ne!(
+            serde_json::to_value(a.policy()).unwrap_or_else(|e| panic!("{e}")),
+            serde_json::to_value(b.policy()).unwrap_or_else(|e| panic!("{e}"))
+        );
     }
 }
