@@ -27,7 +27,7 @@ use crate::store::{Row, save_group};
 const STATEMENT_CACHE: usize = 32;
 
 /// A file store's background checkpoint runs after this many writes...
-const CHECKPOINT_AFTER_WRITES: u64 = 1024;
+const CHECKPOINT_AFTER_WRITES: u64 = 64;
 
 /// ...or after this long, whichever comes first (if anything was written).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
