@@ -44,6 +44,11 @@
 //! - `notified (dispatch, dispatcher, last_notified_at)`: who was texted
 //!   about a dispatch and when last; rows exist only while the dispatch is
 //!   open.
+//! - `lookups (stale)`: one row; `1` while (or since) a
+//!   [`MirroredStore`] owned the file, which keeps neither the secondary
+//!   indexes of `dispatches` nor the lookup rows but for moved entries.
+//!   The next [`SqliteStore::open`] rebuilds them from the records, in one
+//!   transaction, and sets it back to `0`.
 //!
 //! ## Indexes, one per query of the port
 //!
@@ -69,9 +74,13 @@
 //!
 //! A process that is the file's only user (`qdn-relay serve`) opens it as
 //! a [`MirroredStore`]: every dispatch and opt-out is also held in memory,
-//! so no read starts a transaction; saves go through the writer below
-//! first and reach memory once committed. An exclusive lock on the file
-//! refuses a second owner.
+//! so no read starts a transaction. Memory is the index and the file the
+//! log: a save is checked in memory, then written by the writer below as
+//! its record row alone (appended for a new dispatch), and applied to
+//! memory by the writer thread once committed, before the save returns.
+//! An exclusive lock on the file refuses a second owner and shared
+//! stores; each [`SqliteStore`] holds a shared lock, which refuses an
+//! owner. See the [`MirroredStore`] docs for why the checks stay exact.
 //!
 //! ## Concurrency
 //!
@@ -118,7 +127,9 @@
 //! thread takes every save queued by then (up to 64 at a time) and commits
 //! them in one transaction, each in its own `SAVEPOINT`, so each is checked
 //! against the ones before it exactly as if they had run one after another,
-//! and a refused save is rolled back to its savepoint alone. A save that
+//! and a refused save is rolled back to its savepoint alone. An owner's
+//! saves need no savepoint: checked in memory already, the only refusal
+//! left (a version the `UPDATE` does not find) comes before they write. A save that
 //! fails in SQLite itself gets that error and the others are run again in a
 //! new transaction without it; a transaction that cannot begin or commit
 //! fails every save in it. A save returns only after the commit that holds

@@ -82,7 +82,7 @@ async fn a_save_the_file_refuses_changes_nothing_in_memory() {
     let a = fixture(1, "K7", "+16195550100", "SMin1", 0);
     m.save(&a, 0).await.expect("create");
     // A second dispatch for the same customer while the first is open: the
-    // file's unique index refuses it, and memory does not show it.
+    // check in memory refuses it, and the file and memory do not show it.
     let b = fixture(2, "K8", "+16195550100", "SMin2", 0);
     let e = m.save(&b, 0).await.expect_err("one open per customer");
     assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
