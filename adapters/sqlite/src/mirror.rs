@@ -56,6 +56,9 @@ use qdn_relay_core::{
 use crate::store::lock_file;
 use crate::{OpenError, SqliteOptions, SqliteStore};
 
+/// Dispatches read from the file at a time when a mirror loads it.
+const LOAD_PAGE: usize = 10_000;
+
 /// The SQLite store mirrored in memory (see the module docs).
 pub struct MirroredStore {
     sqlite: SqliteStore,
@@ -166,8 +169,26 @@ impl MirroredStore {
         let owner = lock_file(&path, true)?;
         let sqlite = SqliteStore::open_owned(&path, options).await?;
         let memory = MemoryStore::lookups_only();
-        for d in sqlite.load_all().await.map_err(OpenError::Load)? {
-            memory.apply(&d);
+        // Every dispatch of a line holds the same policy: keep one copy of
+        // each (the last few seen are enough, policies change rarely).
+        let mut policies: Vec<Arc<qdn_relay_core::Policy>> = Vec::new();
+        let mut after = None;
+        loop {
+            let page = sqlite
+                .load_after(after, LOAD_PAGE)
+                .await
+                .map_err(OpenError::Load)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id());
+            for mut d in page {
+                if !policies.iter().rev().any(|p| d.share_policy(p)) {
+                    if policies.len() == 16 {
+                        policies.remove(0);
+                    }
+                    policies.push(Arc::clone(d.policy()));
+                }
+                memory.apply_owned(d);
+            }
         }
         for (id, inbound, legs) in sqlite.load_moved().await.map_err(OpenError::Load)? {
             memory.apply_moved(id, &inbound, &legs);

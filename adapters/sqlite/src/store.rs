@@ -1127,13 +1127,21 @@ impl SqliteStore {
         rx
     }
 
-    /// Every dispatch in the file, oldest first (a mirror's load).
-    pub(crate) async fn load_all(&self) -> Result<Vec<Dispatch>, StoreError> {
-        self.read(|c| {
+    /// Up to `limit` dispatches after `after` (by id), oldest first: a
+    /// mirror's load, a page at a time so it never holds the whole file
+    /// twice.
+    pub(crate) async fn load_after(
+        &self,
+        after: Option<DispatchId>,
+        limit: usize,
+    ) -> Result<Vec<Dispatch>, StoreError> {
+        let after = after.map_or_else(String::new, |id| id.to_string());
+        let limit = self::limit(limit);
+        self.read(move |c| {
             dispatches(
                 c,
-                "SELECT id, version, record FROM dispatches ORDER BY id",
-                [],
+                "SELECT id, version, record FROM dispatches WHERE id > ?1 ORDER BY id LIMIT ?2",
+                params![after, limit],
             )
         })
         .await

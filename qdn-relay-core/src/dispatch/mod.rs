@@ -369,6 +369,19 @@ impl Dispatch {
     pub fn policy(&self) -> &Arc<Policy> {
         &self.policy
     }
+    /// Holds `policy` in place of its own copy when the two are equal (a
+    /// store that loads many dispatches keeps one copy of each policy);
+    /// whether it did.
+    pub fn share_policy(&mut self, policy: &Arc<Policy>) -> bool {
+        if Arc::ptr_eq(&self.policy, policy) {
+            return true;
+        }
+        let same = *self.policy == **policy;
+        if same {
+            self.policy = Arc::clone(policy);
+        }
+        same
+    }
     /// When it opened.
     pub fn opened_at(&self) -> Timestamp {
         self.opened_at
