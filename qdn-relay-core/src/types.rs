@@ -206,7 +206,78 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.to_jiff(), f)
+        let mut buf = [0; RFC3339_MAX];
+        match self.rfc3339(&mut buf) {
+            Some(text) => f.pad(text),
+            None => fmt::Display::fmt(&self.to_jiff(), f),
+        }
+    }
+}
+
+/// The longest [`Timestamp::rfc3339`]: `9999-12-31T23:59:59.999Z`.
+const RFC3339_MAX: usize = 24;
+
+impl Timestamp {
+    /// The instant as jiff writes it (`2026-01-05T09:00:00Z`, with `.1` to
+    /// `.999` when the milliseconds are not 0), written without the
+    /// formatting machinery: records hold many timestamps. `None` before
+    /// 1970 or past jiff's range, which [`Timestamp::to_jiff`] writes.
+    fn rfc3339(self, buf: &mut [u8; RFC3339_MAX]) -> Option<&str> {
+        // The last millisecond jiff takes: 9999-12-30T22:00:00Z.
+        const LAST: i64 = 253_402_207_200_000;
+        if !(0..=LAST).contains(&self.0) {
+            return None;
+        }
+        let (days, ms_of_day) = (self.0 / 86_400_000, self.0 % 86_400_000);
+        // Days since 1970-01-01 to a civil date (Howard Hinnant's
+        // algorithm, for days >= 0).
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let secs = ms_of_day / 1000;
+        let ms = ms_of_day % 1000;
+        let mut put = |at: usize, v: i64, width: usize| {
+            let mut v = v;
+            for i in (0..width).rev() {
+                // 0..=9: the cast cannot truncate.
+                buf[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, year, 4);
+        put(5, month, 2);
+        put(8, day, 2);
+        put(11, secs / 3600, 2);
+        put(14, secs / 60 % 60, 2);
+        put(17, secs % 60, 2);
+        put(20, ms, 3);
+        buf[4] = b'-';
+        buf[7] = b'-';
+        buf[10] = b'T';
+        buf[13] = b':';
+        buf[16] = b':';
+        let end = if ms == 0 {
+            19
+        } else {
+            // ".123", ".12" for 120 ms, ".1" for 100 ms, as jiff trims.
+            buf[19] = b'.';
+            let digits = if ms % 100 == 0 {
+                1
+            } else if ms % 10 == 0 {
+                2
+            } else {
+                3
+            };
+            20 + digits
+        };
+        buf[end] = b'Z';
+        std::str::from_utf8(&buf[..=end]).ok()
     }
 }
 
@@ -228,7 +299,23 @@ impl FromStr for Timestamp {
     }
 }
 
-serde_via_str!(Timestamp, "timestamp");
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0; RFC3339_MAX];
+        match self.rfc3339(&mut buf) {
+            Some(text) => s.serialize_str(text),
+            None => s.collect_str(self),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format_args!("invalid timestamp: {e}")))
+    }
+}
 
 // ---------------------------------------------------------------------------
 // DispatchId
@@ -717,5 +804,55 @@ mod tests {
         let s = serde_json::to_string(&j).unwrap();
         assert_eq!(serde_json::from_str::<JobId>(&s).unwrap(), j);
         assert!(serde_json::from_str::<JobId>("\"\"").is_err());
+    }
+
+    /// The timestamps written without jiff's printer are what jiff writes.
+    fn written_as_jiff_writes(ms: i64) {
+        let t = Timestamp::from_millis(ms);
+        let want = t.to_jiff().to_string();
+        assert_eq!(t.to_string(), want, "{ms}");
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            format!("\"{want}\""),
+            "{ms}"
+        );
+        if t.to_jiff().as_millisecond() == ms {
+            // Within jiff's range: it reads back.
+            assert_eq!(want.parse::<Timestamp>().unwrap(), t, "{ms}");
+        }
+    }
+
+    #[test]
+    fn timestamps_are_written_as_jiff_writes_them() {
+        for ms in [
+            0,
+            1,
+            10,
+            100,
+            120,
+            999,
+            1000,
+            86_399_999,
+            86_400_000,
+            951_782_400_000,     // 2000-02-29
+            1_767_603_600_000,   // 2026-01-05T09:00:00Z
+            4_107_542_400_000,   // 2100-03-01
+            253_402_207_200_000, // the last jiff takes
+            253_402_207_200_001, // past it: jiff's own
+            -1,                  // before 1970: jiff's own
+        ] {
+            written_as_jiff_writes(ms);
+        }
+        assert_eq!(
+            format!("{:>26}", Timestamp::from_millis(0)),
+            "      1970-01-01T00:00:00Z"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_timestamp_is_written_as_jiff_writes_it(ms in 0i64..=253_402_207_200_000) {
+            written_as_jiff_writes(ms);
+        }
     }
 }
