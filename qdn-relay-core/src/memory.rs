@@ -351,10 +351,25 @@ impl Inner {
     /// Puts `d` in place of the version held (if any), its index entries
     /// moved with it, and keeps the pages it moved out.
     fn install(&mut self, d: &Dispatch) {
-        self.install_owned(d.clone());
+        let id = d.id();
+        let mut copy = d.clone();
+        copy.pages_saved();
+        match self.by_id.get_mut(&id) {
+            Some(held) => {
+                let old = std::mem::replace(&mut **held, copy);
+                self.reindex(&old, d);
+            }
+            None => {
+                self.index(d);
+                self.by_id.insert(id, Box::new(copy));
+            }
+        }
+        self.keep_pages(id, d.unsaved_pages());
     }
 
-    /// [`Inner::install`] of a dispatch the store may keep as it is.
+    /// [`Inner::install`] of a dispatch the store may keep as it is (no
+    /// copy; the record is moved out of its table slot and back while it
+    /// is re-indexed).
     fn install_owned(&mut self, mut d: Dispatch) {
         let id = d.id();
         // Pages move out rarely: an empty list costs nothing.
@@ -371,14 +386,20 @@ impl Inner {
                 self.by_id.insert(id, Box::new(d));
             }
         }
+        self.keep_pages(id, &pages);
+    }
+
+    /// The lookups of the pages `id` moved out, and the pages themselves
+    /// unless only lookups are kept.
+    fn keep_pages(&mut self, id: DispatchId, pages: &[HistoryPage]) {
         for p in pages {
-            self.index_moved(id, &p);
+            self.index_moved(id, p);
             if self.lookups_only {
                 continue;
             }
             let held = self.pages.entry(id).or_default();
             if p.seq as usize == held.len() {
-                held.push(p);
+                held.push(p.clone());
             }
         }
     }
