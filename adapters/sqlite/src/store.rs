@@ -119,9 +119,19 @@ impl SqliteStore {
         options: SqliteOptions,
     ) -> Result<Self, OpenError> {
         let path = path.as_ref().to_owned();
-        let lock = lock_file(&path, false)?;
+        // A file system without `flock` (or a path SQLite will refuse with
+        // its own error) leaves the store unlocked, as shared stores were
+        // before owners existed; only an owner holding the file refuses.
+        let lock = match lock_file(&path, false) {
+            Ok(lock) => Some(Arc::new(lock)),
+            Err(e @ OpenError::InUse { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "opening the sqlite file without its shared lock");
+                None
+            }
+        };
         let mut store = Self::open_unlocked(path, options).await?;
-        store._lock = Some(Arc::new(lock));
+        store._lock = lock;
         store
             .write(rebuild_lookups)
             .await

@@ -433,25 +433,41 @@ async fn a_save_whose_caller_went_away_still_reaches_memory() {
     use std::task::{Context, Poll, Waker};
 
     let m = FileStore::mirrored().await;
-    let d = fixture(1, "K7", "+16195550100", "SMin1", 0);
-    {
-        // Polled once: checked and queued, then dropped before the commit
-        // is heard of (a request cancelled mid-save).
+    // Each save is polled once (checked and queued) and dropped before the
+    // commit is heard of, as a cancelled request's. The writer may commit
+    // one before the poll returns; the others are the case under test.
+    let mut cancelled = Vec::new();
+    for i in 0..20u128 {
+        let d = fixture(
+            1 + i,
+            &format!("K{}", 10 + i),
+            &format!("+1619555{:04}", 100 + i),
+            &format!("SMin{i}"),
+            0,
+        );
         let mut save = Box::pin(m.store.save(&d, 0));
         let mut cx = Context::from_waker(Waker::noop());
-        assert!(matches!(save.as_mut().poll(&mut cx), Poll::Pending));
+        if matches!(save.as_mut().poll(&mut cx), Poll::Pending) {
+            cancelled.push(d.clone());
+        }
     }
+    assert!(
+        !cancelled.is_empty(),
+        "no save was still in flight when dropped"
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while m.store.get(d.id()).await.expect("get").is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the committed save never reached memory"
-        );
-        tokio::task::yield_now().await;
-        std::thread::sleep(std::time::Duration::from_millis(2));
+    for d in &cancelled {
+        while m.store.get(d.id()).await.expect("get").is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a committed save never reached memory"
+            );
+            tokio::task::yield_now().await;
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        // Memory and the file agree, so the next save is taken.
+        let mut next = d.clone();
+        next.set_version(2);
+        m.store.save(&next, 1).await.expect("next save");
     }
-    // Memory and the file agree, so the next save is taken.
-    let mut next = d.clone();
-    next.set_version(2);
-    m.store.save(&next, 1).await.expect("next save");
 }
