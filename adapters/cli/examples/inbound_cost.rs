@@ -24,14 +24,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use clap::Parser;
 use qdn_relay_core::testing::CountingStore;
-use qdn_relay_core::{
-    Dispatch, InboundText, ListFilter, OutboundMessage, PhoneNumber, Policy, Relay, SendError,
-    SendReceipt, SmsProvider, Store, SystemClock,
-};
+use qdn_relay_core::{Dispatch, ListFilter, PhoneNumber, Policy, Relay, Store, SystemClock};
 use qdn_relay_sqlite::{SqliteOptions, SqliteStore};
+
+mod common;
+use common::{LINE, NoopProvider, cpu_seconds, text};
 
 /// Count and time the store calls of `Relay::inbound` on SQLite.
 #[derive(Parser, Debug)]
@@ -51,60 +50,6 @@ struct Args {
     /// Calls per operation in the per-operation timings.
     #[arg(long, default_value_t = 5000)]
     ops: u32,
-}
-
-const LINE: &str = "+16195550000";
-
-/// Sends nothing and answers a made-up sid at once.
-struct NoopProvider(AtomicU64);
-
-#[async_trait]
-impl SmsProvider for NoopProvider {
-    async fn send(&self, _msg: &OutboundMessage) -> Result<SendReceipt, SendError> {
-        let n = self.0.fetch_add(1, Ordering::Relaxed);
-        let sid = format!("SM{n:032x}")
-            .parse()
-            .expect("SM and 32 hex digits is a sid");
-        Ok(SendReceipt::new(sid))
-    }
-
-    fn name(&self) -> &str {
-        "no-op"
-    }
-}
-
-/// This process's user + system CPU time, in seconds.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat is readable");
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .expect("stat has a command in parentheses")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields[i]
-            .parse::<f64>()
-            .expect("utime and stime are numbers")
-    };
-    // Fields 14 and 15 of proc(5), counted after the command; 100 ticks a
-    // second on Linux.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Customer text `i`: its own sender and MessageSid.
-fn text(i: u64) -> InboundText {
-    InboundText {
-        sid: format!("SM{:032x}", 0xc057_0000_0000_u128 + u128::from(i))
-            .parse()
-            .expect("SM and 32 hex digits is a sid"),
-        from: format!("+1619{}", 2_000_000 + i)
-            .parse()
-            .expect("an E.164 number"),
-        to: LINE.parse().expect("an E.164 number"),
-        body: "Need a 20-yard dumpster at 100 Harbor Dr tomorrow 7am".to_owned(),
-        media: Vec::new(),
-    }
 }
 
 /// Runs `op(i)` `n` times in a row; prints wall and CPU microseconds per call.

@@ -18,13 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use clap::Parser;
-use qdn_relay_core::{
-    InboundText, OutboundMessage, PhoneNumber, Policy, Relay, SendError, SendReceipt, SmsProvider,
-    SystemClock,
-};
+use qdn_relay_core::{PhoneNumber, Policy, Relay, SystemClock};
 use qdn_relay_sqlite::MirroredStore;
+
+mod common;
+use common::{LINE, NoopProvider, cpu_seconds, text};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -46,41 +45,6 @@ struct Args {
     reopen: Option<PathBuf>,
 }
 
-const LINE: &str = "+16195550000";
-
-/// Sends nothing and answers a made-up sid at once.
-struct NoopProvider(AtomicU64);
-
-#[async_trait]
-impl SmsProvider for NoopProvider {
-    async fn send(&self, _msg: &OutboundMessage) -> Result<SendReceipt, SendError> {
-        let n = self.0.fetch_add(1, Ordering::Relaxed);
-        let sid = format!("SM{n:032x}")
-            .parse()
-            .expect("SM and 32 hex digits is a sid");
-        Ok(SendReceipt::new(sid))
-    }
-
-    fn name(&self) -> &str {
-        "no-op"
-    }
-}
-
-/// Customer text `i`: its own sender and MessageSid.
-fn text(i: u64) -> InboundText {
-    InboundText {
-        sid: format!("SM{:032x}", 0xc057_0000_0000_u128 + u128::from(i))
-            .parse()
-            .expect("SM and 32 hex digits is a sid"),
-        from: format!("+1{}", 2_000_000_000 + i)
-            .parse()
-            .expect("an E.164 number"),
-        to: LINE.parse().expect("an E.164 number"),
-        body: "Need a 20-yard dumpster at 100 Harbor Dr tomorrow 7am".to_owned(),
-        media: Vec::new(),
-    }
-}
-
 /// This process's resident memory, in bytes.
 fn rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -89,19 +53,6 @@ fn rss() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
-}
-
-/// This process's user + system CPU time, in seconds.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .expect("stat has a command in parentheses")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| fields[i].parse::<f64>().expect("utime and stime");
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn relay(store: Arc<MirroredStore>) -> Arc<Relay<MirroredStore, NoopProvider, SystemClock>> {

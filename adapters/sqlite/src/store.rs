@@ -565,22 +565,34 @@ impl Row {
                 },
             });
         }
-        if !self.pages.is_empty() {
-            let mut ins = tx.prepare_cached(INSERT_PAGE).map_err(error::map)?;
-            for (seq, page) in &self.pages {
-                ins.execute(params![self.key, seq, page])
-                    .map_err(error::map)?;
-            }
-            let mut moved = tx.prepare_cached(OWNER_MOVED_INBOUND).map_err(error::map)?;
-            for sid in &self.inbound[self.inbound.len() - self.moved_inbound..] {
-                moved
-                    .execute([sid.as_str(), &self.key])
-                    .map_err(error::map)?;
-            }
-            let mut moved = tx.prepare_cached(OWNER_MOVED_LEG).map_err(error::map)?;
-            for sid in &self.legs[self.legs.len() - self.moved_legs..] {
-                moved.execute([sid, &self.key]).map_err(error::map)?;
-            }
+        self.write_moved(tx, OWNER_MOVED_INBOUND, OWNER_MOVED_LEG)
+    }
+
+    /// What moved out of the record in this save: its pages, and the
+    /// lookups of its entries marked moved (by `inbound_sql` and `leg_sql`).
+    fn write_moved(
+        &self,
+        tx: &Connection,
+        inbound_sql: &str,
+        leg_sql: &str,
+    ) -> Result<(), StoreError> {
+        if self.pages.is_empty() {
+            return Ok(());
+        }
+        let mut ins = tx.prepare_cached(INSERT_PAGE).map_err(error::map)?;
+        for (seq, page) in &self.pages {
+            ins.execute(params![self.key, seq, page])
+                .map_err(error::map)?;
+        }
+        let mut moved = tx.prepare_cached(inbound_sql).map_err(error::map)?;
+        for sid in &self.inbound[self.inbound.len() - self.moved_inbound..] {
+            moved
+                .execute([sid.as_str(), &self.key])
+                .map_err(error::map)?;
+        }
+        let mut moved = tx.prepare_cached(leg_sql).map_err(error::map)?;
+        for sid in &self.legs[self.legs.len() - self.moved_legs..] {
+            moved.execute([sid, &self.key]).map_err(error::map)?;
         }
         Ok(())
     }
@@ -719,24 +731,7 @@ impl Row {
 
         // What moved out of the record: its pages, and its lookups marked
         // so later saves, which no longer hold them, leave them.
-        if !self.pages.is_empty() {
-            let mut ins = tx.prepare_cached(INSERT_PAGE).map_err(error::map)?;
-            for (seq, page) in &self.pages {
-                ins.execute(params![self.key, seq, page])
-                    .map_err(error::map)?;
-            }
-            let mut moved = tx.prepare_cached(MOVED_INBOUND).map_err(error::map)?;
-            for sid in &self.inbound[self.inbound.len() - self.moved_inbound..] {
-                moved
-                    .execute([sid.as_str(), &self.key])
-                    .map_err(error::map)?;
-            }
-            let mut moved = tx.prepare_cached(MOVED_LEG).map_err(error::map)?;
-            for sid in &self.legs[self.legs.len() - self.moved_legs..] {
-                moved.execute([sid, &self.key]).map_err(error::map)?;
-            }
-        }
-        Ok(())
+        self.write_moved(tx, MOVED_INBOUND, MOVED_LEG)
     }
 
     /// This dispatch's rows in a side table, `(sid → dispatch)`: a new

@@ -145,19 +145,7 @@ async fn racing_writers_leave_memory_equal_to_the_file() {
     for t in tasks {
         won += t.await.expect("task");
     }
-    let m = Arc::try_unwrap(m).unwrap_or_else(|_| panic!("tasks done"));
-    let path = m.file();
-    let FileStore { store, dir } = m;
-    let in_memory = store
-        .list(qdn_relay_core::ListFilter::All, 100)
-        .await
-        .expect("list");
-    drop(store);
-    let file = SqliteStore::open(&path).await.expect("reopen");
-    let on_file = file
-        .list(qdn_relay_core::ListFilter::All, 100)
-        .await
-        .expect("list");
+    let (in_memory, on_file) = memory_and_file(m).await;
     let versions = |ds: &[qdn_relay_core::Dispatch]| -> Vec<(String, u64)> {
         ds.iter()
             .map(|d| (d.id().to_string(), d.version()))
@@ -171,8 +159,6 @@ async fn racing_writers_leave_memory_equal_to_the_file() {
         .expect("shared");
     assert_eq!(shared_now.version(), 1 + won, "every won save, none lost");
     assert!(won > 0);
-    drop(file);
-    drop(dir);
 }
 
 /// Applies `input` to `d` (at `secs` after it opened) and bumps its version.
@@ -408,23 +394,27 @@ async fn racing_saves_of_one_key_commit_one_and_memory_equals_the_file() {
     }
     assert_eq!(won.iter().filter(|&&i| i < 16).count(), 1, "{won:?}");
     assert_eq!(won.iter().filter(|&&i| i >= 16).count(), 1, "{won:?}");
+    let (in_memory, on_file) = memory_and_file(m).await;
+    assert_eq!(in_memory.len(), 2);
+    assert_eq!(in_memory, on_file);
+}
+
+/// Every dispatch the mirror holds in memory, then (the mirror closed)
+/// every one the file holds, read by a shared store.
+async fn memory_and_file(
+    m: Arc<FileStore<MirroredStore>>,
+) -> (Vec<qdn_relay_core::Dispatch>, Vec<qdn_relay_core::Dispatch>) {
     let m = Arc::try_unwrap(m).unwrap_or_else(|_| panic!("tasks done"));
     let path = m.file();
     let FileStore { store, dir } = m;
-    let in_memory = store
-        .list(qdn_relay_core::ListFilter::All, 100)
-        .await
-        .expect("list");
+    let all = qdn_relay_core::ListFilter::All;
+    let in_memory = store.list(all, 100).await.expect("list");
     drop(store);
     let file = SqliteStore::open(&path).await.expect("reopen");
-    let on_file = file
-        .list(qdn_relay_core::ListFilter::All, 100)
-        .await
-        .expect("list");
-    assert_eq!(in_memory.len(), 2);
-    assert_eq!(in_memory, on_file);
+    let on_file = file.list(all, 100).await.expect("list");
     drop(file);
     drop(dir);
+    (in_memory, on_file)
 }
 
 #[tokio::test]
