@@ -597,41 +597,35 @@ impl Row {
         Ok(())
     }
 
+    /// The record's columns, in the order of [`INSERT`]'s parameters.
+    fn columns(&self) -> [&dyn rusqlite::ToSql; 12] {
+        [
+            &self.key,
+            &self.version,
+            &self.state,
+            &self.is_open,
+            &self.line,
+            &self.customer,
+            &self.tag_key,
+            &self.deadline,
+            &self.opened_at,
+            &self.updated_at,
+            &self.job_id,
+            &self.record,
+        ]
+    }
+
     /// Runs [`INSERT`] or [`INSERT_NEW`] for the record.
     fn insert_record(&self, tx: &Connection, sql: &str) -> rusqlite::Result<usize> {
-        tx.prepare_cached(sql)?.execute(params![
-            self.key,
-            self.version,
-            self.state,
-            self.is_open,
-            self.line,
-            self.customer,
-            self.tag_key,
-            self.deadline,
-            self.opened_at,
-            self.updated_at,
-            self.job_id,
-            self.record,
-        ])
+        tx.prepare_cached(sql)?.execute(&self.columns()[..])
     }
 
     /// Runs [`UPDATE`] for the record (no row changes at another version).
     fn update_record(&self, tx: &Connection) -> rusqlite::Result<usize> {
-        tx.prepare_cached(UPDATE)?.execute(params![
-            self.key,
-            self.version,
-            self.state,
-            self.is_open,
-            self.line,
-            self.customer,
-            self.tag_key,
-            self.deadline,
-            self.opened_at,
-            self.updated_at,
-            self.job_id,
-            self.record,
-            self.expected,
-        ])
+        let expected: &dyn rusqlite::ToSql = &self.expected;
+        tx.prepare_cached(UPDATE)?.execute(params_from_iter(
+            self.columns().into_iter().chain([expected]),
+        ))
     }
 
     /// The whole save, inside a transaction (or savepoint) `tx` that holds
