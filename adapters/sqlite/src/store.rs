@@ -465,6 +465,13 @@ fn notified_of(d: &Dispatch) -> Vec<(String, i64)> {
 
 impl Row {
     pub(crate) fn new(d: &Dispatch, expected: u64) -> Result<Self, StoreError> {
+        Self::build(d, expected, false)
+    }
+
+    /// The row of a save; an owner's (`exclusive`) keeps only what
+    /// [`Row::write_exclusive`] writes: no lookup keys of the record, no
+    /// notified rows.
+    fn build(d: &Dispatch, expected: u64, exclusive: bool) -> Result<Self, StoreError> {
         let id = d.id();
         let invalid = |message: String| StoreError::Invalid { id, message };
         if expected.checked_add(1) != Some(d.version()) {
@@ -478,15 +485,27 @@ impl Row {
         let record = serde_json::to_string(d)
             .map_err(|e| invalid(format!("cannot serialize the dispatch: {e}")))?;
         let is_open = d.state().is_open();
-        let notified = if is_open { notified_of(d) } else { Vec::new() };
+        let notified = if is_open && !exclusive {
+            notified_of(d)
+        } else {
+            Vec::new()
+        };
         let pages = d.unsaved_pages();
-        let mut inbound: Vec<ProviderMessageId> = d.inbound_sids().cloned().collect();
+        let mut inbound: Vec<ProviderMessageId> = if exclusive {
+            Vec::new()
+        } else {
+            d.inbound_sids().cloned().collect()
+        };
         let moved_inbound: Vec<ProviderMessageId> = pages
             .iter()
             .flat_map(|p| p.inbound_sids())
             .cloned()
             .collect();
-        let mut legs: Vec<String> = d.leg_sids().map(ToString::to_string).collect();
+        let mut legs: Vec<String> = if exclusive {
+            Vec::new()
+        } else {
+            d.leg_sids().map(ToString::to_string).collect()
+        };
         let moved_legs: Vec<String> = pages
             .iter()
             .flat_map(|p| p.leg_sids())
@@ -525,7 +544,7 @@ impl Row {
             moved_legs: n_legs,
             pages,
             notified,
-            exclusive: false,
+            exclusive,
             done: None,
         })
     }
@@ -1107,9 +1126,7 @@ impl SqliteStore {
     /// The row of the file's owner's save of `d` over `expected` (see
     /// [`Row::write_exclusive`]), for [`SqliteStore::queue_owned`].
     pub(crate) fn owned_row(&self, d: &Dispatch, expected: u64) -> Result<Row, StoreError> {
-        let mut row = Row::new(d, expected)?;
-        row.exclusive = true;
-        Ok(row)
+        Row::build(d, expected, true)
     }
 
     /// Queues an owner's save: `done` runs on the writer thread with its
