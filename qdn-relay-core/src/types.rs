@@ -18,6 +18,13 @@ macro_rules! serde_via_str {
                 s.collect_str(self)
             }
         }
+        deserialize_via_str!($t, $what);
+    };
+}
+
+/// Implements `Deserialize` through `FromStr`.
+macro_rules! deserialize_via_str {
+    ($t:ty, $what:literal) => {
         impl<'de> Deserialize<'de> for $t {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
@@ -309,13 +316,7 @@ impl Serialize for Timestamp {
     }
 }
 
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse()
-            .map_err(|e| serde::de::Error::custom(format_args!("invalid timestamp: {e}")))
-    }
-}
+deserialize_via_str!(Timestamp, "timestamp");
 
 // ---------------------------------------------------------------------------
 // DispatchId

@@ -141,7 +141,7 @@ impl SqliteStore {
 
     /// The store of the file's owner, which holds the exclusive lock
     /// itself: the secondary indexes are dropped and the lookups marked
-    /// stale, so saves through [`SqliteStore::save_owned`] write the
+    /// stale, so saves through [`SqliteStore::queue_owned`] write the
     /// records alone.
     pub(crate) async fn open_owned(path: &Path, options: SqliteOptions) -> Result<Self, OpenError> {
         let store = Self::open_unlocked(path.to_owned(), options).await?;
@@ -294,6 +294,18 @@ fn rebuild_lookups(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(error::map)?;
     tracing::info!("rebuilt the sqlite lookups the file's last owner did not keep");
     Ok(())
+}
+
+/// A save's result as the writer sends it. The writer drops the replies of
+/// a group that panicked (a bug): the save panics too.
+pub(crate) async fn outcome(
+    reply: oneshot::Receiver<Result<(), StoreError>>,
+    id: DispatchId,
+) -> Result<(), StoreError> {
+    match reply.await {
+        Ok(r) => r,
+        Err(_) => panic!("the sqlite writer panicked while saving dispatch {id}"),
+    }
 }
 
 /// A connection thread's answer: a panic in the work is resumed here (it
@@ -963,14 +975,7 @@ impl Store for SqliteStore {
         let row = Row::new(d, expected)?;
         let (tx, rx) = oneshot::channel();
         self.pool.save(row, tx);
-        match rx.await {
-            Ok(r) => r,
-            // The writer drops the replies of a group that panicked.
-            Err(_) => panic!(
-                "the sqlite writer panicked while saving dispatch {}",
-                d.id()
-            ),
-        }
+        outcome(rx, d.id()).await
     }
 
     async fn by_inbound_sid(
