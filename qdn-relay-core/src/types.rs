@@ -164,8 +164,16 @@ serde_via_str!(PhoneNumber, "phone number");
 /// The state machine never reads a clock: every `now` is an argument of this
 /// type. It is persisted and reloaded by other processes, which is why it is
 /// wall-clock time and not `std::time::Instant`.
+///
+/// Held as the milliseconds with the sign bit flipped, which orders as the
+/// milliseconds do and leaves zero free (the one instant it cannot hold is
+/// `i64::MIN` ms, read as a millisecond later): an `Option<Timestamp>` is
+/// then 8 bytes, not 16, and records and events hold many.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Timestamp(i64);
+pub struct Timestamp(std::num::NonZeroU64);
+
+/// The sign bit of a [`Timestamp`]'s milliseconds, flipped in what it holds.
+const SIGN: u64 = 1 << 63;
 
 /// Why a string is not an RFC 3339 timestamp.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,37 +185,45 @@ pub struct TimestampError {
 
 impl Timestamp {
     /// The Unix epoch.
-    pub const UNIX_EPOCH: Timestamp = Timestamp(0);
+    pub const UNIX_EPOCH: Timestamp = Timestamp::from_millis(0);
 
-    /// From milliseconds since the Unix epoch.
+    /// From milliseconds since the Unix epoch (`i64::MIN` is read as
+    /// `i64::MIN + 1`).
     pub const fn from_millis(ms: i64) -> Self {
-        Self(ms)
+        let ms = if ms == i64::MIN { ms + 1 } else { ms };
+        match std::num::NonZeroU64::new(ms.cast_unsigned() ^ SIGN) {
+            Some(v) => Self(v),
+            // Only `i64::MIN` flips to zero, and it was moved off above.
+            None => Self(std::num::NonZeroU64::MIN),
+        }
     }
 
     /// Milliseconds since the Unix epoch.
     pub const fn as_millis(self) -> i64 {
-        self.0
+        (self.0.get() ^ SIGN).cast_signed()
     }
 
     /// This instant plus `d` (saturating).
     pub fn plus(self, d: std::time::Duration) -> Self {
         let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        Self(self.0.saturating_add(ms))
+        Self::from_millis(self.as_millis().saturating_add(ms))
     }
 
     /// How long after `earlier` this instant is (zero if it is not later).
     pub fn since(self, earlier: Timestamp) -> std::time::Duration {
-        std::time::Duration::from_millis(u64::try_from(self.0 - earlier.0).unwrap_or(0))
+        std::time::Duration::from_millis(
+            u64::try_from(self.as_millis().saturating_sub(earlier.as_millis())).unwrap_or(0),
+        )
     }
 
     /// The same instant as a [`jiff::Timestamp`].
     pub fn to_jiff(self) -> jiff::Timestamp {
-        jiff::Timestamp::from_millisecond(self.0).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        jiff::Timestamp::from_millisecond(self.as_millis()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
     }
 
     /// From a [`jiff::Timestamp`] (truncated to milliseconds).
     pub fn from_jiff(t: jiff::Timestamp) -> Self {
-        Self(t.as_millisecond())
+        Self::from_millis(t.as_millisecond())
     }
 }
 
@@ -232,10 +248,11 @@ impl Timestamp {
     fn rfc3339(self, buf: &mut [u8; RFC3339_MAX]) -> Option<&str> {
         // The last millisecond jiff takes: 9999-12-30T22:00:00Z.
         const LAST: i64 = 253_402_207_200_000;
-        if !(0..=LAST).contains(&self.0) {
+        let ms = self.as_millis();
+        if !(0..=LAST).contains(&ms) {
             return None;
         }
-        let (days, ms_of_day) = (self.0 / 86_400_000, self.0 % 86_400_000);
+        let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
         // Days since 1970-01-01 to a civil date (Howard Hinnant's
         // algorithm, for days >= 0).
         let z = days + 719_468;
@@ -324,8 +341,15 @@ deserialize_via_str!(Timestamp, "timestamp");
 /// The id of a dispatch: a 128-bit ULID (48 bits of milliseconds, 80 random
 /// bits), written as 26 Crockford base-32 characters. Ids sort by creation
 /// time.
+///
+/// Held as two 64-bit halves, high first, so it sorts as the 128-bit value
+/// does but is aligned to 8 bytes, not 16: a `u128` would pad every index
+/// entry and event that holds an id.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DispatchId(u128);
+pub struct DispatchId {
+    hi: u64,
+    lo: u64,
+}
 
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -339,31 +363,35 @@ impl DispatchId {
     /// takes randomness as an argument, never from the OS).
     pub fn new(at: Timestamp, random: u128) -> Self {
         let ms = (at.as_millis().max(0) as u128) & ((1u128 << 48) - 1);
-        Self((ms << 80) | (random & ((1u128 << 80) - 1)))
+        Self::from_u128((ms << 80) | (random & ((1u128 << 80) - 1)))
     }
 
     /// The raw 128-bit value.
     pub fn as_u128(self) -> u128 {
-        self.0
+        (u128::from(self.hi) << 64) | u128::from(self.lo)
     }
 
     /// From the raw 128-bit value.
     pub fn from_u128(v: u128) -> Self {
-        Self(v)
+        Self {
+            hi: (v >> 64) as u64,
+            lo: v as u64,
+        }
     }
 
     /// The creation time encoded in the id.
     pub fn created_at(self) -> Timestamp {
-        Timestamp::from_millis((self.0 >> 80) as i64)
+        Timestamp::from_millis((self.hi >> 16) as i64)
     }
 }
 
 impl fmt::Display for DispatchId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.as_u128();
         let mut out = [0u8; 26];
         for (i, c) in out.iter_mut().enumerate() {
             let shift = 5 * (25 - i);
-            *c = CROCKFORD[((self.0 >> shift) & 31) as usize];
+            *c = CROCKFORD[((v >> shift) & 31) as usize];
         }
         // Only ASCII from the alphabet above.
         f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
@@ -396,7 +424,7 @@ impl FromStr for DispatchId {
             }
             v = (v << 5) | d;
         }
-        Ok(Self(v))
+        Ok(Self::from_u128(v))
     }
 }
 
@@ -547,8 +575,11 @@ serde_via_str!(Tag, "tag");
 /// A message id issued by an SMS provider (Twilio's `MessageSid`, `SM…`), or
 /// by a host for a text it injected. 1 to 64 printable ASCII characters with
 /// no whitespace.
+///
+/// Clones share one copy of the text: a dispatch holds each id in its
+/// thread or leg, in its events and as a key of the stores' indexes.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ProviderMessageId(Box<str>);
+pub struct ProviderMessageId(std::sync::Arc<str>);
 
 /// Why a string is not a provider message id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -691,6 +722,21 @@ mod tests {
         assert_eq!(serde_json::from_str::<Timestamp>(&s).unwrap(), t);
         assert!(s.ends_with("Z\""), "{s}");
         assert!("yesterday".parse::<Timestamp>().is_err());
+    }
+
+    #[test]
+    fn timestamps_have_a_niche_and_hold_every_millisecond_but_the_least() {
+        assert_eq!(size_of::<Option<Timestamp>>(), 8);
+        assert_eq!(Timestamp::UNIX_EPOCH.as_millis(), 0);
+        for ms in [i64::MIN + 1, -1, 0, 1, i64::MAX] {
+            assert_eq!(Timestamp::from_millis(ms).as_millis(), ms);
+        }
+        assert_eq!(Timestamp::from_millis(i64::MIN).as_millis(), i64::MIN + 1);
+        assert!(Timestamp::from_millis(-1) < Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            Timestamp::from_millis(i64::MAX).plus(std::time::Duration::from_secs(1)),
+            Timestamp::from_millis(i64::MAX)
+        );
     }
 
     #[test]
@@ -854,6 +900,33 @@ mod tests {
         #[test]
         fn any_timestamp_is_written_as_jiff_writes_it(ms in 0i64..=253_402_207_200_000) {
             written_as_jiff_writes(ms);
+        }
+
+        /// Held with its sign flipped, a timestamp still sorts and reads
+        /// back as its milliseconds do.
+        #[test]
+        fn timestamps_sort_and_read_back_as_their_millis(a in (i64::MIN + 1).., b in (i64::MIN + 1)..) {
+            let (x, y) = (Timestamp::from_millis(a), Timestamp::from_millis(b));
+            proptest::prop_assert_eq!((x.as_millis(), y.as_millis()), (a, b));
+            proptest::prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+            proptest::prop_assert_eq!(x.plus(std::time::Duration::from_millis(5)).as_millis(), a.saturating_add(5));
+        }
+
+        /// Held as two halves, an id still sorts, hashes apart and reads
+        /// back as its 128-bit value does.
+        #[test]
+        fn dispatch_ids_sort_and_read_back_as_their_value(a: u128, b: u128) {
+            let (x, y) = (DispatchId::from_u128(a), DispatchId::from_u128(b));
+            proptest::prop_assert_eq!((x.as_u128(), y.as_u128()), (a, b));
+            proptest::prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+            proptest::prop_assert_eq!(x == y, a == b);
+            // Ids in text are 26 base-32 characters: 130 bits, of which a
+            // valid first character leaves the 128.
+            proptest::prop_assert_eq!(x.to_string().parse::<DispatchId>(), Ok(x));
+            proptest::prop_assert_eq!(
+                x.created_at(),
+                Timestamp::from_millis((a >> 80) as i64)
+            );
         }
     }
 }
