@@ -182,6 +182,7 @@ impl MirroredStore {
             let Some(last) = page.last() else { break };
             after = Some(last.id());
             for mut d in page {
+                d.compact();
                 if !policies.iter().rev().any(|p| d.share_policy(p)) {
                     if policies.len() == 16 {
                         policies.remove(0);

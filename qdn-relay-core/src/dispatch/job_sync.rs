@@ -305,7 +305,7 @@ impl Dispatch {
             }
             Owed::Sent(i) => JobItem::Message(self.outbound_message(&self.legs[i])),
             Owed::Acked => {
-                let ack = self.ack.as_ref();
+                let ack = self.ack.as_deref();
                 JobItem::Milestone(Milestone {
                     key: format!("{}:acked", self.id),
                     dispatch: self.id,

@@ -227,12 +227,12 @@ impl Dispatch {
                 .or_else(|| self.policy.level_of(*p).map(|l| l as u32)),
             _ => None,
         };
-        self.ack = Some(Ack {
+        self.ack = Some(Box::new(Ack {
             by: by.clone(),
             at: now,
             via,
             level,
-        });
+        }));
         if self.state == State::Open {
             self.state = State::Acked;
             self.level_deadline = None;
@@ -333,7 +333,7 @@ impl Dispatch {
         if let Some(Ack {
             by: Actor::Phone(p),
             ..
-        }) = &self.ack
+        }) = self.ack.as_deref()
             && self.can_text(*p)
         {
             return vec![*p];
