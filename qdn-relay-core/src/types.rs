@@ -15,11 +15,37 @@ macro_rules! serde_via_str {
     ($t:ty, $what:literal) => {
         impl Serialize for $t {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
+                s.serialize_str(self.text(&mut TextBuf::default()))
             }
         }
         deserialize_via_str!($t, $what);
     };
+}
+
+/// A value's text, written by its `text` method without the formatting
+/// machinery (records hold many numbers, ids and tags): the longest is a
+/// dispatch id, 26 characters.
+#[derive(Default)]
+struct TextBuf([u8; 32]);
+
+impl TextBuf {
+    /// Writes `n` in decimal to end at byte `end`; where it starts.
+    fn digits(&mut self, mut n: u64, end: usize) -> usize {
+        let mut at = end;
+        loop {
+            at -= 1;
+            self.0[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return at;
+            }
+        }
+    }
+
+    /// Bytes `range` as text (only ever ASCII written by this module).
+    fn str(&self, range: std::ops::Range<usize>) -> &str {
+        std::str::from_utf8(&self.0[range]).unwrap_or_default()
+    }
 }
 
 /// Implements `Deserialize` through `FromStr`.
@@ -141,9 +167,18 @@ impl FromStr for PhoneNumber {
     }
 }
 
+impl PhoneNumber {
+    /// `+` and the digits.
+    fn text<'a>(&self, buf: &'a mut TextBuf) -> &'a str {
+        let at = buf.digits(self.0.get(), 32) - 1;
+        buf.0[at] = b'+';
+        buf.str(at..32)
+    }
+}
+
 impl fmt::Display for PhoneNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "+{}", self.0)
+        f.write_str(self.text(&mut TextBuf::default()))
     }
 }
 
@@ -385,16 +420,21 @@ impl DispatchId {
     }
 }
 
-impl fmt::Display for DispatchId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl DispatchId {
+    /// The 26 Crockford base-32 characters.
+    fn text<'a>(&self, buf: &'a mut TextBuf) -> &'a str {
         let v = self.as_u128();
-        let mut out = [0u8; 26];
-        for (i, c) in out.iter_mut().enumerate() {
+        for (i, c) in buf.0[..26].iter_mut().enumerate() {
             let shift = 5 * (25 - i);
             *c = CROCKFORD[((v >> shift) & 31) as usize];
         }
-        // Only ASCII from the alphabet above.
-        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
+        buf.str(0..26)
+    }
+}
+
+impl fmt::Display for DispatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text(&mut TextBuf::default()))
     }
 }
 
@@ -517,17 +557,23 @@ pub(crate) fn splitmix(mut x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+impl Tag {
+    /// The letter or two, then the number.
+    fn text<'a>(&self, buf: &'a mut TextBuf) -> &'a str {
+        let mut at = buf.digits(u64::from(self.number), 32);
+        for letter in [self.second, self.letter] {
+            if letter != 0 {
+                at -= 1;
+                buf.0[at] = letter;
+            }
+        }
+        buf.str(at..32)
+    }
+}
+
 impl fmt::Display for Tag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.second == 0 {
-            write!(f, "{}{}", self.letter as char, self.number)
-        } else {
-            write!(
-                f,
-                "{}{}{}",
-                self.letter as char, self.second as char, self.number
-            )
-        }
+        f.write_str(self.text(&mut TextBuf::default()))
     }
 }
 
@@ -587,6 +633,11 @@ pub struct ProviderMessageId(std::sync::Arc<str>);
 pub struct ProviderMessageIdError(String);
 
 impl ProviderMessageId {
+    /// Its text, as `Serialize` writes it.
+    fn text<'a>(&'a self, _: &'a mut TextBuf) -> &'a str {
+        &self.0
+    }
+
     /// The id as a string.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -634,6 +685,11 @@ pub struct JobId(Box<str>);
 pub struct JobIdError(String);
 
 impl JobId {
+    /// Its text, as `Serialize` writes it.
+    fn text<'a>(&'a self, _: &'a mut TextBuf) -> &'a str {
+        &self.0
+    }
+
     /// The longest job id, in characters.
     pub const MAX_CHARS: usize = 128;
 
@@ -900,6 +956,30 @@ mod tests {
         #[test]
         fn any_timestamp_is_written_as_jiff_writes_it(ms in 0i64..=253_402_207_200_000) {
             written_as_jiff_writes(ms);
+        }
+
+        /// Numbers and tags are written as the formatting machinery would
+        /// write them, in text and in JSON.
+        #[test]
+        fn numbers_and_tags_are_written_as_format_writes_them(
+            digits in 1_000_000u64..=999_999_999_999_999,
+            letter in 0usize..24,
+            second in proptest::option::of(0usize..24),
+            number in 1u16..=9999,
+        ) {
+            let n = PhoneNumber::from_u64(digits).unwrap_or_else(|| unreachable!());
+            proptest::prop_assert_eq!(n.to_string(), format!("+{digits}"));
+            proptest::prop_assert_eq!(
+                serde_json::to_string(&n).ok(),
+                Some(format!("\"+{digits}\""))
+            );
+            const LETTERS: &[u8; 24] = b"ABCDEFGHJKLMNPQRSTUVWXYZ";
+            let mut text = String::from(LETTERS[letter] as char);
+            text.extend(second.map(|i| LETTERS[i] as char));
+            text.push_str(&number.to_string());
+            let tag: Tag = text.parse().unwrap_or_else(|e| panic!("{e}"));
+            proptest::prop_assert_eq!(tag.to_string(), text.clone());
+            proptest::prop_assert_eq!(serde_json::to_string(&tag).ok(), Some(format!("\"{text}\"")));
         }
 
         /// Held with its sign flipped, a timestamp still sorts and reads
