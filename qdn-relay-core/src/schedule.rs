@@ -606,6 +606,42 @@ mod tests {
     }
 
     #[test]
+    fn times_at_and_past_the_ends_of_the_calendar_answer_without_panicking() {
+        let ends = [
+            i64::MIN + 1,
+            jiff::Timestamp::MIN.as_millisecond(),
+            jiff::Timestamp::MAX.as_millisecond(),
+            i64::MAX,
+        ];
+        let zones = [z("UTC"), z("Pacific/Kiritimati"), z("Pacific/Pago_Pago")];
+        let windows = [
+            w("mon-sat 07:00-19:00"),
+            w("fri 22:00-06:00"),
+            w("daily 00:00-00:00"),
+        ];
+        for ms in ends {
+            let at = Timestamp::from_millis(ms);
+            for zone in &zones {
+                assert!(!zone.format(at).is_empty());
+                for hour in [0, 23] {
+                    let _ = zone.hour_of_day(at, hour);
+                    let _ = zone.hour_repeats(at, hour);
+                }
+                for window in &windows {
+                    let open = window.is_open(zone, at);
+                    let next = window.next_opening(zone, at);
+                    assert!(!open || next == Some(at));
+                    let _ = window.occurrences(
+                        zone,
+                        at,
+                        at.plus(std::time::Duration::from_secs(86_400)),
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_days_wall_clock_hours_skip_the_gap_and_take_a_repeated_hour_once() {
         let la = z("America/Los_Angeles");
         // 2026-03-08: clocks go forward at 02:00 PST to 03:00 PDT.

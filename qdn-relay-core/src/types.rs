@@ -251,9 +251,16 @@ impl Timestamp {
         )
     }
 
-    /// The same instant as a [`jiff::Timestamp`].
+    /// The same instant as a [`jiff::Timestamp`]; outside jiff's range
+    /// (years -9999 to 9999), the nearest instant jiff takes, so a far
+    /// future stays the far future.
     pub fn to_jiff(self) -> jiff::Timestamp {
-        jiff::Timestamp::from_millisecond(self.as_millis()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        let ms = self.as_millis();
+        jiff::Timestamp::from_millisecond(ms).unwrap_or(if ms > 0 {
+            jiff::Timestamp::MAX
+        } else {
+            jiff::Timestamp::MIN
+        })
     }
 
     /// From a [`jiff::Timestamp`] (truncated to milliseconds).
@@ -279,7 +286,8 @@ impl Timestamp {
     /// The instant as jiff writes it (`2026-01-05T09:00:00Z`, with `.1` to
     /// `.999` when the milliseconds are not 0), written without the
     /// formatting machinery: records hold many timestamps. `None` before
-    /// 1970 or past jiff's range, which [`Timestamp::to_jiff`] writes.
+    /// 1970 or past jiff's range, which [`Timestamp::to_jiff`] writes (at
+    /// the end of its range).
     fn rfc3339(self, buf: &mut [u8; RFC3339_MAX]) -> Option<&str> {
         // The last millisecond jiff takes: 9999-12-30T22:00:00Z.
         const LAST: i64 = 253_402_207_200_000;
@@ -950,6 +958,20 @@ mod tests {
             format!("{:>26}", Timestamp::from_millis(0)),
             "      1970-01-01T00:00:00Z"
         );
+    }
+
+    #[test]
+    fn times_past_jiffs_range_are_written_as_its_ends_and_read_back_stable() {
+        for (ms, end) in [
+            (i64::MAX, jiff::Timestamp::MAX),
+            (i64::MIN + 1, jiff::Timestamp::MIN),
+        ] {
+            let t = Timestamp::from_millis(ms);
+            assert_eq!(t.to_string(), end.to_string());
+            let back: Timestamp = t.to_string().parse().unwrap();
+            assert_eq!(back.as_millis(), end.as_millisecond());
+            assert_eq!(back.to_string(), t.to_string(), "written the same again");
+        }
     }
 
     proptest::proptest! {
