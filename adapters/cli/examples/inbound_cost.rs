@@ -30,7 +30,7 @@ use qdn_relay_core::{Dispatch, ListFilter, PhoneNumber, Policy, Relay, Store, Sy
 use qdn_relay_sqlite::{SqliteOptions, SqliteStore};
 
 mod common;
-use common::{LINE, NoopProvider, cpu_seconds, text};
+use common::{LINE, NoopProvider, cpu_seconds, runtime, text};
 
 /// Count and time the store calls of `Relay::inbound` on SQLite.
 #[derive(Parser, Debug)]
@@ -72,10 +72,7 @@ where
 
 fn main() {
     let a = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime starts");
+    let rt = runtime();
     rt.block_on(run(a));
 }
 

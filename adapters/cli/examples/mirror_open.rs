@@ -23,7 +23,7 @@ use qdn_relay_core::{PhoneNumber, Policy, Relay, SystemClock};
 use qdn_relay_sqlite::MirroredStore;
 
 mod common;
-use common::{LINE, NoopProvider, cpu_seconds, text};
+use common::{LINE, NoopProvider, cpu_seconds, runtime, text};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -141,10 +141,7 @@ async fn probe(store: Arc<MirroredStore>, a: &Args, first: u64, label: &str) {
 
 fn main() {
     let a = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime starts");
+    let rt = runtime();
     match a.reopen.clone() {
         Some(path) => rt.block_on(reopen(&path, &a)),
         None => rt.block_on(run(&a)),

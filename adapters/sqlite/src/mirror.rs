@@ -55,7 +55,7 @@ use qdn_relay_core::{
     Timestamp,
 };
 
-use crate::store::lock_file;
+use crate::store::{Row, lock_file};
 use crate::{OpenError, SqliteOptions, SqliteStore};
 
 /// Dispatches read from the file at a time when a mirror loads it.
@@ -245,7 +245,7 @@ impl Store for MirroredStore {
     }
 
     async fn save(&self, d: &Dispatch, expected: u64) -> Result<(), StoreError> {
-        let row = self.sqlite.owned_row(d, expected)?;
+        let row = Row::owned(d, expected)?;
         let keys = loop {
             let wait = {
                 let mut held = self.shared.in_flight();

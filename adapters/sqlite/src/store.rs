@@ -496,6 +496,12 @@ impl Row {
         Self::build(d, expected, false)
     }
 
+    /// The row of the file's owner's save of `d` over `expected` (see
+    /// [`Row::write_exclusive`]), for [`SqliteStore::queue_owned`].
+    pub(crate) fn owned(d: &Dispatch, expected: u64) -> Result<Self, StoreError> {
+        Self::build(d, expected, true)
+    }
+
     /// The row of a save; an owner's (`exclusive`) keeps only what
     /// [`Row::write_exclusive`] writes: no lookup keys of the record, no
     /// notified rows.
@@ -595,26 +601,41 @@ impl Row {
     /// from the records when a [`SqliteStore`] next opens it. A refusal
     /// comes before anything is written.
     fn write_exclusive(&self, tx: &Connection) -> Result<(), StoreError> {
+        if !self.write_record(tx, INSERT_NEW)? {
+            return Err(self.version_conflict(self.version_on_file(tx)?));
+        }
+        self.write_moved(tx, OWNER_MOVED_INBOUND, OWNER_MOVED_LEG)
+    }
+
+    /// The record's version on file, if it is there.
+    fn version_on_file(&self, tx: &Connection) -> Result<Option<i64>, StoreError> {
+        tx.prepare_cached(VERSION_OF)
+            .and_then(|mut s| s.query_row([&self.key], |r| r.get(0)).optional())
+            .map_err(error::map)
+    }
+
+    /// The save's refusal when the file holds version `found`.
+    fn version_conflict(&self, found: Option<i64>) -> StoreError {
+        StoreError::Conflict {
+            id: self.id,
+            reason: ConflictReason::Version {
+                expected: u64::try_from(self.expected).unwrap_or_default(),
+                found: found.and_then(|v| u64::try_from(v).ok()),
+            },
+        }
+    }
+
+    /// Writes the record: a new one by `insert_sql`, a later version by
+    /// [`UPDATE`]; whether a row was written (none when the file holds
+    /// another version, or already holds the new dispatch).
+    fn write_record(&self, tx: &Connection, insert_sql: &str) -> Result<bool, StoreError> {
         let changed = if self.expected == 0 {
-            self.insert_record(tx, INSERT_NEW)
+            self.insert_record(tx, insert_sql)
         } else {
             self.update_record(tx)
         }
         .map_err(error::map)?;
-        if changed != 1 {
-            let found: Option<i64> = tx
-                .prepare_cached(VERSION_OF)
-                .and_then(|mut s| s.query_row([&self.key], |r| r.get(0)).optional())
-                .map_err(error::map)?;
-            return Err(StoreError::Conflict {
-                id: self.id,
-                reason: ConflictReason::Version {
-                    expected: u64::try_from(self.expected).unwrap_or_default(),
-                    found: found.and_then(|v| u64::try_from(v).ok()),
-                },
-            });
-        }
-        self.write_moved(tx, OWNER_MOVED_INBOUND, OWNER_MOVED_LEG)
+        Ok(changed == 1)
     }
 
     /// What moved out of the record in this save: its pages, and the
@@ -687,19 +708,13 @@ impl Row {
         };
 
         // The version.
-        let found: Option<i64> = tx
-            .prepare_cached(VERSION_OF)
-            .and_then(|mut s| s.query_row([&self.key], |r| r.get(0)).optional())
-            .map_err(error::map)?;
+        let found = self.version_on_file(tx)?;
         let version_ok = match found {
             None => self.expected == 0,
             Some(v) => self.expected != 0 && v == self.expected,
         };
         if !version_ok {
-            return Err(conflict(ConflictReason::Version {
-                expected: u64::try_from(self.expected).unwrap_or_default(),
-                found: found.and_then(|v| u64::try_from(v).ok()),
-            }));
+            return Err(self.version_conflict(found));
         }
 
         // Uniqueness, in the reference store's order. The transaction holds
@@ -740,19 +755,10 @@ impl Row {
         }
 
         // The record.
-        let changed = if self.expected == 0 {
-            self.insert_record(tx, INSERT)
-        } else {
-            self.update_record(tx)
-        }
-        .map_err(error::map)?;
-        if changed != 1 {
+        if !self.write_record(tx, INSERT)? {
             // Unreachable while the check above holds the lock; kept so a
             // lost update can never pass silently.
-            return Err(conflict(ConflictReason::Version {
-                expected: u64::try_from(self.expected).unwrap_or_default(),
-                found: found.and_then(|v| u64::try_from(v).ok()),
-            }));
+            return Err(self.version_conflict(found));
         }
 
         // The lookup tables: bring this dispatch's rows up to date.
@@ -1146,12 +1152,6 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
-    /// The row of the file's owner's save of `d` over `expected` (see
-    /// [`Row::write_exclusive`]), for [`SqliteStore::queue_owned`].
-    pub(crate) fn owned_row(&self, d: &Dispatch, expected: u64) -> Result<Row, StoreError> {
-        Row::build(d, expected, true)
-    }
-
     /// Queues an owner's save: `done` runs on the writer thread with its
     /// result once the commit that holds it is over, then the returned
     /// channel carries the result.

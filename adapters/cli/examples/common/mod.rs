@@ -1,5 +1,5 @@
 //! What the store examples share: the line, a provider that sends
-//! nothing, the process's CPU time and a new customer's text.
+//! nothing, the runtime, the process's CPU time and a new customer's text.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,6 +24,14 @@ impl SmsProvider for NoopProvider {
     fn name(&self) -> &str {
         "no-op"
     }
+}
+
+/// A multi-threaded Tokio runtime, as the server runs on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime starts")
 }
 
 /// This process's user + system CPU time, in seconds.
